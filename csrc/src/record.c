@@ -1,0 +1,141 @@
+/* The producer side: the hot path and the slow path that gives a thread its ring. */
+#include "internal.h"
+
+#include <string.h>
+
+/* Each thread remembers its ring for the recorder it used last.  initial-exec TLS keeps the
+ * lookup to one segment-relative load even when the core lives in a dlopen()ed module. */
+typedef struct et_thread_cache {
+    uint64_t recorder_id;
+    et_ring *ring;
+} et_thread_cache;
+
+static _Thread_local et_thread_cache thread_cache __attribute__((tls_model("initial-exec")));
+/* Its address identifies the thread while it lives. */
+static _Thread_local char thread_token __attribute__((tls_model("initial-exec")));
+
+uintptr_t et__this_thread_token(void) { return (uintptr_t)&thread_token; }
+
+static et_ring *claim_ring(et_recorder *rec) {
+    const uintptr_t me = (uintptr_t)&thread_token;
+    const uint32_t n = rec->config.max_threads;
+    for (uint32_t i = 0; i < n; i++) { /* a thread that alternates between recorders */
+        et_ring *ring = &rec->rings[i];
+        if (atomic_load_explicit(&ring->owner, memory_order_relaxed) == me &&
+            atomic_load_explicit(&ring->state, memory_order_acquire) == RING_OWNED)
+            return ring;
+    }
+    if (et__register_thread_exit() != ET_OK) return NULL; /* could not learn of our exit */
+    for (uint32_t i = 0; i < n; i++) {
+        et_ring *ring = &rec->rings[i];
+        uint32_t expected = RING_FREE;
+        if (atomic_compare_exchange_strong_explicit(&ring->state, &expected, RING_OWNED,
+                                                    memory_order_acq_rel,
+                                                    memory_order_relaxed)) {
+            atomic_store_explicit(&ring->owner, me, memory_order_relaxed);
+            /* the collector freed the ring after draining it; the next write starts at tail */
+            ring->cached_tail = atomic_load_explicit(&ring->tail, memory_order_acquire);
+            return ring;
+        }
+    }
+    return NULL;
+}
+
+static et_ring *ring_slow(et_recorder *rec) {
+    et_ring *ring = claim_ring(rec);
+    if (ring != NULL) {
+        thread_cache.recorder_id = rec->id;
+        thread_cache.ring = ring;
+    }
+    return ring;
+}
+
+static int drop_no_ring(et_recorder *rec, uint32_t series_id, uint64_t n) {
+    if (series_id < rec->config.max_series)
+        atomic_fetch_add_explicit(&rec->shared[series_id].dropped_no_ring, n,
+                                  memory_order_relaxed);
+    return ET_ENORING;
+}
+
+static void drop_ring_full(et_ring *ring, uint32_t series_id, uint32_t max_series,
+                           uint64_t n) {
+    /* single writer: a plain load + store is exact and cheaper than an atomic add */
+    if (series_id < max_series) {
+        uint64_t v = atomic_load_explicit(&ring->full_drops[series_id], memory_order_relaxed);
+        atomic_store_explicit(&ring->full_drops[series_id], v + n, memory_order_relaxed);
+    }
+}
+
+int et_record(et_recorder *rec, uint32_t series_id, double value) {
+    et_ring *ring = thread_cache.ring;
+    if (ET_UNLIKELY(thread_cache.recorder_id != rec->id)) {
+        ring = ring_slow(rec);
+        if (ring == NULL) return drop_no_ring(rec, series_id, 1);
+    }
+    const uint64_t head = atomic_load_explicit(&ring->head, memory_order_relaxed);
+    if (ET_UNLIKELY(head - ring->cached_tail >= ring->capacity)) {
+        ring->cached_tail = atomic_load_explicit(&ring->tail, memory_order_acquire);
+        if (head - ring->cached_tail >= ring->capacity) {
+            drop_ring_full(ring, series_id, rec->config.max_series, 1);
+            return ET_ERINGFULL;
+        }
+    }
+    et_entry *e = &ring->entries[head & ring->mask];
+    e->series = series_id;
+    e->value = value;
+    atomic_store_explicit(&ring->head, head + 1, memory_order_release);
+    return ET_OK;
+}
+
+int64_t et_record_many(et_recorder *rec, uint32_t series_id, const double *values, size_t n) {
+    if (n == 0) return 0;
+    if (values == NULL) return ET_EINVAL;
+    et_ring *ring = thread_cache.ring;
+    if (ET_UNLIKELY(thread_cache.recorder_id != rec->id)) {
+        ring = ring_slow(rec);
+        if (ring == NULL) return drop_no_ring(rec, series_id, n);
+    }
+    const uint64_t head = atomic_load_explicit(&ring->head, memory_order_relaxed);
+    uint64_t room = ring->capacity - (head - ring->cached_tail);
+    if (room < n) {
+        ring->cached_tail = atomic_load_explicit(&ring->tail, memory_order_acquire);
+        room = ring->capacity - (head - ring->cached_tail);
+    }
+    const uint64_t take = n < room ? n : room;
+    /* two straight runs instead of a mask per value: the ring may wrap once */
+    const uint64_t start = head & ring->mask;
+    const uint64_t first = take < ring->capacity - start ? take : ring->capacity - start;
+    et_entry *e = ring->entries + start;
+    for (uint64_t i = 0; i < first; i++) {
+        e[i].series = series_id;
+        e[i].value = values[i];
+    }
+    e = ring->entries;
+    for (uint64_t i = first; i < take; i++) {
+        e[i - first].series = series_id;
+        e[i - first].value = values[i];
+    }
+    atomic_store_explicit(&ring->head, head + take, memory_order_release);
+    if (take < n) drop_ring_full(ring, series_id, rec->config.max_series, n - take);
+    return (int64_t)take;
+}
+
+int et_count_reject(et_recorder *rec, uint32_t series_id, int reason) {
+    if (rec == NULL || series_id >= rec->config.max_series) return ET_ENOSERIES;
+    if (reason != ET_REJECT_TYPE) return ET_EINVAL; /* NaN and Inf are counted at drain */
+    atomic_fetch_add_explicit(&rec->shared[series_id].rejected_type, 1, memory_order_relaxed);
+    return ET_OK;
+}
+
+int et_count_drop(et_recorder *rec, uint32_t series_id, int reason) {
+    if (rec == NULL || series_id >= rec->config.max_series) return ET_ENOSERIES;
+    if (reason == ET_DROP_CLOSED)
+        atomic_fetch_add_explicit(&rec->shared[series_id].dropped_closed, 1,
+                                  memory_order_relaxed);
+    else if (reason == ET_DROP_NO_RING)
+        atomic_fetch_add_explicit(&rec->shared[series_id].dropped_no_ring, 1,
+                                  memory_order_relaxed);
+    else
+        return ET_EINVAL; /* ring-full drops are counted by the ring's owner only */
+    return ET_OK;
+}
