@@ -186,6 +186,23 @@ ET_API int et_recorder_info(et_recorder *rec, et_info *out);
  * 2^ET_MANTISSA_BITS, so bucket j of an octave holds mantissas [edges[j], edges[j+1]). */
 ET_API int et_recorder_edges(const et_recorder *rec, uint32_t *edges, uint32_t capacity);
 
+/* ---- sharing one recorder across modules of one process ----
+ * A module that cannot link this library (a second Python extension, a plugin) records into a
+ * recorder it was handed through this table, so both feed the same rings and windows.
+ * Check abi_version == ET_API_VERSION before use; fields are only ever appended. */
+#define ET_API_VERSION 1
+typedef struct et_api {
+    uint32_t abi_version;
+    int (*record)(et_recorder *rec, uint32_t series_id, double value);
+    int64_t (*record_many)(et_recorder *rec, uint32_t series_id, const double *values,
+                           size_t n);
+    int (*count_reject)(et_recorder *rec, uint32_t series_id, int reason);
+    int (*series_add)(et_recorder *rec, const char *model, const char *version,
+                      const char *metric, const char *dimension, uint32_t *series_id);
+    const char *(*strerror)(int code);
+} et_api;
+ET_API const et_api *et_api_table(void);
+
 /* A static, human-readable name for any return code. */
 ET_API const char *et_strerror(int code);
 

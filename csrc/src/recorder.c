@@ -385,3 +385,14 @@ const char *et_strerror(int code) {
     default: return "unknown error code";
     }
 }
+
+static const et_api api_table = {
+    .abi_version = ET_API_VERSION,
+    .record = et_record,
+    .record_many = et_record_many,
+    .count_reject = et_count_reject,
+    .series_add = et_series_add,
+    .strerror = et_strerror,
+};
+
+const et_api *et_api_table(void) { return &api_table; }
