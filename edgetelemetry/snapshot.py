@@ -427,7 +427,6 @@ class Snapshot:
                 bytes(data),
                 raw=False,
                 strict_map_key=True,
-                max_buffer_size=64 << 20,
             )
         except msgpack.ExtraData as exc:
             raise SnapshotFormatError("trailing bytes after the snapshot") from exc

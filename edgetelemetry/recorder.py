@@ -1,0 +1,462 @@
+"""The public recording API: ``Recorder`` and its bound metric handles.
+
+    rec = Recorder()
+    lat = rec.histogram("latency", unit="ms", model="resnet18", version="1.0")
+    lat.record(3.2)              # one C call, never raises
+    with lat.time(): ...         # also a decorator, async def included
+    snap = rec.snapshot()        # drains, closes the window
+    rec.close()
+
+A recorder is injected where it is needed; nothing is created at import time.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import threading
+import uuid
+import weakref
+from array import array
+from time import perf_counter_ns
+from typing import Any, Callable, TypeVar
+
+from . import _binding
+from ._fastpath import SeriesBase
+from .errors import RecorderClosedError
+from .naming import check_series_names
+from .snapshot import HistogramLayout, SeriesSnapshot, Snapshot, SnapshotSource
+
+__all__ = ["Recorder", "Histogram", "Timer"]
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Nanoseconds to the unit ``time()`` records in.
+_NS_PER_UNIT = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
+
+_DEFAULT_COLLECTOR_PERIOD = 0.002  # seconds; adapts down to 1/8 of it under load
+
+
+class Histogram(SeriesBase):  # type: ignore[misc]
+    """A bound handle on one series.
+
+    ``record(value)`` is inherited from the C base (``_fastpath.c``): one call, never raises.
+    NaN/Inf and non-numbers are counted as rejected, a full ring counts a drop, and after
+    ``Recorder.close()`` it does nothing.
+    """
+
+    __slots__ = ("model", "version", "metric", "dimension", "unit", "_recorder", "__weakref__")
+
+    model: str
+    version: str
+    metric: str
+    dimension: str | None
+    unit: str | None
+
+    def record_many(self, values: Any) -> int:
+        """Record a batch; returns how many entered the ring (the rest were dropped, counted).
+
+        A C-contiguous buffer of float64 (``array('d')``, a numpy float64 array) is read in
+        place; anything else is converted to float64 first.  Never raises."""
+        recorder = self._recorder
+        view = _float64_view(values)
+        if view is None:
+            if self.attached:
+                recorder._count_reject(self.series_id)
+            return 0
+        n = view.nbytes // 8
+        if n == 0 or not self.attached:
+            return 0
+        return recorder._record_many(self.series_id, view, n)
+
+    def time(self) -> Timer:
+        """Time a block (``with``) or a function (decorator, ``async def`` included)."""
+        if self.unit not in _NS_PER_UNIT:
+            raise ValueError(
+                f"time() records durations in the series' unit, which is {self.unit!r}; "
+                f"create the handle with unit= one of {', '.join(_NS_PER_UNIT)}"
+            )
+        return Timer(self, _NS_PER_UNIT[self.unit])
+
+    def __repr__(self) -> str:
+        dim = f", dimension={self.dimension!r}" if self.dimension else ""
+        unit = f", unit={self.unit!r}" if self.unit else ""
+        return (
+            f"Histogram({self.metric!r}{unit}, model={self.model!r}, "
+            f"version={self.version!r}{dim})"
+        )
+
+
+def _float64_view(values: Any) -> memoryview | None:
+    """A zero-copy float64 view of ``values`` when it is one, else a converted copy; None when
+    it holds something that is not a number."""
+    try:
+        view = memoryview(values)
+        if view.format == "d" and view.c_contiguous:
+            return view
+        values = view.tolist() if view.ndim == 1 else None
+    except TypeError:
+        pass
+    try:
+        return memoryview(array("d", values))
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+class Timer:
+    """Context manager and decorator that records elapsed time into a handle."""
+
+    __slots__ = ("_handle", "_ns_per_unit", "_start")
+
+    def __init__(self, handle: Histogram, ns_per_unit: float) -> None:
+        self._handle = handle
+        self._ns_per_unit = ns_per_unit
+        self._start = 0
+
+    def __enter__(self) -> Timer:
+        self._start = perf_counter_ns()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.record((perf_counter_ns() - self._start) / self._ns_per_unit)
+
+    def __call__(self, fn: F) -> F:
+        handle, scale = self._handle, self._ns_per_unit
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def timed_async(*args: Any, **kwargs: Any) -> Any:
+                start = perf_counter_ns()
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    handle.record((perf_counter_ns() - start) / scale)
+
+            return timed_async  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = perf_counter_ns()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                handle.record((perf_counter_ns() - start) / scale)
+
+        return timed  # type: ignore[return-value]
+
+
+class Recorder:
+    """Owns the C recorder: fixed memory, per-thread rings, a background collector.
+
+    Sizes are fixed at creation: ``max_series`` series, ``max_threads`` threads recording at
+    once (a thread's ring is reclaimed after it exits), ``ring_capacity`` records per ring.
+    ``buckets_per_octave`` sets the histogram's accuracy (36: under 1% relative error).
+    ``collector_period`` (seconds, ``None`` for no background thread) is the longest pause
+    between drains; under load the collector drains up to 8 times as often.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_series: int = 16,
+        max_threads: int = 4,
+        ring_capacity: int = 2048,
+        buckets_per_octave: int = 36,
+        collector_period: float | None = _DEFAULT_COLLECTOR_PERIOD,
+    ) -> None:
+        for name, value in (
+            ("max_series", max_series),
+            ("max_threads", max_threads),
+            ("ring_capacity", ring_capacity),
+            ("buckets_per_octave", buckets_per_octave),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if ring_capacity & (ring_capacity - 1) or not 64 <= ring_capacity <= 1 << 24:
+            raise ValueError(
+                f"ring_capacity must be a power of two from 64 to 2**24, got {ring_capacity}"
+            )
+        if not 8 <= buckets_per_octave <= 255:
+            raise ValueError(f"buckets_per_octave must be 8..255, got {buckets_per_octave}")
+        if max_threads > 1024 or max_series > 65536:
+            raise ValueError("max_threads must be <= 1024 and max_series <= 65536")
+        if collector_period is not None and not 0.0001 <= collector_period <= 60:
+            raise ValueError(
+                f"collector_period must be None or 0.0001..60 seconds, got {collector_period!r}"
+            )
+        self._lock = threading.Lock()
+        self._core = _binding.CoreRecorder(
+            {
+                "max_series": max_series,
+                "max_threads": max_threads,
+                "ring_capacity": ring_capacity,
+                "buckets_per_octave": buckets_per_octave,
+            }
+        )
+        info = self._core.info()
+        self._layout = HistogramLayout(
+            buckets_per_octave=info["buckets_per_octave"],
+            mantissa_bits=_binding.lib.ET_MANTISSA_BITS,
+            min_exponent=info["min_exponent"],
+            octaves=info["octaves"],
+            edges=self._core.edges(info["buckets_per_octave"]),
+        )
+        self._api_address = self._core.api_address()
+        self._handles: dict[int, Histogram] = {}
+        self._units: dict[int, str | None] = {}
+        self._inflight = 0
+        self._inflight_done = threading.Condition(self._lock)
+        self._closed = False
+        self._collector_period = collector_period
+        self._recorder_id = uuid.uuid4().hex
+        self._last_counters = {"records_drained": 0, "collector_passes": 0, "unknown_series": 0}
+        if collector_period is not None:
+            self._core.start_collector(int(collector_period * 1e9))
+        _track_for_fork(self)
+
+    # ---- handles ----
+
+    def histogram(
+        self,
+        metric: str,
+        *,
+        model: str,
+        version: str,
+        unit: str | None = None,
+        dimension: str | None = None,
+    ) -> Histogram:
+        """A handle on the series (model, version, metric, dimension); the same names give a
+        handle on the same series.  Names are checked against the heartbeat's rules now, with
+        an error that says which rule failed and what would pass."""
+        check_series_names(model, version, metric, dimension, unit)
+        unit = unit or None
+        with self._lock:
+            self._check_open()
+            try:
+                series_id = self._core.series_add(model, version, metric, dimension)
+            except _binding.CoreError as exc:
+                if exc.code == _binding.lib.ET_ESERIESFULL:
+                    raise ValueError(
+                        f"series limit reached ({self._core.info()['max_series']} series): "
+                        "create the Recorder with a larger max_series"
+                    ) from exc
+                raise
+            known = self._handles.get(series_id)
+            if known is not None:
+                if self._units.get(series_id) != unit:
+                    raise ValueError(
+                        f"series {metric!r} of {model} {version} already has unit "
+                        f"{self._units.get(series_id)!r}, not {unit!r}"
+                    )
+                return known
+            handle = Histogram(self._api_address, self._core.address, series_id)
+            handle.model, handle.version, handle.metric = model, version, metric
+            handle.dimension, handle.unit = dimension, unit
+            handle._recorder = self
+            self._handles[series_id] = handle
+            self._units[series_id] = unit
+            return handle
+
+    def _record_many(self, series_id: int, view: memoryview, n: int) -> int:
+        # cffi releases the GIL during the call: close() must wait for it to return
+        with self._lock:
+            if self._closed:
+                return 0
+            self._inflight += 1
+        try:
+            return self._core.record_many(series_id, view, n)
+        finally:
+            with self._lock:
+                self._inflight -= 1
+                if self._inflight == 0:
+                    self._inflight_done.notify_all()
+
+    def _count_reject(self, series_id: int) -> None:
+        with self._lock:
+            if not self._closed:
+                self._core.count_reject(series_id)
+
+    # ---- windows ----
+
+    def snapshot(self) -> Snapshot:
+        """Drain every ring, close the current window and return it; the next one opens."""
+        with self._lock:
+            self._check_open()
+            return self._close_window()
+
+    def _close_window(self) -> Snapshot:
+        raw = self._core.close_window()
+        info = self._core.info()
+        counters = {key: info[key] - self._last_counters[key] for key in self._last_counters}
+        self._last_counters = {key: info[key] for key in self._last_counters}
+        figures = {
+            key: int(info[key])
+            for key in (
+                "memory_bytes",
+                "ring_capacity",
+                "max_threads",
+                "max_series",
+                "series",
+                "threads_active",
+                "ring_high_water",
+            )
+        }
+        figures.update(counters)
+        per_sign = self._layout.buckets_per_sign
+        series = []
+        for series_id, rs in enumerate(raw.series):
+            pos: dict[int, int] = {}
+            neg: dict[int, int] = {}
+            for index, count in zip(rs.indexes, rs.counts):
+                if index < per_sign:
+                    pos[index] = count
+                else:
+                    neg[index - per_sign] = count
+            model, version, metric, dimension = rs.names
+            series.append(
+                SeriesSnapshot(
+                    model=model,
+                    version=version,
+                    metric=metric,
+                    dimension=dimension or None,
+                    unit=self._units.get(series_id),
+                    layout=self._layout,
+                    count=rs.count,
+                    sum=rs.sum,
+                    min=rs.min if rs.count else None,
+                    max=rs.max if rs.count else None,
+                    first_mono_ns=rs.first_mono_ns or None,
+                    last_mono_ns=rs.last_mono_ns or None,
+                    first_wall_ns=rs.first_wall_ns or None,
+                    last_wall_ns=rs.last_wall_ns or None,
+                    zero=rs.zero,
+                    pos=pos,
+                    neg=neg,
+                    rejected={k: v for k, v in rs.rejected.items() if v},
+                    dropped={k: v for k, v in rs.dropped.items() if v},
+                )
+            )
+        return Snapshot(
+            sources=(SnapshotSource(self._recorder_id, _boot_id(), raw.seq, raw.seq),),
+            start_mono_ns=raw.start_mono_ns,
+            end_mono_ns=raw.end_mono_ns,
+            start_wall_ns=raw.start_wall_ns,
+            end_wall_ns=raw.end_wall_ns,
+            layout=self._layout,
+            series=tuple(series),
+            recorder=figures,
+        )
+
+    # ---- introspection ----
+
+    @property
+    def recorder_id(self) -> str:
+        """Random per recorder, new in a fork child: tells snapshots' sources apart."""
+        return self._recorder_id
+
+    @property
+    def layout(self) -> HistogramLayout:
+        return self._layout
+
+    @property
+    def relative_error(self) -> float:
+        return self._layout.relative_error
+
+    def info(self) -> dict[str, Any]:
+        """Configuration, memory in bytes and the collector's figures."""
+        with self._lock:
+            self._check_open()
+            return self._core.info()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ---- lifetime ----
+
+    def close(self) -> Snapshot | None:
+        """Stop recording and free the C recorder.  Returns the last window if anything was
+        recorded or counted in it since the last snapshot, so nothing is lost; else None.
+        Idempotent."""
+        with self._lock:
+            if self._closed:
+                return None
+            self._closed = True
+            for handle in self._handles.values():
+                handle._detach()
+            while self._inflight:
+                self._inflight_done.wait()
+            try:
+                self._core.stop_collector()
+                last = self._close_window()
+            finally:
+                self._core.free()
+        if any(s.count or s.rejected or s.dropped for s in last.series):
+            return last
+        return None
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # a safety net only: close() is the lifetime; the collector thread must stop first
+        if not getattr(self, "_closed", True):
+            try:
+                self.close()
+            except Exception:  # pragma: no cover - interpreter shutdown
+                pass
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RecorderClosedError("the recorder is closed")
+
+    def _after_fork_in_child(self) -> None:
+        # the C core already dropped what the parent recorded; the collector thread is gone
+        self._lock = threading.Lock()
+        self._inflight_done = threading.Condition(self._lock)
+        self._inflight = 0
+        if self._closed:
+            return
+        self._recorder_id = uuid.uuid4().hex
+        self._last_counters = {key: 0 for key in self._last_counters}
+        if self._collector_period is not None:
+            self._core.start_collector(int(self._collector_period * 1e9))
+
+
+# ---- process-wide helpers (lazy: nothing runs at import) ----
+
+_live_recorders: weakref.WeakSet[Recorder] = weakref.WeakSet()
+_fork_hook_installed = False
+_boot_id_cache: str | None = None
+
+
+def _track_for_fork(rec: Recorder) -> None:
+    global _fork_hook_installed
+    _live_recorders.add(rec)
+    if not _fork_hook_installed and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _fork_hook_installed = True
+
+
+def _after_fork_in_child() -> None:
+    for rec in list(_live_recorders):
+        rec._after_fork_in_child()
+
+
+def _boot_id() -> str:
+    """The kernel's boot id: monotonic timestamps compare only within one boot."""
+    global _boot_id_cache
+    if _boot_id_cache is None:
+        try:
+            with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+                _boot_id_cache = f.read().strip()
+        except OSError:
+            _boot_id_cache = ""
+    return _boot_id_cache
