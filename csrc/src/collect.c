@@ -78,12 +78,12 @@ static void guard_bucket_overflow(et_recorder *rec, uint32_t series, uint64_t pe
     }
 }
 
+/* Free rings are drained too: an exited thread's last records wait there for us. */
 static void drain_ring(et_recorder *rec, et_ring *ring, uint32_t series, uint64_t pass) {
-    const uint32_t state = atomic_load_explicit(&ring->state, memory_order_acquire);
-    if (state == RING_FREE) return;
     const uint64_t head = atomic_load_explicit(&ring->head, memory_order_acquire);
     uint64_t tail = atomic_load_explicit(&ring->tail, memory_order_relaxed);
     const uint64_t pending = head - tail;
+    if (pending == 0) return;
     if (pending > rec->ring_high_water) rec->ring_high_water = (uint32_t)pending;
     if (pending > rec->last_pass_fill_max) rec->last_pass_fill_max = (uint32_t)pending;
     for (; tail != head; tail++) {
@@ -96,12 +96,6 @@ static void drain_ring(et_recorder *rec, et_ring *ring, uint32_t series, uint64_
     }
     rec->records_drained += pending;
     atomic_store_explicit(&ring->tail, head, memory_order_release);
-    if (state == RING_RETIRED) {
-        /* the owner is gone and its last head was published before RETIRED: all drained */
-        uint32_t expected = RING_RETIRED;
-        atomic_compare_exchange_strong_explicit(&ring->state, &expected, RING_FREE,
-                                                memory_order_acq_rel, memory_order_relaxed);
-    }
 }
 
 void et__drain_locked(et_recorder *rec) {

@@ -13,7 +13,9 @@
 #define ET_LIKELY(x) __builtin_expect(!!(x), 1)
 #define ET_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
-enum { RING_FREE = 0, RING_OWNED = 1, RING_RETIRED = 2 };
+/* A ring is FREE or OWNED by a live thread.  An exiting thread frees its ring at once: any
+ * records it left are drained like everyone's, whoever owns the ring next. */
+enum { RING_FREE = 0, RING_OWNED = 1 };
 
 typedef struct et_entry {
     uint32_t series;

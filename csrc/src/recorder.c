@@ -26,7 +26,7 @@ static int process_init_error;
 void et__live_lock(void) { pthread_mutex_lock(&live_lock); }
 void et__live_unlock(void) { pthread_mutex_unlock(&live_lock); }
 
-/* A recording thread is exiting: hand its rings back so the collector drains and frees them. */
+/* A recording thread is exiting: free its rings for the next thread that records. */
 static void on_thread_exit(void *unused) {
     (void)unused;
     const uintptr_t me = et__this_thread_token();
@@ -36,8 +36,8 @@ static void on_thread_exit(void *unused) {
             et_ring *ring = &rec->rings[i];
             if (atomic_load_explicit(&ring->owner, memory_order_relaxed) != me) continue;
             atomic_store_explicit(&ring->owner, 0, memory_order_relaxed);
-            /* release: every record this thread made is visible before the ring retires */
-            atomic_store_explicit(&ring->state, RING_RETIRED, memory_order_release);
+            /* release: the next owner's claim (acquire) sees this thread's last head */
+            atomic_store_explicit(&ring->state, RING_FREE, memory_order_release);
         }
     }
     pthread_mutex_unlock(&live_lock);
