@@ -1,0 +1,198 @@
+"""Recorder and handle behaviour: recording never raises, everything is counted, windows tile."""
+
+import array
+import asyncio
+import math
+import time
+
+import pytest
+
+import edgetelemetry as et
+
+
+@pytest.fixture
+def rec():
+    r = et.Recorder(collector_period=None)
+    yield r
+    r.close()
+
+
+def _only(snap: et.Snapshot) -> et.SeriesSnapshot:
+    (series,) = [s for s in snap.series if s.count or s.rejected or s.dropped]
+    return series
+
+
+def test_exact_stats_and_bad_values_counted(rec) -> None:
+    h = rec.histogram("score", model="resnet18", version="1.0")
+    values = [0.5, -2.0, 0.0, 1e-300, 5e-324, 1e300, 7, True]
+    for v in values:
+        h.record(v)
+    for bad in (math.nan, math.inf, -math.inf, "3.2", None, object(), 10**400):
+        h.record(bad)  # never raises
+    s = _only(rec.snapshot())
+    accepted = [float(v) for v in values]
+    assert s.count == len(accepted)
+    assert s.sum == math.fsum(accepted) or s.sum == sum(accepted)
+    assert s.min == -2.0 and s.max == 1e300
+    assert s.zero == 3  # 0.0, 1e-300 and the subnormal are below the tracked range
+    assert s.rejected == {"nan": 1, "inf": 2, "type": 4}
+    assert sum(s.pos.values()) + sum(s.neg.values()) + s.zero == s.count
+
+
+def test_full_ring_drops_and_counts(rec) -> None:
+    small = et.Recorder(ring_capacity=64, collector_period=None)
+    try:
+        h = small.histogram("latency", unit="ms", model="resnet18", version="1.0")
+        for i in range(100):
+            h.record(float(i))
+        s = _only(small.snapshot())
+        assert s.count == 64 and s.dropped == {"ring_full": 36}
+        assert s.max == 63.0, "the newest records are the ones dropped"
+    finally:
+        small.close()
+
+
+def test_record_many_buffers(rec) -> None:
+    np = pytest.importorskip("numpy")
+    h = rec.histogram("latency", unit="ms", model="resnet18", version="1.0")
+    assert h.record_many(np.arange(100, dtype=np.float64)) == 100
+    assert h.record_many(np.arange(10, dtype=np.float32)) == 10
+    assert h.record_many(array.array("d", [1.0, 2.0])) == 2
+    assert h.record_many([1, 2.5]) == 2
+    assert h.record_many(np.arange(6, dtype=np.float64).reshape(2, 3)) == 6
+    assert h.record_many(np.arange(20, dtype=np.float64)[::2]) == 10  # strided: copied
+    assert h.record_many([]) == 0
+    assert h.record_many(["a", "b"]) == 0  # not numbers: one rejection, no raise
+    assert h.record_many(None) == 0
+    s = _only(rec.snapshot())
+    assert s.count == 100 + 10 + 2 + 2 + 6 + 10
+    assert s.rejected == {"type": 2}
+
+
+def test_record_many_partial_when_ring_full() -> None:
+    with et.Recorder(ring_capacity=64, collector_period=None) as small:
+        h = small.histogram("latency", unit="ms", model="resnet18", version="1.0")
+        assert h.record_many([1.0] * 100) == 64
+        s = _only(small.snapshot())
+        assert s.count == 64 and s.dropped == {"ring_full": 36}
+
+
+def test_time_context_decorator_and_async(rec) -> None:
+    h = rec.histogram("latency", unit="ms", model="resnet18", version="1.0")
+    with h.time():
+        time.sleep(0.02)
+
+    @h.time()
+    def work() -> str:
+        time.sleep(0.01)
+        return "done"
+
+    @h.time()
+    async def infer() -> str:
+        await asyncio.sleep(0.03)
+        return "async done"
+
+    assert work() == "done"
+    assert asyncio.run(infer()) == "async done"
+    s = _only(rec.snapshot())
+    assert s.count == 3
+    assert 10 <= s.min and s.max >= 30, "the coroutine's await is inside its timing"
+    assert s.max < 1000
+
+
+def test_time_needs_a_time_unit(rec) -> None:
+    h = rec.histogram("input-size", unit="bytes", model="resnet18", version="1.0")
+    with pytest.raises(ValueError, match="unit"):
+        h.time()
+
+
+def test_same_names_same_series_and_unit_conflict(rec) -> None:
+    a = rec.histogram("latency", unit="ms", model="resnet18", version="1.0")
+    b = rec.histogram("latency", unit="ms", model="resnet18", version="1.0")
+    assert a is b
+    c = rec.histogram("latency", unit="ms", model="resnet18", version="1.0", dimension="cam")
+    assert c.series_id != a.series_id
+    with pytest.raises(ValueError, match="already has unit"):
+        rec.histogram("latency", unit="s", model="resnet18", version="1.0")
+
+
+def test_series_limit_is_a_registration_error() -> None:
+    with et.Recorder(max_series=2, collector_period=None) as small:
+        small.histogram("aaaa", model="resnet18", version="1")
+        small.histogram("bbbb", model="resnet18", version="1")
+        with pytest.raises(ValueError, match="max_series"):
+            small.histogram("cccc", model="resnet18", version="1")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"ring_capacity": 1000},
+        {"ring_capacity": 32},
+        {"max_series": 0},
+        {"max_threads": -1},
+        {"buckets_per_octave": 4},
+        {"collector_period": 0.0},
+        {"max_series": True},
+    ],
+)
+def test_bad_configuration_is_refused(kwargs) -> None:
+    with pytest.raises(ValueError):
+        et.Recorder(**kwargs)
+
+
+def test_windows_tile_and_sequence(rec) -> None:
+    h = rec.histogram("latency", unit="ms", model="resnet18", version="1.0")
+    h.record(1.0)
+    a = rec.snapshot()
+    b = rec.snapshot()
+    assert (a.seq, b.seq) == (0, 1)
+    assert a.end_mono_ns == b.start_mono_ns and a.end_wall_ns == b.start_wall_ns
+    assert a.start_mono_ns <= a.end_mono_ns
+    assert a.sources[0].recorder_id == rec.recorder_id
+    s = a.series[0]
+    assert a.start_mono_ns <= s.first_mono_ns <= s.last_mono_ns <= a.end_mono_ns
+    assert abs(s.last_wall_ns - time.time_ns()) < 60e9
+    assert b.series[0].count == 0 and b.series[0].min is None
+
+
+def test_default_memory_fits_a_small_device(rec) -> None:
+    info = rec.info()
+    assert info["max_threads"] == 4 and info["max_series"] == 16
+    assert info["memory_bytes"] <= 512 * 1024
+    assert info["relative_error"] < 0.01
+    assert rec.snapshot().recorder["memory_bytes"] == info["memory_bytes"]
+
+
+def test_close_returns_last_window_and_stops_recording() -> None:
+    rec = et.Recorder()
+    h = rec.histogram("latency", unit="ms", model="resnet18", version="1.0")
+    h.record(2.0)
+    last = rec.close()
+    assert last is not None and last.series[0].count == 1
+    h.record(3.0)  # a no-op, not a crash
+    assert h.record_many([1.0]) == 0
+    assert not h.attached
+    assert rec.close() is None
+    with pytest.raises(et.RecorderClosedError):
+        rec.snapshot()
+    with pytest.raises(et.RecorderClosedError):
+        rec.histogram("other", model="resnet18", version="1.0")
+
+
+def test_close_with_nothing_recorded_returns_none() -> None:
+    rec = et.Recorder()
+    rec.histogram("latency", unit="ms", model="resnet18", version="1.0")
+    assert rec.close() is None
+
+
+def test_background_collector_drains_without_snapshot() -> None:
+    with et.Recorder(ring_capacity=64, collector_period=0.001) as rec:
+        h = rec.histogram("latency", unit="ms", model="resnet18", version="1.0")
+        for i in range(2000):
+            h.record(float(i))
+            if i % 32 == 0:
+                time.sleep(0.002)
+        s = rec.snapshot().series[0]
+        assert s.count + s.dropped.get("ring_full", 0) == 2000
+        assert s.count > 64, "the collector drained while we recorded"
