@@ -332,11 +332,12 @@ static void *collector_main(void *arg) {
         et__drain_locked(rec);
         const uint64_t fill = rec->last_pass_fill_max;
         pthread_mutex_unlock(&rec->collector_lock);
-        /* a ring a quarter full at a pass: come back sooner; nearly empty: sleep longer */
+        /* a ring an eighth full at a pass: come back sooner (the producer may be bursting,
+         * and a scheduling delay must not overflow it); nearly empty: sleep longer */
         const uint64_t cap = rec->config.ring_capacity;
-        if (fill * 4 > cap && period > fastest)
+        if (fill * 8 > cap && period > fastest)
             period /= 2;
-        else if (fill * 32 < cap && period < slowest)
+        else if (fill * 64 < cap && period < slowest)
             period *= 2;
         if (period < fastest) period = fastest;
         if (period > slowest) period = slowest;
