@@ -111,8 +111,8 @@ class CoreRecorder:
         return int(out[0])
 
     def record_many(self, series_id: int, buffer: Any, n: int) -> int:
-        values = ffi.from_buffer("double[]", buffer)
-        return check(lib.et_record_many(self._ptr, series_id, values, n), "et_record_many")
+        taken = lib.et_record_many(self._ptr, series_id, ffi.from_buffer("double[]", buffer), n)
+        return taken if taken >= 0 else check(taken, "et_record_many")
 
     def count_reject(self, series_id: int) -> None:
         lib.et_count_reject(self._ptr, series_id, lib.ET_REJECT_TYPE)

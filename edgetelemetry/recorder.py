@@ -12,11 +12,13 @@ A recorder is injected where it is needed; nothing is created at import time.
 
 from __future__ import annotations
 
+import collections
 import functools
 import inspect
 import logging
 import os
 import threading
+import time
 import uuid
 import weakref
 from array import array
@@ -63,15 +65,30 @@ class Histogram(SeriesBase):  # type: ignore[misc]
         A C-contiguous buffer of float64 (``array('d')``, a numpy float64 array) is read in
         place; anything else is converted to float64 first.  Never raises."""
         recorder = self._recorder
-        view = _float64_view(values)
+        try:
+            view = memoryview(values)
+            if view.format != "d" or not view.c_contiguous:
+                view = _float64_copy(view.tolist() if view.ndim == 1 else None)
+        except TypeError:
+            view = _float64_copy(values)
         if view is None:
-            if self.attached:
-                recorder._count_reject(self.series_id)
+            recorder._count_reject(self)
             return 0
-        n = view.nbytes // 8
-        if n == 0 or not self.attached:
+        n = view.nbytes >> 3
+        if n == 0:
             return 0
-        return recorder._record_many(self.series_id, view, n)
+        # cffi releases the GIL during the call, so close() must not free the recorder under
+        # it.  deque.append/pop are atomic under the GIL and far cheaper than a lock: close()
+        # detaches the handles first, then waits for the deque to empty; a call that enters
+        # after that sees the handle detached here and never reaches C.
+        inflight = recorder._inflight
+        inflight.append(None)
+        try:
+            if not self.attached:
+                return 0
+            return recorder._core.record_many(self.series_id, view, n)
+        finally:
+            inflight.pop()
 
     def time(self) -> Timer:
         """Time a block (``with``) or a function (decorator, ``async def`` included)."""
@@ -91,16 +108,8 @@ class Histogram(SeriesBase):  # type: ignore[misc]
         )
 
 
-def _float64_view(values: Any) -> memoryview | None:
-    """A zero-copy float64 view of ``values`` when it is one, else a converted copy; None when
-    it holds something that is not a number."""
-    try:
-        view = memoryview(values)
-        if view.format == "d" and view.c_contiguous:
-            return view
-        values = view.tolist() if view.ndim == 1 else None
-    except TypeError:
-        pass
+def _float64_copy(values: Any) -> memoryview | None:
+    """``values`` converted to a float64 buffer, or None when they are not numbers."""
     try:
         return memoryview(array("d", values))
     except (TypeError, ValueError, OverflowError):
@@ -208,8 +217,7 @@ class Recorder:
         self._api_address = self._core.api_address()
         self._handles: dict[int, Histogram] = {}
         self._units: dict[int, str | None] = {}
-        self._inflight = 0
-        self._inflight_done = threading.Condition(self._lock)
+        self._inflight: collections.deque[None] = collections.deque()
         self._closed = False
         self._collector_period = collector_period
         self._recorder_id = uuid.uuid4().hex
@@ -261,24 +269,10 @@ class Recorder:
             self._units[series_id] = unit
             return handle
 
-    def _record_many(self, series_id: int, view: memoryview, n: int) -> int:
-        # cffi releases the GIL during the call: close() must wait for it to return
+    def _count_reject(self, handle: Histogram) -> None:
         with self._lock:
-            if self._closed:
-                return 0
-            self._inflight += 1
-        try:
-            return self._core.record_many(series_id, view, n)
-        finally:
-            with self._lock:
-                self._inflight -= 1
-                if self._inflight == 0:
-                    self._inflight_done.notify_all()
-
-    def _count_reject(self, series_id: int) -> None:
-        with self._lock:
-            if not self._closed:
-                self._core.count_reject(series_id)
+            if handle.attached:
+                self._core.count_reject(handle.series_id)
 
     # ---- windows ----
 
@@ -388,8 +382,8 @@ class Recorder:
             self._closed = True
             for handle in self._handles.values():
                 handle._detach()
-            while self._inflight:
-                self._inflight_done.wait()
+            while self._inflight:  # record_many calls still inside C (GIL released)
+                time.sleep(0.0001)
             try:
                 self._core.stop_collector()
                 last = self._close_window()
@@ -420,8 +414,7 @@ class Recorder:
     def _after_fork_in_child(self) -> None:
         # the C core already dropped what the parent recorded; the collector thread is gone
         self._lock = threading.Lock()
-        self._inflight_done = threading.Condition(self._lock)
-        self._inflight = 0
+        self._inflight.clear()  # only the forking thread exists here
         if self._closed:
             return
         self._recorder_id = uuid.uuid4().hex
