@@ -1,0 +1,140 @@
+"""Command-line entry points: ``edgetelemetry serve`` and ``edgetelemetry register``.
+
+Both are plain functions taking ``argv`` (without the subcommand) and returning an exit status, so
+the package's CLI dispatcher can call them and tests can run them in a subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import EdgeTelemetryError
+from .app import DEFAULT_CACHE_TTL, DEFAULT_MAX_BODY, EndpointServer
+from .errors import CredentialsFileError, RegistrationError
+from .sigv4 import load_credentials_file
+from .store import Store, StoreError, apply_registry
+
+__all__ = ["main", "register_main"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STORE = "edgetelemetry-endpoint.sqlite3"
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="edgetelemetry serve",
+        description="Run a SageMaker Edge Manager compatible endpoint (SendHeartbeat, "
+        "GetDeviceRegistration, GetDeployments) backed by SQLite.",
+    )
+    p.add_argument("--store", default=DEFAULT_STORE, help="SQLite file (':memory:' for none)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (0 picks a free one)")
+    p.add_argument(
+        "--credentials-file",
+        required=True,
+        help="JSON {access_key_id: secret | {secret_access_key, session_token?, fleets?}}, "
+        "mode 0600",
+    )
+    p.add_argument("--region", default="us-east-1", help="region devices sign for")
+    p.add_argument("--registry", help="registry JSON (fleets, devices, deployments) to apply first")
+    p.add_argument(
+        "--auto-register",
+        action="store_true",
+        help="register unknown devices on first contact (demos and development only)",
+    )
+    p.add_argument("--cache-ttl", type=int, default=DEFAULT_CACHE_TTL, help="CacheTTL answered")
+    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY)
+    p.add_argument("--rate-limit", type=float, help="requests per second per access key")
+    p.add_argument("--burst", type=int, default=20, help="burst allowed by --rate-limit")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def _load_registry(store: Store, path: str) -> None:
+    with open(path, encoding="utf-8") as fh:
+        document = json.load(fh)
+    counts = apply_registry(store, document)
+    logger.info("registry %s applied: %s", path, counts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``edgetelemetry serve``: serve until SIGINT/SIGTERM; print the URL once listening."""
+    args = _serve_parser().parse_args(argv)
+    try:
+        credentials = load_credentials_file(args.credentials_file)
+        if not credentials:
+            raise CredentialsFileError(f"credentials file {args.credentials_file} holds no key")
+        logging.basicConfig(
+            level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        store_path = None if args.store == ":memory:" else args.store
+        store = Store(store_path)
+    except (CredentialsFileError, StoreError) as exc:
+        print(f"edgetelemetry serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.registry:
+            _load_registry(store, args.registry)
+        server = EndpointServer(
+            store_path,
+            host=args.host,
+            port=args.port,
+            credentials=credentials,
+            region=args.region,
+            auto_register=args.auto_register,
+            cache_ttl=args.cache_ttl,
+            max_body=args.max_body_bytes,
+            rate_limit=args.rate_limit,
+            burst=args.burst,
+            store=store,
+        )
+        url = server.start()
+    except (OSError, ValueError, EdgeTelemetryError) as exc:
+        store.close()
+        print(f"edgetelemetry serve: {exc}", file=sys.stderr)
+        return 2
+
+    done = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: done.set())
+    print(f"edgetelemetry endpoint listening on {url}", flush=True)
+    try:
+        done.wait()
+    finally:
+        server.stop()
+        store.close()
+    return 0
+
+
+def register_main(argv: Sequence[str] | None = None) -> int:
+    """``edgetelemetry register --store PATH FILE``: apply a registry JSON document."""
+    p = argparse.ArgumentParser(
+        prog="edgetelemetry register",
+        description="Register fleets, devices and deployments with a self-hosted endpoint's store.",
+    )
+    p.add_argument("--store", default=DEFAULT_STORE)
+    p.add_argument("registry", help="registry JSON file ('-' for stdin)")
+    args = p.parse_args(argv)
+    try:
+        document = json.load(sys.stdin) if args.registry == "-" else _read_json(args.registry)
+        with Store(args.store) as store:
+            counts = apply_registry(store, document)
+    except (OSError, ValueError, RegistrationError, StoreError) as exc:
+        print(f"edgetelemetry register: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(counts))
+    return 0
+
+
+def _read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
