@@ -79,7 +79,8 @@ static void guard_bucket_overflow(et_recorder *rec, uint32_t series, uint64_t pe
 }
 
 /* Free rings are drained too: an exited thread's last records wait there for us. */
-static void drain_ring(et_recorder *rec, et_ring *ring, uint32_t series, uint64_t pass) {
+static void drain_ring(et_recorder *rec, et_ring *ring, uint32_t *series_io, uint64_t pass) {
+    uint32_t series = *series_io;
     const uint64_t head = atomic_load_explicit(&ring->head, memory_order_acquire);
     uint64_t tail = atomic_load_explicit(&ring->tail, memory_order_relaxed);
     const uint64_t pending = head - tail;
@@ -89,8 +90,14 @@ static void drain_ring(et_recorder *rec, et_ring *ring, uint32_t series, uint64_
     for (; tail != head; tail++) {
         const et_entry *e = &ring->entries[tail & ring->mask];
         if (ET_UNLIKELY(e->series >= series)) {
-            rec->unknown_series++;
-            continue;
+            /* the series may have been registered after this pass loaded the count but
+             * before the record was made: the acquire on head makes the newer count visible */
+            series = atomic_load_explicit(&rec->series_count, memory_order_acquire);
+            *series_io = series;
+            if (e->series >= series) {
+                rec->unknown_series++;
+                continue;
+            }
         }
         aggregate_value(rec, &rec->aggregates[e->series], e->value, pass);
     }
@@ -99,7 +106,7 @@ static void drain_ring(et_recorder *rec, et_ring *ring, uint32_t series, uint64_
 }
 
 void et__drain_locked(et_recorder *rec) {
-    const uint32_t series = atomic_load_explicit(&rec->series_count, memory_order_acquire);
+    uint32_t series = atomic_load_explicit(&rec->series_count, memory_order_acquire);
     const uint64_t pass = ++rec->pass;
     /* every record drained now was made before this instant: attribute it here */
     const int64_t mono = et__now_ns(CLOCK_MONOTONIC);
@@ -113,7 +120,7 @@ void et__drain_locked(et_recorder *rec) {
     guard_bucket_overflow(rec, series, pending);
     rec->last_pass_fill_max = 0;
     for (uint32_t r = 0; r < rec->config.max_threads; r++)
-        drain_ring(rec, &rec->rings[r], series, pass);
+        drain_ring(rec, &rec->rings[r], &series, pass);
     for (uint32_t i = 0; i < series; i++) {
         et_aggregate *agg = &rec->aggregates[i];
         if (agg->touched_pass != pass) continue;
