@@ -176,10 +176,19 @@ void et_window_free(et_window *w) {
 }
 
 static et_window *window_alloc(const et_recorder *rec, uint32_t series) {
+    /* et_series_add may be appending to the arena right now, under the registry lock this
+     * thread does not hold: name_arena_used is not ours to read.  The first `series` entries
+     * were published (release/acquire on series_count) and never change, and the arena is
+     * filled in order, so the bytes we may copy end with the last published dimension. */
+    size_t used = 0;
+    if (series > 0) {
+        const char *last = rec->names[series - 1].dimension;
+        used = (size_t)(last - rec->name_arena) + strlen(last) + 1;
+    }
     et_window *w = calloc(1, sizeof *w);
     if (w == NULL) return NULL;
     w->series_count = series;
-    w->name_bytes = malloc(rec->name_arena_used ? rec->name_arena_used : 1);
+    w->name_bytes = malloc(used ? used : 1);
     w->names = calloc(series ? series : 1, sizeof *w->names);
     w->stats = calloc(series ? series : 1, sizeof *w->stats);
     w->indexes = calloc(series ? series : 1, sizeof *w->indexes);
@@ -191,7 +200,7 @@ static et_window *window_alloc(const et_recorder *rec, uint32_t series) {
     }
     /* series names are immutable once registered and the arena only grows: copy it whole and
      * rebase the pointers */
-    memcpy(w->name_bytes, rec->name_arena, rec->name_arena_used);
+    memcpy(w->name_bytes, rec->name_arena, used);
     for (uint32_t i = 0; i < series; i++) {
         const et_series_names *src = &rec->names[i];
         et_series_names *dst = &w->names[i];
