@@ -365,11 +365,16 @@ static void *collector_main(void *arg) {
     return NULL;
 }
 
+/* Start and stop are serialised by lifecycle_lock, held across create and join: otherwise
+ * two stops join one thread twice, or a start clears thread_stop before the thread being
+ * stopped has seen it, and that thread (and its joiner) runs forever. */
 int et_collector_start(et_recorder *rec, uint64_t period_ns) {
     if (rec == NULL || period_ns < 80000 || period_ns > 60ull * 1000000000ull) return ET_EINVAL;
+    pthread_mutex_lock(&rec->lifecycle_lock);
     pthread_mutex_lock(&rec->thread_lock);
     if (rec->thread_running) {
         pthread_mutex_unlock(&rec->thread_lock);
+        pthread_mutex_unlock(&rec->lifecycle_lock);
         return ET_OK;
     }
     rec->thread_stop = false;
@@ -377,15 +382,19 @@ int et_collector_start(et_recorder *rec, uint64_t period_ns) {
     atomic_store_explicit(&rec->period_now_ns, period_ns / 8, memory_order_relaxed);
     int rc = pthread_create(&rec->thread, NULL, collector_main, rec);
     rec->thread_running = rc == 0;
+    if (rc != 0) atomic_store_explicit(&rec->period_now_ns, 0, memory_order_relaxed);
     pthread_mutex_unlock(&rec->thread_lock);
+    pthread_mutex_unlock(&rec->lifecycle_lock);
     return rc == 0 ? ET_OK : ET_ETHREAD;
 }
 
 int et_collector_stop(et_recorder *rec) {
     if (rec == NULL) return ET_EINVAL;
+    pthread_mutex_lock(&rec->lifecycle_lock);
     pthread_mutex_lock(&rec->thread_lock);
     if (!rec->thread_running) {
         pthread_mutex_unlock(&rec->thread_lock);
+        pthread_mutex_unlock(&rec->lifecycle_lock);
         return ET_OK;
     }
     rec->thread_stop = true;
@@ -396,6 +405,7 @@ int et_collector_stop(et_recorder *rec) {
     rec->thread_running = false;
     pthread_mutex_unlock(&rec->thread_lock);
     atomic_store_explicit(&rec->period_now_ns, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&rec->lifecycle_lock);
     return rc == 0 ? ET_OK : ET_ETHREAD;
 }
 

@@ -100,7 +100,9 @@ struct et_recorder {
     uint64_t window_seq;
     int64_t window_start_mono_ns, window_start_wall_ns;
 
-    /* background collector thread */
+    /* background collector thread; lifecycle_lock serialises et_collector_start/stop (held
+     * across pthread_create and pthread_join, never taken by the collector thread) */
+    pthread_mutex_t lifecycle_lock;
     pthread_mutex_t thread_lock;
     pthread_cond_t thread_wake;
     pthread_t thread;

@@ -43,11 +43,20 @@ static void on_thread_exit(void *unused) {
     pthread_mutex_unlock(&live_lock);
 }
 
+static void init_wake_cond(et_recorder *rec) {
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&rec->thread_wake, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
 /* fork() copies one thread: take every lock first so none is copied held by a thread that
  * does not exist in the child. */
 static void before_fork(void) {
     pthread_mutex_lock(&live_lock);
     for (et_recorder *rec = live_head; rec != NULL; rec = rec->next_live) {
+        pthread_mutex_lock(&rec->lifecycle_lock);
         pthread_mutex_lock(&rec->registry_lock);
         pthread_mutex_lock(&rec->collector_lock);
         pthread_mutex_lock(&rec->thread_lock);
@@ -59,6 +68,7 @@ static void after_fork_parent(void) {
         pthread_mutex_unlock(&rec->thread_lock);
         pthread_mutex_unlock(&rec->collector_lock);
         pthread_mutex_unlock(&rec->registry_lock);
+        pthread_mutex_unlock(&rec->lifecycle_lock);
     }
     pthread_mutex_unlock(&live_lock);
 }
@@ -66,9 +76,14 @@ static void after_fork_parent(void) {
 static void after_fork_child(void) {
     for (et_recorder *rec = live_head; rec != NULL; rec = rec->next_live) {
         et__thread_forget_after_fork(rec);
+        /* the parent's collector thread was most likely waiting on thread_wake when we forked:
+         * the copy counts a waiter that does not exist here, and glibc's pthread_cond_destroy
+         * (et_recorder_free) would wait for it forever.  Start the child with a fresh one. */
+        init_wake_cond(rec);
         pthread_mutex_unlock(&rec->thread_lock);
         pthread_mutex_unlock(&rec->collector_lock);
         pthread_mutex_unlock(&rec->registry_lock);
+        pthread_mutex_unlock(&rec->lifecycle_lock);
     }
     pthread_mutex_unlock(&live_lock);
 }
@@ -245,12 +260,9 @@ int et_recorder_new(const et_config *cfg, et_recorder **out) {
 
     pthread_mutex_init(&rec->registry_lock, NULL);
     pthread_mutex_init(&rec->collector_lock, NULL);
+    pthread_mutex_init(&rec->lifecycle_lock, NULL);
     pthread_mutex_init(&rec->thread_lock, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&rec->thread_wake, &attr);
-    pthread_condattr_destroy(&attr);
+    init_wake_cond(rec);
 
     pthread_mutex_lock(&rec->collector_lock);
     et__reset_window_locked(rec);
@@ -277,6 +289,7 @@ void et_recorder_free(et_recorder *rec) {
     pthread_mutex_unlock(&live_lock);
     pthread_mutex_destroy(&rec->registry_lock);
     pthread_mutex_destroy(&rec->collector_lock);
+    pthread_mutex_destroy(&rec->lifecycle_lock);
     pthread_mutex_destroy(&rec->thread_lock);
     pthread_cond_destroy(&rec->thread_wake);
     release_memory(rec);
