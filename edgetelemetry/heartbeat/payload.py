@@ -1,0 +1,210 @@
+"""Build ``SendHeartbeat`` parameters from snapshots.
+
+``build_heartbeat`` is a pure function: no I/O, no clock reads, no randomness.  Every time in
+the payload comes from the snapshots' wall times or from the persisted ``ModelState``, so the
+same inputs always give the same request, and a backlog sent a day late still carries the
+times its windows closed.  The mapping is documented in ``docs/heartbeat-mapping.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
+
+from .. import __version__
+from ..naming import STAT_SUFFIXES, heartbeat_metric_name
+from ..snapshot import SeriesSnapshot, Snapshot
+from .validate import HeartbeatValidationError, validate_input, validate_send_heartbeat
+
+__all__ = [
+    "DEFAULT_DIMENSION",
+    "DeviceIdentity",
+    "ModelState",
+    "PayloadOptions",
+    "build_heartbeat",
+    "sanitize_agent_version",
+]
+
+# The Dimension of a series recorded without one (EdgeMetric.Dimension cannot be empty).
+DEFAULT_DIMENSION = "all"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_QUANTILES = {s: int(s[1:]) / 100 for s in STAT_SUFFIXES if re.fullmatch(r"p\d\d", s)}
+_NO_METRICS: Mapping[str, float] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    """The device and fleet names every request carries, checked against the service rules."""
+
+    device_name: str
+    fleet_name: str
+
+    def __post_init__(self) -> None:
+        validate_input(
+            "GetDeviceRegistration",
+            {"DeviceName": self.device_name, "DeviceFleetName": self.fleet_name},
+        )
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """What the agent persisted about a model between heartbeats (wall-clock ns, or None)."""
+
+    latest_inference_ns: int | None = None
+    latest_sample_ns: int | None = None
+
+
+@dataclass(frozen=True)
+class PayloadOptions:
+    """``stats``: which aggregates of each series to report, in this order."""
+
+    default_dimension: str = DEFAULT_DIMENSION
+    stats: tuple[str, ...] = STAT_SUFFIXES
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.stats if s not in STAT_SUFFIXES]
+        if unknown or len(set(self.stats)) != len(self.stats):
+            raise ValueError(
+                f"stats {self.stats!r} must be distinct, from {', '.join(STAT_SUFFIXES)}"
+            )
+
+
+def sanitize_agent_version(version: str) -> str:
+    """A package version as a valid AgentVersion: ``1.0.0-rc1`` -> ``1.0.0_rc1``."""
+    return re.sub(r"[^a-zA-Z0-9 _.]", "_", version)[:64]
+
+
+def build_heartbeat(
+    snapshots: Sequence[Snapshot],
+    identity: DeviceIdentity,
+    *,
+    agent_metrics: Mapping[str, float] = _NO_METRICS,
+    model_state: Mapping[tuple[str, str], ModelState] | None = None,
+    deployment_result: Mapping[str, Any] | None = None,
+    agent_version: str | None = None,
+    options: PayloadOptions = PayloadOptions(),
+) -> dict[str, Any]:
+    """The keyword arguments of ``client.send_heartbeat(**kwargs)`` for these snapshots.
+
+    Each snapshot keeps its own window: its metrics carry its end time, so a backlog becomes
+    one request with several points per metric (``split_heartbeat`` cuts it to size).  Merge
+    snapshots first (``Snapshot.merge``) to report them as one window.  ``agent_version``
+    is sent as given; by default it is this package's version made valid.  The result always
+    passes ``validate_send_heartbeat``; otherwise ``HeartbeatValidationError`` says where.
+    """
+    states = model_state or {}
+    groups: dict[tuple[str, str], list[tuple[Snapshot, SeriesSnapshot]]] = {
+        key: [] for key in states
+    }
+    for snap in snapshots:
+        for series in snap.series:
+            groups.setdefault((series.model, series.version), []).append((snap, series))
+
+    params: dict[str, Any] = {
+        "AgentVersion": (
+            sanitize_agent_version(__version__) if agent_version is None else agent_version
+        ),
+        "DeviceName": identity.device_name,
+        "DeviceFleetName": identity.fleet_name,
+        "Models": [
+            _model_entry(key, groups[key], states.get(key), options, f"Models[{i}]")
+            for i, key in enumerate(sorted(groups))
+        ],
+    }
+    if agent_metrics:
+        latest_end = max((s.end_wall_ns for s in snapshots), default=None)
+        when = None if latest_end is None else _timestamp(latest_end, "AgentMetrics[0].Timestamp")
+        agent = []
+        for name, value in sorted(agent_metrics.items()):
+            metric = {"MetricName": name, "Dimension": options.default_dimension, "Value": value}
+            if when is not None:
+                metric["Timestamp"] = when
+            agent.append(metric)
+        params["AgentMetrics"] = agent
+    if deployment_result is not None:
+        params["DeploymentResult"] = copy.deepcopy(dict(deployment_result))
+    validate_send_heartbeat(params)
+    return params
+
+
+def _model_entry(
+    key: tuple[str, str],
+    items: list[tuple[Snapshot, SeriesSnapshot]],
+    state: ModelState | None,
+    options: PayloadOptions,
+    path: str,
+) -> dict[str, Any]:
+    metrics: list[dict[str, Any]] = []
+    for snap, series in items:
+        mpath = f"{path}.ModelMetrics[{len(metrics)}]"
+        when = _timestamp(snap.end_wall_ns, f"{mpath}.Timestamp")
+        dimension = options.default_dimension if series.dimension is None else series.dimension
+        for stat in options.stats:
+            value = _stat_value(series, stat)
+            if value is None:
+                continue
+            metrics.append(
+                {
+                    "MetricName": _metric_name(series, stat, f"{path}.ModelMetrics[{len(metrics)}]"),
+                    "Dimension": dimension,
+                    "Value": value,
+                    "Timestamp": when,
+                }
+            )
+
+    inference_ns = [s.last_wall_ns for _, s in items if s.last_wall_ns is not None]
+    if state is not None and state.latest_inference_ns is not None:
+        inference_ns.append(state.latest_inference_ns)
+    entry: dict[str, Any] = {"ModelName": key[0], "ModelVersion": key[1]}
+    if state is not None and state.latest_sample_ns is not None:
+        entry["LatestSampleTime"] = _timestamp(state.latest_sample_ns, f"{path}.LatestSampleTime")
+    if inference_ns:
+        entry["LatestInference"] = _timestamp(max(inference_ns), f"{path}.LatestInference")
+    entry["ModelMetrics"] = metrics
+    return entry
+
+
+def _stat_value(series: SeriesSnapshot, stat: str) -> float | None:
+    """The value of one aggregate, or None where an empty series has none."""
+    if stat == "count":
+        return float(series.count)
+    if stat == "sum":
+        return series.sum
+    if stat == "rejected":
+        return float(sum(series.rejected.values()))
+    if stat == "dropped":
+        return float(sum(series.dropped.values()))
+    if series.count == 0:
+        return None
+    if stat == "min":
+        return series.min
+    if stat == "max":
+        return series.max
+    if stat == "mean":
+        return series.mean
+    return series.quantile(_QUANTILES[stat])
+
+
+def _metric_name(series: SeriesSnapshot, stat: str, path: str) -> str:
+    try:
+        return heartbeat_metric_name(series.metric, series.unit, stat)
+    except ValueError as exc:
+        # Only a length can fail here; names that skipped the naming rules (a foreign or
+        # hand-made snapshot) get the same path/rule error as any other bad field.
+        name = "-".join(part for part in (series.metric, series.unit, stat) if part)
+        rule = "min_length" if len(name) < 4 else "max_length"
+        raise HeartbeatValidationError(f"{path}.MetricName", rule, name, str(exc)) from exc
+
+
+def _timestamp(ns: int, path: str) -> datetime:
+    """Wall-clock ns as an aware UTC datetime (truncated to µs), exactly, without floats."""
+    try:
+        return _EPOCH + timedelta(microseconds=ns // 1000)
+    except OverflowError as exc:
+        rule = "max_timestamp" if ns > 0 else "min_timestamp"
+        raise HeartbeatValidationError(path, rule, ns, "is outside the datetime range") from exc
