@@ -1,4 +1,4 @@
-"""Snapshots to Edge Manager ``SendHeartbeat`` requests: build and validate.
+"""Snapshots to Edge Manager ``SendHeartbeat`` requests: build, validate, split.
 
 Nothing here sends anything or reads a clock; botocore's service model is loaded on first use.
 """
@@ -13,6 +13,7 @@ from .payload import (
     build_heartbeat,
     sanitize_agent_version,
 )
+from .split import HeartbeatTooLargeError, SplitLimits, request_bytes, split_heartbeat
 from .validate import (
     MIN_TIMESTAMP,
     HeartbeatValidationError,
@@ -24,11 +25,15 @@ __all__ = [
     "DEFAULT_DIMENSION",
     "MIN_TIMESTAMP",
     "DeviceIdentity",
+    "HeartbeatTooLargeError",
     "HeartbeatValidationError",
     "ModelState",
     "PayloadOptions",
+    "SplitLimits",
     "build_heartbeat",
+    "request_bytes",
     "sanitize_agent_version",
+    "split_heartbeat",
     "validate_input",
     "validate_send_heartbeat",
 ]
