@@ -331,7 +331,9 @@ def test_a_window_from_an_unset_clock_is_refused() -> None:
     assert info.value.path == "Models[0].LatestInference"
     with pytest.raises(HeartbeatValidationError) as info:
         build_heartbeat([snapshot([series([])], end_ns=60 * SECOND)], IDENTITY)
-    assert (info.value.path, info.value.rule) == ("Models[0].ModelMetrics[0].Timestamp", "min_timestamp")
+    assert (info.value.path, info.value.rule) == (
+        "Models[0].ModelMetrics[0].Timestamp", "min_timestamp"
+    )
 
 
 def test_times_outside_the_datetime_range_are_refused() -> None:

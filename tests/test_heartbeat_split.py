@@ -117,7 +117,9 @@ TIMESTAMPS = st.one_of(
 def metrics(draw: st.DrawFn) -> dict[str, Any]:
     out: dict[str, Any] = {
         "MetricName": draw(st.text(_ALNUM, min_size=4, max_size=40)),
-        "Value": draw(st.floats(allow_nan=False, allow_infinity=False) | st.integers(-10**6, 10**6)),
+        "Value": draw(
+            st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(10**6), 10**6)
+        ),
     }
     if draw(st.booleans()):
         out["Dimension"] = draw(st.text(_ALNUM + "/", min_size=1, max_size=20).filter(
@@ -228,7 +230,11 @@ def test_default_limits_are_the_documented_ones() -> None:
 
 
 def test_a_payload_within_the_limits_is_sent_as_it_is() -> None:
-    params = {**HEADER, "Models": [model("resnet18", [metric()])], "AgentMetrics": [metric("cpu-pct")]}
+    params = {
+        **HEADER,
+        "Models": [model("resnet18", [metric()])],
+        "AgentMetrics": [metric("cpu-pct")],
+    }
     assert split_heartbeat(params) == [params]
     assert split_heartbeat(dict(HEADER)) == [HEADER]
 
@@ -236,7 +242,9 @@ def test_a_payload_within_the_limits_is_sent_as_it_is() -> None:
 def test_a_model_cut_over_requests_repeats_its_header() -> None:
     params = {
         **HEADER,
-        "Models": [model("resnet18", [metric(value=v) for v in range(5)], LatestSampleTime=7e8 * 3)],
+        "Models": [
+            model("resnet18", [metric(value=v) for v in range(5)], LatestSampleTime=2.1e9)
+        ],
         "AgentMetrics": [metric("cpu-pct"), metric("mem-pct")],
         "DeploymentResult": {"DeploymentName": "rollout-7", "DeploymentStatus": "SUCCESS"},
     }
@@ -266,8 +274,11 @@ def test_bytes_are_measured_as_botocore_sends_them() -> None:
         [],
         DeviceIdentity("jetson-01", "line-3"),
         agent_metrics={"cpu-pct": 0.1 + 0.2},
-        deployment_result={"DeploymentName": "rollout-7", "DeploymentStatusMessage": "déjà vu ✓",
-                           "DeploymentStartTime": 1_714_564_800.999},
+        deployment_result={
+            "DeploymentName": "rollout-7",
+            "DeploymentStatusMessage": "déjà vu ✓",
+            "DeploymentStartTime": 1_714_564_800.999,
+        },
     )
     assert request_bytes(snap_free) == botocore_bytes(snap_free)
 

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 import botocore.session
 import pytest
+from botocore.model import ShapeResolver
 from botocore.serialize import create_serializer
 from botocore.validate import ParamValidator
 from hypothesis import given, settings
@@ -29,6 +30,7 @@ from edgetelemetry.heartbeat.validate import (
     HeartbeatValidationError,
     validate_input,
     validate_send_heartbeat,
+    validate_shape,
 )
 
 MODEL = botocore.session.get_session().get_service_model("sagemaker-edge")
@@ -131,6 +133,9 @@ def _ids(cases: list[tuple[str, Path, Any]]) -> list[str]:
     return [f"{op}:{_text(path) or '<input>'}" for op, path, _ in cases]
 
 
+STRING_IDS = _ids(CONSTRAINED_STRINGS)
+
+
 def _expect(op: str, params: Any, path: Path | str, rule: str) -> HeartbeatValidationError:
     with pytest.raises(HeartbeatValidationError) as info:
         validate_input(op, params)
@@ -175,7 +180,7 @@ def test_full_example_passes_ours_and_botocores_validator(op: str) -> None:
     assert not ParamValidator().validate(params, shape).has_errors()
 
 
-@pytest.mark.parametrize(("op", "path", "shape"), CONSTRAINED_STRINGS, ids=_ids(CONSTRAINED_STRINGS))
+@pytest.mark.parametrize(("op", "path", "shape"), CONSTRAINED_STRINGS, ids=STRING_IDS)
 @settings(max_examples=30, deadline=None)
 @given(data=st.data())
 def test_string_members_accept_what_the_model_allows(
@@ -192,7 +197,7 @@ def test_string_members_accept_what_the_model_allows(
     validate_input(op, _with(base, path, value))
 
 
-@pytest.mark.parametrize(("op", "path", "shape"), CONSTRAINED_STRINGS, ids=_ids(CONSTRAINED_STRINGS))
+@pytest.mark.parametrize(("op", "path", "shape"), CONSTRAINED_STRINGS, ids=STRING_IDS)
 @settings(max_examples=30, deadline=None)
 @given(data=st.data())
 def test_string_members_refuse_what_the_pattern_refuses(
@@ -212,7 +217,7 @@ def test_string_members_refuse_what_the_pattern_refuses(
     assert error.value == value
 
 
-@pytest.mark.parametrize(("op", "path", "shape"), CONSTRAINED_STRINGS, ids=_ids(CONSTRAINED_STRINGS))
+@pytest.mark.parametrize(("op", "path", "shape"), CONSTRAINED_STRINGS, ids=STRING_IDS)
 def test_string_members_length_bounds_are_exact(op: str, path: Path, shape: Any) -> None:
     meta = shape.metadata
     base = _example(MODEL.operation_model(op).input_shape)
@@ -343,7 +348,8 @@ def test_a_realistic_heartbeat_passes() -> None:
 )
 def test_contract_metric_cases(field: str, value: Any, rule: str) -> None:
     params = _heartbeat()
-    params["Models"][0]["ModelMetrics"][1] = {**params["Models"][0]["ModelMetrics"][1], field: value}
+    metrics = params["Models"][0]["ModelMetrics"]
+    metrics[1] = {**metrics[1], field: value}
     error = _expect("SendHeartbeat", params, f"Models[0].ModelMetrics[1].{field}", rule)
     assert f"Models[0].ModelMetrics[1].{field}" in str(error)
     assert repr(rule) in str(error)
@@ -388,7 +394,8 @@ def test_error_is_a_value_error_of_the_package() -> None:
         validate_send_heartbeat({"DeviceName": "d", "DeviceFleetName": "f"})
     assert isinstance(info.value, EdgeTelemetryError)
     assert isinstance(info.value, ValueError)
-    assert (info.value.path, info.value.rule, info.value.value) == ("AgentVersion", "required", None)
+    error = info.value
+    assert (error.path, error.rule, error.value) == ("AgentVersion", "required", None)
 
 
 def test_other_operations_validate_too() -> None:
@@ -412,6 +419,28 @@ def test_json_body_botocore_sends_validates_as_decoded() -> None:
     decoded = json.loads(body)
     assert isinstance(decoded["Models"][0]["LatestInference"], int)
     validate_send_heartbeat(decoded)
+
+
+def test_list_bounds_and_unknown_types() -> None:
+    # No list in today's model is bounded; a model update may bound one.
+    shapes = ShapeResolver(
+        {
+            "Names": {"type": "list", "member": {"shape": "Name"}, "min": 1, "max": 2},
+            "Name": {"type": "string", "min": 4},
+            "Count": {"type": "integer"},
+        }
+    )
+    names = shapes.get_shape_by_name("Names")
+    validate_shape(names, ["abcd", "efgh"], "Names")
+    for value, rule in (([], "min_items"), (["abcd"] * 3, "max_items")):
+        with pytest.raises(HeartbeatValidationError) as info:
+            validate_shape(names, value, "Names")
+        assert (info.value.path, info.value.rule) == ("Names", rule)
+    with pytest.raises(HeartbeatValidationError) as info:
+        validate_shape(names, ["abcd", "abc"], "Names")
+    assert (info.value.path, info.value.rule) == ("Names[1]", "min_length")
+    with pytest.raises(NotImplementedError, match="integer"):
+        validate_shape(shapes.get_shape_by_name("Count"), 3, "Count")
 
 
 def test_import_does_no_work() -> None:

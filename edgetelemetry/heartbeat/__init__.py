@@ -19,6 +19,7 @@ from .validate import (
     HeartbeatValidationError,
     validate_input,
     validate_send_heartbeat,
+    validate_shape,
 )
 
 __all__ = [
@@ -36,4 +37,5 @@ __all__ = [
     "split_heartbeat",
     "validate_input",
     "validate_send_heartbeat",
+    "validate_shape",
 ]

@@ -141,16 +141,16 @@ def _model_entry(
 ) -> dict[str, Any]:
     metrics: list[dict[str, Any]] = []
     for snap, series in items:
-        mpath = f"{path}.ModelMetrics[{len(metrics)}]"
-        when = _timestamp(snap.end_wall_ns, f"{mpath}.Timestamp")
+        when = _timestamp(snap.end_wall_ns, f"{path}.ModelMetrics[{len(metrics)}].Timestamp")
         dimension = options.default_dimension if series.dimension is None else series.dimension
         for stat in options.stats:
             value = _stat_value(series, stat)
             if value is None:
                 continue
+            mpath = f"{path}.ModelMetrics[{len(metrics)}]"
             metrics.append(
                 {
-                    "MetricName": _metric_name(series, stat, f"{path}.ModelMetrics[{len(metrics)}]"),
+                    "MetricName": _metric_name(series, stat, mpath),
                     "Dimension": dimension,
                     "Value": value,
                     "Timestamp": when,

@@ -174,7 +174,8 @@ class _Splitter:
         req = _Request(body, _size(body, self.shape))
         if req.size > self.limits.max_bytes:
             path = "DeploymentResult" if "DeploymentResult" in body else ""
-            raise HeartbeatTooLargeError(path, body.get(path, body), req.size, self.limits.max_bytes)
+            limit = self.limits.max_bytes
+            raise HeartbeatTooLargeError(path, body.get(path, body), req.size, limit)
         self.out.append(req)
         return req
 
