@@ -37,36 +37,55 @@ void et__reset_window_locked(et_recorder *rec) {
     rec->window_start_wall_ns = et__now_ns(CLOCK_REALTIME);
 }
 
-/* The per-record work.  Finite values whose exponent is inside the tracked octaves take the
- * first branch: a table lookup on the top mantissa bits finds the sub-bucket, so no log(). */
-static inline void aggregate_value(const et_recorder *rec, et_aggregate *agg, double value,
-                                   uint64_t pass) {
+/* Everything but the common case: zero and subnormal magnitudes, values above the tracked
+ * range (the sign's top bucket; min/max stay exact), NaN and Inf (rejected). */
+static __attribute__((noinline)) void aggregate_outlier(const et_recorder *rec,
+                                                        et_aggregate *agg, double value) {
     uint64_t bits;
     memcpy(&bits, &value, sizeof bits);
     const uint32_t exponent = (uint32_t)(bits >> 52) & 0x7ff;
-    const uint32_t octave = exponent - rec->exponent_lo;
-    agg->touched_pass = pass;
-    if (ET_LIKELY(octave < rec->config.octaves)) {
-        const uint32_t sub = rec->sub_bucket_of[(bits >> (52 - ET_MANTISSA_BITS)) &
-                                                ((1u << ET_MANTISSA_BITS) - 1)];
-        const uint32_t sign_offset = (uint32_t)(bits >> 63) * rec->buckets_per_sign;
-        agg->buckets[sign_offset + octave * rec->config.buckets_per_octave + sub]++;
-    } else if (exponent == 0x7ff) {
+    if (exponent == 0x7ff) {
         if (bits & 0xfffffffffffffull)
             agg->rejected_nan++;
         else
             agg->rejected_inf++;
         return;
-    } else if (exponent < rec->exponent_lo) {
+    }
+    if (exponent < rec->exponent_lo) {
         agg->zero++;
-    } else { /* above the range: the sign's top bucket, reported as the exact max */
+    } else {
         const uint32_t sign_offset = (uint32_t)(bits >> 63) * rec->buckets_per_sign;
         agg->buckets[sign_offset + rec->buckets_per_sign - 1]++;
     }
     agg->count++;
     agg->sum += value;
-    agg->min = value < agg->min ? value : agg->min;
-    agg->max = value > agg->max ? value : agg->max;
+    if (value < agg->min) agg->min = value;
+    if (value > agg->max) agg->max = value;
+}
+
+/* The per-record work.  The top 12 bits (sign, exponent) find the octave's first bucket and
+ * the next ET_MANTISSA_BITS the bucket within it, by two table lookups: no log(), no branch
+ * on the sign.  Anything the first table does not map goes to aggregate_outlier. */
+static inline void aggregate_value(const et_recorder *rec, const uint32_t *octave_base,
+                                   const uint8_t *sub_bucket_of, et_aggregate *agg,
+                                   double value) {
+    uint64_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    const uint32_t base = octave_base[bits >> 52];
+    if (ET_UNLIKELY(base == ET_OUTLIER)) {
+        aggregate_outlier(rec, agg, value);
+        return;
+    }
+    const size_t sub = sub_bucket_of[(bits >> (52 - ET_MANTISSA_BITS)) &
+                                     ((1u << ET_MANTISSA_BITS) - 1)];
+    agg->buckets[(size_t)base + sub]++;
+    agg->count++;
+    /* New extremes are rare: two predictable branches beat two min/max stores.  Written as
+     * !(>=) since value is never NaN here, which lets the compare take min from memory.
+     * The sum comes last so the addition may consume value. */
+    if (!(value >= agg->min)) agg->min = value;
+    if (value > agg->max) agg->max = value;
+    agg->sum += value;
 }
 
 /* Records pending in all rings bound what one pass can add to one series. */
@@ -78,36 +97,51 @@ static void guard_bucket_overflow(et_recorder *rec, uint32_t series, uint64_t pe
     }
 }
 
-/* Free rings are drained too: an exited thread's last records wait there for us. */
-static void drain_ring(et_recorder *rec, et_ring *ring, uint32_t *series_io, uint64_t pass) {
+/* Aggregate n consecutive entries.  *series_io is the registered series count, refreshed
+ * when an entry names a series past it: the series may have been registered after this pass
+ * loaded the count but before the record was made, and the acquire on the ring's head makes
+ * the newer count visible. */
+static void drain_run(et_recorder *rec, const et_entry *e, uint64_t n, uint32_t *series_io) {
+    /* the tables and the aggregates' base in locals: stores into aggregates cannot force
+     * reloads of them */
+    const uint32_t *const octave_base = rec->octave_base;
+    const uint8_t *const sub_bucket_of = rec->sub_bucket_of;
+    et_aggregate *const aggregates = rec->aggregates;
     uint32_t series = *series_io;
-    const uint64_t head = atomic_load_explicit(&ring->head, memory_order_acquire);
-    uint64_t tail = atomic_load_explicit(&ring->tail, memory_order_relaxed);
-    const uint64_t pending = head - tail;
-    if (pending == 0) return;
-    if (pending > rec->ring_high_water) rec->ring_high_water = (uint32_t)pending;
-    if (pending > rec->last_pass_fill_max) rec->last_pass_fill_max = (uint32_t)pending;
-    for (; tail != head; tail++) {
-        const et_entry *e = &ring->entries[tail & ring->mask];
-        if (ET_UNLIKELY(e->series >= series)) {
-            /* the series may have been registered after this pass loaded the count but
-             * before the record was made: the acquire on head makes the newer count visible */
+    for (const et_entry *end = e + n; e != end; e++) {
+        const uint32_t id = e->series;
+        if (ET_UNLIKELY(id >= series)) {
             series = atomic_load_explicit(&rec->series_count, memory_order_acquire);
             *series_io = series;
-            if (e->series >= series) {
+            if (id >= series) {
                 rec->unknown_series++;
                 continue;
             }
         }
-        aggregate_value(rec, &rec->aggregates[e->series], e->value, pass);
+        aggregate_value(rec, octave_base, sub_bucket_of, &aggregates[id], e->value);
     }
+}
+
+/* Free rings are drained too: an exited thread's last records wait there for us. */
+static void drain_ring(et_recorder *rec, et_ring *ring, uint32_t *series_io) {
+    const uint64_t head = atomic_load_explicit(&ring->head, memory_order_acquire);
+    const uint64_t tail = atomic_load_explicit(&ring->tail, memory_order_relaxed);
+    const uint64_t pending = head - tail;
+    if (pending == 0) return;
+    if (pending > rec->ring_high_water) rec->ring_high_water = (uint32_t)pending;
+    if (pending > rec->last_pass_fill_max) rec->last_pass_fill_max = (uint32_t)pending;
+    /* two straight runs instead of a mask per entry: the pending records wrap at most once */
+    const uint64_t start = tail & ring->mask;
+    const uint64_t first = pending < ring->capacity - start ? pending : ring->capacity - start;
+    drain_run(rec, ring->entries + start, first, series_io);
+    drain_run(rec, ring->entries, pending - first, series_io);
     rec->records_drained += pending;
     atomic_store_explicit(&ring->tail, head, memory_order_release);
 }
 
 void et__drain_locked(et_recorder *rec) {
     uint32_t series = atomic_load_explicit(&rec->series_count, memory_order_acquire);
-    const uint64_t pass = ++rec->pass;
+    ++rec->pass;
     /* every record drained now was made before this instant: attribute it here */
     const int64_t mono = et__now_ns(CLOCK_MONOTONIC);
     const int64_t wall = et__now_ns(CLOCK_REALTIME);
@@ -120,10 +154,13 @@ void et__drain_locked(et_recorder *rec) {
     guard_bucket_overflow(rec, series, pending);
     rec->last_pass_fill_max = 0;
     for (uint32_t r = 0; r < rec->config.max_threads; r++)
-        drain_ring(rec, &rec->rings[r], &series, pass);
+        drain_ring(rec, &rec->rings[r], &series);
+    /* a series whose counts moved in this pass had records in it */
     for (uint32_t i = 0; i < series; i++) {
         et_aggregate *agg = &rec->aggregates[i];
-        if (agg->touched_pass != pass) continue;
+        const uint64_t seen = agg->count + agg->rejected_nan + agg->rejected_inf;
+        if (seen == agg->seen) continue;
+        agg->seen = seen;
         if (agg->first_mono_ns == 0) {
             agg->first_mono_ns = mono;
             agg->first_wall_ns = wall;

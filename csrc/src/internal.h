@@ -28,7 +28,8 @@ typedef struct et_entry {
 typedef struct et_ring {
     /* producer line: written only by the owning thread */
     _Alignas(ET_CACHE_LINE) _Atomic uint64_t head;
-    uint64_t cached_tail;        /* producer's last look at tail; refreshed only when full */
+    uint64_t cached_limit;       /* producer's last look at tail, plus capacity: head may
+                                  * advance to it without looking again (one compare) */
     et_entry *entries;
     uint64_t capacity;
     uint64_t mask;
@@ -43,17 +44,22 @@ typedef struct et_ring {
     _Atomic uintptr_t owner;     /* thread token of the owner, 0 when none */
 } et_ring;
 
-/* One series' aggregate for the open window.  Collector-only. */
+/* One series' aggregate for the open window.  Collector-only.  Two cache lines exactly, so
+ * the drain loop finds a series' aggregate with a shift. */
 typedef struct et_aggregate {
-    uint64_t count;
+    _Alignas(ET_CACHE_LINE) uint64_t count;
     double sum, min, max;
     uint64_t zero;
     uint64_t rejected_nan, rejected_inf;
-    uint64_t touched_pass;       /* last drain pass that saw a record of this series */
+    uint64_t seen;               /* count + rejections at the end of the last drain pass: a
+                                  * pass that changes them stamps the series' drain times */
     int64_t first_mono_ns, last_mono_ns, first_wall_ns, last_wall_ns;
     uint32_t *buckets;           /* 2 * buckets_per_sign: positive, then negative */
     uint32_t *own_buckets;       /* the series' array; buckets points at the sink when full */
 } et_aggregate;
+
+#define ET_OUTLIER UINT32_MAX
+_Static_assert(sizeof(et_aggregate) == 2 * ET_CACHE_LINE, "et_aggregate: two cache lines");
 
 /* Counters any thread may bump (atomic read-modify-write, off the hot path). */
 typedef struct et_shared_counters {
@@ -76,6 +82,9 @@ struct et_recorder {
     uint32_t exponent_lo;        /* biased exponent of 2^min_exponent */
     uint32_t edges[256];
     uint8_t sub_bucket_of[1u << ET_MANTISSA_BITS];
+    /* by a double's top 12 bits (sign and exponent): the index of its octave's first bucket,
+     * or ET_OUTLIER for zero/subnormal, out-of-range, NaN and Inf (the slow path) */
+    uint32_t octave_base[1u << 12];
     double relative_error;
 
     et_ring *rings;

@@ -172,6 +172,12 @@ static void build_layout(et_recorder *rec) {
     rec->relative_error = worst;
     rec->buckets_per_sign = k * rec->config.octaves;
     rec->exponent_lo = (uint32_t)(rec->config.min_exponent + 1023);
+    for (uint32_t top = 0; top < (1u << 12); top++) {
+        const uint32_t sign = top >> 11, octave = (top & 0x7ff) - rec->exponent_lo;
+        rec->octave_base[top] = octave < rec->config.octaves
+                                    ? sign * rec->buckets_per_sign + octave * k
+                                    : ET_OUTLIER;
+    }
 }
 
 /* ---- lifecycle ---- */
@@ -230,7 +236,7 @@ int et_recorder_new(const et_config *cfg, et_recorder **out) {
     const uint32_t threads = resolved.max_threads, series = resolved.max_series;
     const size_t bucket_bytes = (size_t)2 * rec->buckets_per_sign * sizeof(uint32_t);
     rec->rings = take(rec, (size_t)threads * sizeof(et_ring), ET_CACHE_LINE);
-    rec->aggregates = take(rec, (size_t)series * sizeof(et_aggregate), 8);
+    rec->aggregates = take(rec, (size_t)series * sizeof(et_aggregate), ET_CACHE_LINE);
     rec->sink_buckets = take(rec, bucket_bytes, 8);
     rec->names = take(rec, (size_t)series * sizeof(et_series_names), 8);
     rec->name_arena = take(rec, resolved.names_bytes, 8);
