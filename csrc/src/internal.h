@@ -126,6 +126,7 @@ struct et_recorder {
 
 /* record.c */
 uintptr_t et__this_thread_token(void);
+void et__thread_cache_forget(void);
 
 /* recorder.c */
 void et__live_lock(void);

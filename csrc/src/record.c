@@ -16,6 +16,14 @@ static _Thread_local char thread_token __attribute__((tls_model("initial-exec"))
 
 uintptr_t et__this_thread_token(void) { return (uintptr_t)&thread_token; }
 
+/* The thread's rings were given back (it is exiting): a later record, from a destructor that
+ * runs after ours, must claim a ring again rather than write into one another thread may
+ * own by now. */
+void et__thread_cache_forget(void) {
+    thread_cache.recorder_id = 0; /* recorder ids start at 1 */
+    thread_cache.ring = NULL;
+}
+
 static et_ring *claim_ring(et_recorder *rec) {
     const uintptr_t me = (uintptr_t)&thread_token;
     const uint32_t n = rec->config.max_threads;

@@ -30,6 +30,9 @@ void et__live_unlock(void) { pthread_mutex_unlock(&live_lock); }
 static void on_thread_exit(void *unused) {
     (void)unused;
     const uintptr_t me = et__this_thread_token();
+    /* a record made later in this thread's exit (another key's destructor) claims afresh and
+     * sets our key again, so glibc calls us once more to give that ring back */
+    et__thread_cache_forget();
     pthread_mutex_lock(&live_lock);
     for (et_recorder *rec = live_head; rec != NULL; rec = rec->next_live) {
         for (uint32_t i = 0; i < rec->config.max_threads; i++) {
