@@ -563,3 +563,76 @@ ET_TEST_FLAGS(series_added_while_windows_close, ET_CONCURRENT) {
     free(counts);
     et_recorder_free(rec);
 }
+
+/* ---- a thread that records from a thread-exit destructor running after the core's ---- */
+
+typedef struct late {
+    et_recorder *rec;
+    pthread_key_t key;
+    _Atomic bool a_done, b_go;
+    _Atomic uint64_t ok, full, noring;
+} late;
+
+static void late_account(late *l, int rc) {
+    if (rc == ET_OK) atomic_fetch_add(&l->ok, 1);
+    else if (rc == ET_ERINGFULL) atomic_fetch_add(&l->full, 1);
+    else if (rc == ET_ENORING) atomic_fetch_add(&l->noring, 1);
+    else et_test_fail(__FILE__, __LINE__, "et_record: %s", et_strerror(rc));
+}
+
+/* runs after the core's destructor freed this thread's ring (its key was created later) */
+static void late_destructor(void *arg) {
+    late *l = arg;
+    atomic_store(&l->b_go, true); /* the other thread may take the ring now */
+    for (int i = 0; i < 20000; i++) late_account(l, et_record(l->rec, 0, 1.0));
+}
+
+static void *late_a(void *arg) {
+    late *l = arg;
+    late_account(l, et_record(l->rec, 0, 1.0)); /* takes the only ring */
+    pthread_setspecific(l->key, l);
+    return NULL;
+}
+
+static void *late_b(void *arg) {
+    late *l = arg;
+    while (!atomic_load(&l->b_go)) sched_yield();
+    for (int i = 0; i < 20000; i++) late_account(l, et_record(l->rec, 0, 1.0));
+    return NULL;
+}
+
+/* A record made after the core's exit destructor ran must not write through the thread's
+ * stale ring pointer into a ring another thread now owns (two producers on one SPSC ring). */
+ET_TEST_FLAGS(record_from_late_thread_exit_destructor, ET_CONCURRENT) {
+    late *l = calloc(1, sizeof *l);
+    ET_REQUIRE(l);
+    l->rec = test_recorder(1024, 1, 1);
+    ET_REQUIRE(l->rec);
+    test_series(l->rec, "x");
+    /* the core's key exists (a recorder was created); this one has a higher index, and glibc
+     * runs destructors in index order */
+    ET_REQUIRE(pthread_key_create(&l->key, late_destructor) == 0);
+    snapshotter *snap = calloc(1, sizeof *snap);
+    ET_REQUIRE(snap);
+    snap->also_collect = true;
+    snapshotter_start(snap, l->rec);
+    pthread_t a, b;
+    ET_REQUIRE(pthread_create(&b, NULL, late_b, l) == 0);
+    ET_REQUIRE(pthread_create(&a, NULL, late_a, l) == 0);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    snapshotter_finish(snap);
+    const test_totals *t = &snap->totals[0];
+    ET_CHECK_EQ_U(t->count, atomic_load(&l->ok));
+    ET_CHECK_EQ_U(t->dropped[ET_DROP_RING_FULL], atomic_load(&l->full));
+    ET_CHECK_EQ_U(t->dropped[ET_DROP_NO_RING], atomic_load(&l->noring));
+    ET_CHECK_EQ_U(t->count + t->dropped[ET_DROP_RING_FULL] + t->dropped[ET_DROP_NO_RING],
+                  1 + 20000 + 20000);
+    et_info info;
+    ET_CHECK_RC(et_recorder_info(l->rec, &info), ET_OK);
+    ET_CHECK_EQ_U(info.threads_active, 0);
+    pthread_key_delete(l->key);
+    et_recorder_free(l->rec);
+    free(snap);
+    free(l);
+}
