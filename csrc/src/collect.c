@@ -469,6 +469,7 @@ void et__thread_forget_after_fork(et_recorder *rec) {
     rec->window_seq = 0;
     rec->records_drained = 0;
     rec->unknown_series = 0;
+    atomic_store(&rec->unknown_dropped, 0);
     rec->ring_high_water = 0;
     rec->thread_running = false; /* the thread was not copied; its handle means nothing here */
     rec->thread_stop = false;

@@ -96,6 +96,8 @@ struct et_recorder {
     char *name_arena;
     uint32_t name_arena_used;
     et_shared_counters *shared;  /* per series */
+    _Atomic uint64_t unknown_dropped; /* records for ids >= max_series dropped by producers
+                                       * (ring full, no ring): part of unknown_series */
 
     /* collector: everything below is guarded by collector_lock */
     pthread_mutex_t collector_lock;

@@ -59,19 +59,27 @@ static et_ring *ring_slow(et_recorder *rec) {
     return ring;
 }
 
+/* A dropped record whose id no series can have is still counted, as unknown_series. */
+static void drop_unknown(et_recorder *rec, uint64_t n) {
+    atomic_fetch_add_explicit(&rec->unknown_dropped, n, memory_order_relaxed);
+}
+
 static int drop_no_ring(et_recorder *rec, uint32_t series_id, uint64_t n) {
     if (series_id < rec->config.max_series)
         atomic_fetch_add_explicit(&rec->shared[series_id].dropped_no_ring, n,
                                   memory_order_relaxed);
+    else
+        drop_unknown(rec, n);
     return ET_ENORING;
 }
 
-static void drop_ring_full(et_ring *ring, uint32_t series_id, uint32_t max_series,
-                           uint64_t n) {
+static void drop_ring_full(et_recorder *rec, et_ring *ring, uint32_t series_id, uint64_t n) {
     /* single writer: a plain load + store is exact and cheaper than an atomic add */
-    if (series_id < max_series) {
+    if (series_id < rec->config.max_series) {
         uint64_t v = atomic_load_explicit(&ring->full_drops[series_id], memory_order_relaxed);
         atomic_store_explicit(&ring->full_drops[series_id], v + n, memory_order_relaxed);
+    } else {
+        drop_unknown(rec, n);
     }
 }
 
@@ -91,7 +99,7 @@ static __attribute__((noinline)) int record_full(et_recorder *rec, et_ring *ring
                                                  uint64_t head) {
     ring->cached_limit = atomic_load_explicit(&ring->tail, memory_order_acquire) + ring->capacity;
     if (head >= ring->cached_limit) {
-        drop_ring_full(ring, series_id, rec->config.max_series, 1);
+        drop_ring_full(rec, ring, series_id, 1);
         return ET_ERINGFULL;
     }
     push(ring, head, series_id, value);
@@ -150,7 +158,7 @@ int64_t et_record_many(et_recorder *rec, uint32_t series_id, const double *value
         e[i - first].value = values[i];
     }
     atomic_store_explicit(&ring->head, head + take, memory_order_release);
-    if (take < n) drop_ring_full(ring, series_id, rec->config.max_series, n - take);
+    if (take < n) drop_ring_full(rec, ring, series_id, n - take);
     return (int64_t)take;
 }
 

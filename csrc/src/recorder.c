@@ -378,7 +378,8 @@ int et_recorder_info(et_recorder *rec, et_info *out) {
     out->ring_high_water = rec->ring_high_water;
     out->records_drained = rec->records_drained;
     out->collector_passes = rec->pass;
-    out->unknown_series = rec->unknown_series;
+    out->unknown_series = rec->unknown_series +
+                          atomic_load_explicit(&rec->unknown_dropped, memory_order_relaxed);
     out->window_seq = rec->window_seq;
     pthread_mutex_unlock(&rec->collector_lock);
     out->collector_period_ns = atomic_load_explicit(&rec->period_now_ns, memory_order_relaxed);
