@@ -379,6 +379,13 @@ ET_TEST(range_edges_go_to_zero_and_top_buckets) {
     et_recorder_free(rec);
 }
 
+static void *record_unknown_without_ring(void *arg) {
+    ET_CHECK_RC(et_record(arg, 4, 1.0), ET_ENORING); /* the only ring is taken */
+    const double v[3] = {1, 2, 3};
+    ET_CHECK_EQ_I(et_record_many(arg, 1000, v, 3), ET_ENORING);
+    return NULL;
+}
+
 ET_TEST(unknown_series_counted_not_written) {
     et_recorder *rec = test_recorder(64, 1, 4);
     ET_REQUIRE(rec);
@@ -396,6 +403,12 @@ ET_TEST(unknown_series_counted_not_written) {
     ET_CHECK_RC(et_recorder_info(rec, &info), ET_OK);
     ET_CHECK_EQ_U(info.unknown_series, 7);
     ET_CHECK_EQ_U(info.records_drained, 8);
+    /* dropped before reaching a ring, unknown ids are still counted */
+    pthread_t th;
+    ET_REQUIRE(pthread_create(&th, NULL, record_unknown_without_ring, rec) == 0);
+    pthread_join(th, NULL);
+    ET_CHECK_RC(et_recorder_info(rec, &info), ET_OK);
+    ET_CHECK_EQ_U(info.unknown_series, 7 + 4);
     et_window *w = NULL;
     ET_CHECK_RC(et_window_close(rec, &w), ET_OK);
     ET_REQUIRE(w);
@@ -416,11 +429,15 @@ ET_TEST(ring_full_drops_counted_per_series_and_reason) {
     for (int i = 0; i < 11; i++) ET_CHECK_RC(et_record(rec, a, 2.0), ET_ERINGFULL);
     for (int i = 0; i < 5; i++) ET_CHECK_RC(et_record(rec, b, 2.0), ET_ERINGFULL);
     ET_CHECK_RC(et_count_drop(rec, b, ET_DROP_NO_RING), ET_OK);
-    /* a full ring for an unknown id drops silently rather than writing out of bounds */
+    /* a full ring for an id no series can have: dropped, counted as unknown, nothing
+     * written out of bounds */
     ET_CHECK_RC(et_record(rec, 77, 2.0), ET_ERINGFULL);
+    const double two[2] = {1, 2};
+    ET_CHECK_EQ_I(et_record_many(rec, UINT32_MAX, two, 2), 0);
     et_info info;
     ET_CHECK_RC(et_recorder_info(rec, &info), ET_OK);
     ET_CHECK_EQ_U(info.ring_high_water, 0); /* nothing drained yet */
+    ET_CHECK_EQ_U(info.unknown_series, 3);
 
     test_totals t[2];
     test_totals_init(t, 2);
@@ -433,6 +450,7 @@ ET_TEST(ring_full_drops_counted_per_series_and_reason) {
     ET_CHECK_EQ_U(t[0].dropped[ET_DROP_NO_RING], 0);
     ET_CHECK_RC(et_recorder_info(rec, &info), ET_OK);
     ET_CHECK_EQ_U(info.ring_high_water, 64);
+    ET_CHECK_EQ_U(info.unknown_series, 3);
 
     /* drained: recording works again, and the drops do not leak into the next window */
     ET_CHECK_RC(et_record(rec, a, 3.0), ET_OK);
