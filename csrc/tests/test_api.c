@@ -779,8 +779,9 @@ ET_TEST(thread_exit_returns_ring) {
         pthread_join(th, NULL);
         et_info info;
         ET_CHECK_RC(et_recorder_info(rec, &info), ET_OK);
-        ET_CHECK_EQ_U(info.threads_active, 0); /* retired at exit */
-        ET_CHECK_RC(et_collect(rec), ET_OK);   /* drained and freed */
+        ET_CHECK_EQ_U(info.threads_active, 0); /* given back at exit */
+        /* drained or not: the next owner appends after whatever is still pending */
+        if (t % 2) ET_CHECK_RC(et_collect(rec), ET_OK);
     }
     /* this thread now takes the only ring */
     ET_CHECK_RC(et_record(rec, 0, 1.0), ET_OK);

@@ -316,8 +316,8 @@ static void short_lived_threads(unsigned total, unsigned at_once, bool collector
             ET_REQUIRE(pthread_create(&th[k], NULL, churn_main, &args[k]) == 0);
         }
         for (unsigned k = 0; k < at_once; k++) pthread_join(th[k], NULL);
-        /* sequential threads find their rings retired but not yet freed; an occasional
-         * collect from here keeps rings coming back even if the snapshotter is slow */
+        /* rings come back at thread exit with records pending; an occasional collect from
+         * here keeps the 64-slot rings from filling even if the snapshotter is slow */
         if (!collector_thread && done % 64 == 0) ET_CHECK_RC(et_collect(c->rec), ET_OK);
     }
     snapshotter_finish(snap);
