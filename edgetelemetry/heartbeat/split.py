@@ -7,16 +7,16 @@ goes in the first request only and ``AgentMetrics`` start there (spilling over o
 ``max_agent_metrics``); a model cut over several requests repeats its name, version and times.
 
 Sizes are measured as botocore sends the body: ``json.dumps`` with its default separators,
-ASCII escapes, timestamps as whole epoch seconds.  A request is assembled piece by piece, so
+ASCII escapes, and timestamps converted by the installed botocore's own serializer (whole
+seconds up to botocore 1.43, fractional seconds after).  A request is assembled piece by piece, so
 sizes are added up rather than re-measured, keeping the split linear in the payload.
 """
 
 from __future__ import annotations
 
-import calendar
+import functools
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 from .validate import HeartbeatValidationError, input_shape
@@ -204,9 +204,13 @@ def _wire(value: Any, shape: Any) -> Any:
     if kind == "list":
         return [_wire(v, shape.member) for v in value]
     if kind == "timestamp":
-        if isinstance(value, datetime):
-            aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
-        else:
-            aware = datetime.fromtimestamp(value, timezone.utc)
-        return calendar.timegm(aware.utctimetuple())
+        return _timestamp_serializer()._convert_timestamp_to_str(value, "unixtimestamp")
     return value
+
+
+@functools.lru_cache(maxsize=1)
+def _timestamp_serializer() -> Any:
+    # the wire form of a timestamp changed between botocore releases: ask the one installed
+    from botocore.serialize import create_serializer
+
+    return create_serializer("rest-json", include_validation=False)
