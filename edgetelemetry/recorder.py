@@ -29,7 +29,13 @@ from . import _binding
 from ._fastpath import SeriesBase
 from .errors import RecorderClosedError
 from .naming import check_series_names
-from .snapshot import HistogramLayout, SeriesSnapshot, Snapshot, SnapshotSource
+from .snapshot import (
+    RECORDER_GAUGES,
+    HistogramLayout,
+    SeriesSnapshot,
+    Snapshot,
+    SnapshotSource,
+)
 
 __all__ = ["Recorder", "Histogram", "Timer"]
 
@@ -287,18 +293,7 @@ class Recorder:
         info = self._core.info()
         counters = {key: info[key] - self._last_counters[key] for key in self._last_counters}
         self._last_counters = {key: info[key] for key in self._last_counters}
-        figures = {
-            key: int(info[key])
-            for key in (
-                "memory_bytes",
-                "ring_capacity",
-                "max_threads",
-                "max_series",
-                "series",
-                "threads_active",
-                "ring_high_water",
-            )
-        }
+        figures = {key: int(info[key]) for key in RECORDER_GAUGES}
         figures.update(counters)
         per_sign = self._layout.buckets_per_sign
         series = []

@@ -26,16 +26,14 @@ __all__ = [
 SCHEMA_VERSION = (1, 0)
 
 # Recorder figures that describe a state (take the max when merging); the rest are counters.
-_GAUGES = frozenset(
-    {
-        "memory_bytes",
-        "ring_capacity",
-        "max_threads",
-        "max_series",
-        "series",
-        "threads_active",
-        "ring_high_water",
-    }
+RECORDER_GAUGES = (
+    "memory_bytes",
+    "ring_capacity",
+    "max_threads",
+    "max_series",
+    "series",
+    "threads_active",
+    "ring_high_water",
 )
 
 # A run of buckets is split where this many zero buckets lie between two non-zero ones.
@@ -381,7 +379,7 @@ class Snapshot:
             merged[s.key] = s if mine is None else mine.merge(s)
         figures: dict[str, int] = dict(self.recorder)
         for key, value in other.recorder.items():
-            if key in _GAUGES:
+            if key in RECORDER_GAUGES:
                 figures[key] = max(figures.get(key, value), value)
             else:
                 figures[key] = figures.get(key, 0) + value
