@@ -13,4 +13,7 @@ setup(
             py_limited_api=True,
         )
     ],
+    # both extensions are limited-API builds: tag the wheel cp39-abi3 (one wheel per
+    # architecture serves every CPython >= 3.9) rather than the building interpreter's cpXY
+    options={"bdist_wheel": {"py_limited_api": "cp39"}},
 )
