@@ -5,15 +5,77 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable, Sequence
+
+# Subcommands with their own parser: everything after the name is theirs (``--help`` included).
+# Their modules are imported only when they run.
+
+
+def _serve(argv: Sequence[str]) -> int:
+    from .server import main as serve_main
+
+    return serve_main(argv)
+
+
+def _register(argv: Sequence[str]) -> int:
+    from .server import register_main
+
+    return register_main(argv)
+
+
+def _fleet_status(argv: Sequence[str]) -> int:
+    from .server.fleet import main as fleet_main
+
+    return fleet_main(argv)
+
+
+_DELEGATED: dict[tuple[str, ...], Callable[[Sequence[str]], int]] = {
+    ("serve",): _serve,
+    ("register",): _register,
+    ("fleet", "status"): _fleet_status,
+}
+
+
+def _delegated(argv: Sequence[str]) -> tuple[Callable[[Sequence[str]], int], list[str]] | None:
+    for words, run in _DELEGATED.items():
+        if tuple(argv[: len(words)]) == words:
+            return run, list(argv[len(words) :])
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    words = list(argv)
+    verbose = False
+    while words and words[0] in ("-v", "--verbose"):  # the one option placed before a command
+        verbose, words = True, words[1:]
+    delegated = _delegated(words)
+    if delegated is not None:
+        run, rest = delegated
+        if verbose:
+            logging.basicConfig(
+                level=logging.DEBUG, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+            )
+        return run(rest)
+
     parser = argparse.ArgumentParser(prog="edgetelemetry", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="run an instrumented multi-model inference loop")
     demo.add_argument("--seconds", type=float, default=5.0, help="how long to run (5)")
+    commands.add_parser(
+        "serve", help="run the self-hosted Edge Manager endpoint (see 'serve --help')"
+    )
+    commands.add_parser(
+        "register", help="apply a registry document to an endpoint's store (see 'register --help')"
+    )
+    fleet = commands.add_parser("fleet", help="the fleet as an endpoint's store knows it")
+    fleet_commands = fleet.add_subparsers(dest="fleet_command", required=True)
+    fleet_commands.add_parser(
+        "status",
+        help="devices connected or offline, models active, latency (see 'fleet status --help')",
+    )
 
     args = parser.parse_args(argv)
     logging.basicConfig(
