@@ -11,6 +11,10 @@ One request, in order (the first failure answers; see ``docs/endpoint.md`` for t
 7. key scope (``fleets``) and device registry                 -> 403 AccessDenied / 400 Validation
 8. the operation; SendHeartbeat commits before 200            -> 500 InternalServiceException
 
+``GET /fleet`` and ``/fleet/...`` (the read-only fleet page and its JSON, ``web.FleetPage``) are
+answered before step 1 when the page is on; its access rule is its own (loopback clients, or HTTP
+Basic viewer credentials), never SigV4.
+
 Every answer has a ``Date`` header from the server clock (devices without an RTC set their clock
 from it) and an ``x-amzn-RequestId``; error answers carry ``x-amzn-ErrorType`` and
 ``{"message": ...}``.  A request never takes the process down and never gets a 5xx for what it
@@ -35,9 +39,11 @@ from typing import Any
 
 from ..heartbeat.validate import HeartbeatValidationError, validate_input
 from .errors import ServiceError
+from .fleet import DEFAULT_OFFLINE_AFTER
 from .model import operations
 from .sigv4 import Credential, SigV4Verifier, normalize_credentials
 from .store import DeviceRefused, Store
+from .web import FleetPage
 
 __all__ = ["DEFAULT_CACHE_TTL", "DEFAULT_MAX_BODY", "EndpointServer"]
 
@@ -230,6 +236,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         endpoint = self.server.endpoint
         self._request_id = str(uuid.uuid4())
+        if endpoint.fleet_page is not None and FleetPage.handles(self.path):
+            self._serve_fleet_page(endpoint.fleet_page)
+            return
         op_name = "-"
         try:
             op_name = self._route()
@@ -260,6 +269,31 @@ class _Handler(BaseHTTPRequestHandler):
             return
         logger.debug("%s %s -> 200", self._request_id, op_name)
         self._answer(200, result)
+
+    def _serve_fleet_page(self, page: FleetPage) -> None:
+        length = (self.headers.get("Content-Length") or "0").strip()
+        if length != "0" or self.headers.get_all("Transfer-Encoding"):
+            self.close_connection = True  # a body the page does not read
+        try:
+            answer = page.respond(self.command, self.path, self.headers, self.client_address[0])
+        except Exception:
+            logger.exception("%s fleet page %s failed", self._request_id, self.path[:100])
+            self.close_connection = True
+            self._answer(
+                500, {"message": "An internal error occurred."}, "InternalServiceException"
+            )
+            return
+        self.send_response(answer.status)
+        self.send_header("Content-Type", answer.content_type)
+        self.send_header("Content-Length", str(len(answer.body)))
+        self.send_header("x-amzn-RequestId", self._request_id)
+        for name, value in answer.headers:
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(answer.body)
 
     def _route(self) -> str:
         path = self.path.split("?", 1)[0]
@@ -356,6 +390,10 @@ class EndpointServer:
     ``auto_register`` registers unknown devices (and fleets) on first contact: for demos and
     development, not for fleets.  ``rate_limit`` (requests/s per access key, burst ``burst``)
     turns on throttling.  ``clock`` is the server's time: signature skew, ``Date``, receive times.
+
+    ``fleet_page`` serves the read-only fleet page at ``GET /fleet`` (``web.FleetPage``): to
+    loopback clients only, or, with ``fleet_viewers`` (``{user: password}``), to any client with
+    those HTTP Basic credentials.  ``offline_after`` is its default recency window (seconds).
     """
 
     def __init__(
@@ -375,6 +413,9 @@ class EndpointServer:
         max_connections: int = 128,
         request_timeout: float = 20.0,
         store: Store | None = None,
+        fleet_page: bool = True,
+        fleet_viewers: Mapping[str, str] | None = None,
+        offline_after: float = DEFAULT_OFFLINE_AFTER,
     ) -> None:
         if not credentials:
             raise ValueError("an endpoint needs at least one credential (access key -> secret)")
@@ -396,6 +437,16 @@ class EndpointServer:
         self.throttle = _TokenBucket(rate_limit, burst, time.monotonic) if rate_limit else None
         self._owns_store = store is None
         self.store = store if store is not None else Store(store_path, clock=clock)
+        try:
+            self.fleet_page = (
+                FleetPage(self.store, clock, viewers=fleet_viewers, offline_after=offline_after)
+                if fleet_page
+                else None
+            )
+        except ValueError:
+            if self._owns_store:
+                self.store.close()
+            raise
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
