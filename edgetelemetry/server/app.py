@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -280,20 +280,12 @@ class _Handler(BaseHTTPRequestHandler):
             logger.exception("%s fleet page %s failed", self._request_id, self.path[:100])
             self.close_connection = True
             self._answer(
-                500, {"message": "An internal error occurred."}, "InternalServiceException"
+                500,
+                {"message": "An internal error occurred."},
+                error_type="InternalServiceException",
             )
             return
-        self.send_response(answer.status)
-        self.send_header("Content-Type", answer.content_type)
-        self.send_header("Content-Length", str(len(answer.body)))
-        self.send_header("x-amzn-RequestId", self._request_id)
-        for name, value in answer.headers:
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(answer.body)
+        self._send(answer.status, answer.content_type, answer.body, answer.headers)
 
     def _route(self) -> str:
         path = self.path.split("?", 1)[0]
@@ -357,21 +349,27 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, status: int, payload: Mapping[str, Any] | None, error_type: str = "") -> None:
         data = json.dumps(payload).encode("utf-8") if payload else b""
+        headers = (("x-amzn-ErrorType", error_type),) if error_type else ()
+        self._send(status, "application/json", data, headers)
+
+    def _send(
+        self, status: int, content_type: str, body: bytes, headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
         if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
             # unparseable request line (or real HTTP/0.9): answer with headers all the same
             self.request_version = "HTTP/1.0"
             self.close_connection = True
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
         self.send_header("x-amzn-RequestId", self._request_id)
-        if error_type:
-            self.send_header("x-amzn-ErrorType", error_type)
+        for name, value in headers:
+            self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(data)
+            self.wfile.write(body)
 
 
 class EndpointServer:

@@ -34,7 +34,7 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -61,7 +61,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_OFFLINE_AFTER = 180.0
 LATENCY_PREFIX = "latency"
 PERCENTILES: tuple[str, ...] = ("p50", "p90", "p99")
-DEFAULT_STORE = "edgetelemetry-endpoint.sqlite3"  # as ``edgetelemetry serve``
 
 DeviceState = Literal["connected", "offline", "never", "deregistered"]
 
@@ -126,7 +125,8 @@ class FleetStatus:
         return counts
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready document (``fleet status --json`` and ``GET /fleet/api/status``)."""
+        """A JSON-ready document (``fleet status --json`` and ``GET /fleet/api/status``): the
+        dataclasses' fields, plus ``connected`` and ``heartbeat_age`` (seconds) per device."""
         now = self.generated_at
         return {
             "generated_at": now,
@@ -134,39 +134,9 @@ class FleetStatus:
             "summary": self.summary(),
             "devices": [
                 {
-                    "name": d.name,
-                    "fleet": d.fleet,
-                    "registered": d.registered,
-                    "registered_at": d.registered_at,
-                    "state": d.state,
+                    **asdict(d),
                     "connected": d.connected,
-                    "last_heartbeat": d.last_heartbeat,
                     "heartbeat_age": _age(now, d.last_heartbeat),
-                    "agent_version": d.agent_version,
-                    "models": [
-                        {
-                            "name": m.name,
-                            "version": m.version,
-                            "first_seen": m.first_seen,
-                            "last_seen": m.last_seen,
-                            "latest_inference": m.latest_inference,
-                            "latest_sample_time": m.latest_sample_time,
-                            "active": m.active,
-                            "sampling": m.sampling,
-                            "latency": [
-                                {
-                                    "metric": f.metric,
-                                    "dimension": f.dimension,
-                                    "timestamp": f.timestamp,
-                                    "p50": f.p50,
-                                    "p90": f.p90,
-                                    "p99": f.p99,
-                                }
-                                for f in m.latency
-                            ],
-                        }
-                        for m in d.models
-                    ],
                 }
                 for d in self.devices
             ],
@@ -560,6 +530,9 @@ def _positive(text: str) -> float:
 
 
 def status_parser(prog: str = "edgetelemetry fleet status") -> argparse.ArgumentParser:
+    # imported here, not at the top: .cli imports .app, which imports this module
+    from .cli import DEFAULT_STORE
+
     p = argparse.ArgumentParser(
         prog=prog,
         description="Show the devices of a self-hosted endpoint's store: connected or offline, "
