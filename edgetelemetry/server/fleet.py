@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from .store import SCHEMA_VERSION, Store, StoreError
+from .store import SCHEMA_VERSION, DeviceInfo, ModelInfo, Store, StoreError
 
 __all__ = [
     "DEFAULT_OFFLINE_AFTER",
@@ -78,26 +78,18 @@ class LatencyFigures:
 
 
 @dataclass(frozen=True)
-class ModelStatus:
-    name: str
-    version: str
-    first_seen: float
-    last_seen: float  # server time of the latest heartbeat that listed it
-    latest_inference: float | None
-    latest_sample_time: float | None
+class ModelStatus(ModelInfo):
+    """A model as the store knows it (``ModelInfo``), judged at the status's ``now``."""
+
     active: bool
     sampling: bool
     latency: tuple[LatencyFigures, ...] = ()
 
 
 @dataclass(frozen=True)
-class DeviceStatus:
-    name: str
-    fleet: str
-    registered: bool
-    registered_at: float
-    last_heartbeat: float | None
-    agent_version: str | None
+class DeviceStatus(DeviceInfo):
+    """A device as the store knows it (``DeviceInfo``), judged at the status's ``now``."""
+
     state: DeviceState
     models: tuple[ModelStatus, ...] = ()
 
@@ -333,30 +325,14 @@ def fleet_status(
             state = "offline"
         models = tuple(
             ModelStatus(
-                name=m.name,
-                version=m.version,
-                first_seen=m.first_seen,
-                last_seen=m.last_seen,
-                latest_inference=m.latest_inference,
-                latest_sample_time=m.latest_sample_time,
+                **asdict(m),
                 active=_recent(now, m.latest_inference, offline_after),
                 sampling=_recent(now, m.latest_sample_time, offline_after),
                 latency=_latest_latency(store, info.name, m.name, m.version, latency_prefix),
             )
             for m in store.models(info.name)
         )
-        devices.append(
-            DeviceStatus(
-                name=info.name,
-                fleet=info.fleet,
-                registered=info.registered,
-                registered_at=info.registered_at,
-                last_heartbeat=info.last_heartbeat,
-                agent_version=info.agent_version,
-                state=state,
-                models=models,
-            )
-        )
+        devices.append(DeviceStatus(**asdict(info), state=state, models=models))
     return FleetStatus(now, offline_after, tuple(devices))
 
 
