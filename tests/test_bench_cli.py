@@ -1,0 +1,228 @@
+"""``edgetelemetry bench``: the quick run, its JSON and chart, and benchmarks/compare.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+import struct
+import subprocess
+import sys
+import zlib
+from typing import Any
+
+import pytest
+
+from edgetelemetry import bench
+from edgetelemetry._bench_inference import onnx_mlp_model
+from edgetelemetry._bench_measure import bootstrap_ci, cpu_model, quantile
+from edgetelemetry._bench_plot import chart_data, write_png_chart
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+MACHINE_FIELDS = {"cpu", "arch", "cores", "python", "package_version", "emulated", "os"}
+FIGURES = {
+    "baseline.empty_call", "baseline.c_call", "baseline.cffi_noop", "baseline.empty_with",
+    "record", "time", "c_record_cffi", "c_record", "record_many", "baseline.copy", "drain",
+    "window", "peer.prometheus", "peer.otel",
+}
+
+
+def _compare_module() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_compare", ROOT / "benchmarks/compare.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    """Check a PNG chunk by chunk (CRCs, IHDR, IDAT length) and return (width, height)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks, idat = 8, [], b""
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind = data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        assert zlib.crc32(kind + body) & 0xFFFFFFFF == crc, kind
+        chunks.append(kind)
+        if kind == b"IDAT":
+            idat += body
+        if kind == b"IHDR":
+            width, height, depth, color = struct.unpack(">IIBB", body[:10])
+        pos += 12 + length
+    assert chunks[0] == b"IHDR" and chunks[-1] == b"IEND" and b"IDAT" in chunks
+    assert width > 100 and height > 100
+    if (depth, color) == (8, 2):  # ours: RGB, filter byte per row
+        assert len(zlib.decompress(idat)) == height * (1 + 3 * width)
+    return width, height
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgetelemetry.bench", "--quick", "--json", str(out / "b.json"),
+         "--plot", str(out / "b.png")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return {
+        "stdout": proc.stdout,
+        "stderr": proc.stderr,
+        "doc": json.loads((out / "b.json").read_text()),
+        "json_path": out / "b.json",
+        "png": (out / "b.png").read_bytes(),
+    }
+
+
+def test_quick_run_prints_table_and_progress(quick_run: dict[str, Any]) -> None:
+    out, err = quick_run["stdout"], quick_run["stderr"]
+    assert "record(v)" in out and "compared with" in out
+    assert "empty Python call" in out
+    assert "[ 1/" in err and "done in" in err  # progress on stderr, not in the table
+    assert not any(line.startswith("bench ") for line in out.splitlines())
+
+
+def test_json_has_machine_and_every_figure(quick_run: dict[str, Any]) -> None:
+    doc = quick_run["doc"]
+    assert doc["schema"] == bench.SCHEMA
+    assert MACHINE_FIELDS <= set(doc["machine"])
+    assert doc["machine"]["package_version"]
+    assert set(doc["figures"]) == FIGURES
+    for key, f in doc["figures"].items():
+        if f.get("skipped"):
+            assert key.startswith("peer."), key  # only optional peers may be missing
+            continue
+        assert f["median"] > 0 or key == "c_record", key
+        assert f["p25"] <= f["median"] <= f["p75"], key
+        assert f["unit"].startswith("ns/"), key
+        if f.get("baseline"):
+            assert f["baseline"] in doc["figures"] and f["ratio"] > 0, key
+    assert doc["figures"]["record"]["baseline"] == "baseline.empty_call"
+    assert doc["figures"]["record"]["dropped"] == 0
+    assert 0 < doc["figures"]["window"]["core_share_at_interval"] < 0.01
+
+
+def test_json_has_inference_overhead_with_ci(quick_run: dict[str, Any]) -> None:
+    inf = quick_run["doc"]["inference"]
+    pytest.importorskip("numpy")
+    assert inf["metrics_per_inference"] == 4 and inf["agent"]
+    for key in ("matmul", "mlp", "conv"):
+        w = inf["workloads"][key]
+        lo, hi = w["overhead_ci95_pct"]
+        assert lo <= w["overhead_pct"] <= hi and w["pairs"] >= 6
+    assert "onnx" in inf["workloads"]
+    assert "target" in inf and inf["target"].get("met") in (True, False, None)
+
+
+def test_plot_is_a_valid_png(quick_run: dict[str, Any], tmp_path: pathlib.Path) -> None:
+    _png_size(quick_run["png"])
+    # and the built-in writer, whatever the CLI used
+    path = tmp_path / "fallback.png"
+    write_png_chart(chart_data(quick_run["doc"]), str(path))
+    _, height = _png_size(path.read_bytes())
+    assert height > 300
+
+
+def test_runs_without_numpy_peers_or_matplotlib(tmp_path: pathlib.Path) -> None:
+    """An installed wheel on a device: no numpy, no peers, no matplotlib."""
+    code = (
+        "import sys\n"
+        "for m in ('numpy', 'prometheus_client', 'opentelemetry', 'matplotlib', 'onnxruntime'):\n"
+        "    sys.modules[m] = None\n"
+        "from edgetelemetry.bench import main\n"
+        f"sys.exit(main(['--quick', '-q', '--json', {str(tmp_path / 'b.json')!r}, "
+        f"'--plot', {str(tmp_path / 'b.png')!r}]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert doc["figures"]["record_many"]["buffer"] == "array.array"
+    assert doc["figures"]["peer.prometheus"]["skipped"].startswith("prometheus_client")
+    assert doc["inference"]["skipped"].startswith("numpy is not installed")
+    assert "built-in PNG writer" in proc.stderr
+    _png_size((tmp_path / "b.png").read_bytes())
+    assert proc.stderr.count("bench ") == 0  # -q: no progress
+
+
+def test_bad_arguments_exit_2() -> None:
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--agent-interval", "0"])
+    assert exc.value.code == 2
+
+
+def test_compare_flags_a_synthetic_regression(quick_run: dict[str, Any],
+                                              tmp_path: pathlib.Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    compare = _compare_module()
+    old = quick_run["json_path"]
+    doc = json.loads(old.read_text())
+    assert compare.main([str(old), str(old)]) == 0
+    doc["figures"]["record"]["median"] *= 1.6
+    doc["figures"]["record"]["ratio"] *= 1.6
+    doc["figures"]["c_record"]["median"] *= 9  # a noisy estimate: shown, never gated
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert compare.main([str(old), str(new)]) == 1
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("record(v)"))
+    assert "1.600x" in line and "REGRESSED" in line
+    assert "not gated" in next(x for x in out.splitlines() if x.startswith("C et_record ("))
+    assert compare.main([str(old), str(new), "--threshold", "2"]) == 0
+    assert compare.main([str(old), str(new), "--by", "ratio"]) == 1
+
+
+def test_compare_reads_the_pytest_summary_and_rates(tmp_path: pathlib.Path) -> None:
+    compare = _compare_module()
+
+    def summary(record: float, rate: float) -> str:
+        return json.dumps({"machine": {"cpu": "x", "arch": "y", "python": "3"}, "results": {
+            "python record()": {"value": record, "unit": "ns/call"},
+            "sustained 2 threads": {"value": rate, "unit": "M rec/s"},
+        }})
+
+    (tmp_path / "a.json").write_text(summary(24.0, 1.0))
+    (tmp_path / "b.json").write_text(summary(25.0, 0.5))  # half the rate: 2x worse
+    (tmp_path / "c.json").write_text(json.dumps({"benchmarks": [
+        {"name": "test_x", "fullname": "t::test_x", "stats": {"median": 1e-6}}]}))
+    (tmp_path / "d.json").write_text(json.dumps({"benchmarks": [
+        {"name": "test_x", "fullname": "t::test_x", "stats": {"median": 3e-6}}]}))
+    assert compare.main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 1
+    assert compare.main([str(tmp_path / "c.json"), str(tmp_path / "d.json")]) == 1
+    assert compare.main([str(tmp_path / "c.json"), str(tmp_path / "c.json")]) == 0
+    (tmp_path / "bad.json").write_text("[]")
+    assert compare.main([str(tmp_path / "a.json"), str(tmp_path / "bad.json")]) == 2
+
+
+def test_onnx_model_built_in_code_runs() -> None:
+    np = pytest.importorskip("numpy")
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((256, 128)).astype(np.float32)
+    w2 = rng.standard_normal((128, 10)).astype(np.float32)
+    session = ort.InferenceSession(onnx_mlp_model(w1.tobytes(), w2.tobytes()),
+                                   providers=["CPUExecutionProvider"])
+    x = rng.standard_normal((1, 256)).astype(np.float32)
+    (p,) = session.run(None, {"x": x})
+    logits = np.maximum(x @ w1, 0) @ w2
+    want = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    np.testing.assert_allclose(p, want, rtol=1e-4, atol=1e-6)
+
+
+def test_cpu_names_from_arm_cpuinfo() -> None:
+    assert cpu_model({"cpu implementer": "0x41", "cpu part": "0xd08"}) == "Cortex-A72"
+    assert cpu_model({"processor": "0", "cpu implementer": "0x41", "cpu part": "0xd42"}) == \
+        "Cortex-A78AE"
+    assert cpu_model({"model name": "ARMv7 Processor rev 4 (v7l)"}).startswith("ARMv7")
+    assert "0xfff" in cpu_model({"cpu implementer": "0x41", "cpu part": "0xfff"})
+
+
+def test_statistics() -> None:
+    assert quantile([3, 1, 2, 4], 0.5) == 2.5
+    lo, hi = bootstrap_ci([1.0, 2.0, 3.0, 4.0, 5.0] * 4, lambda s: sum(s) / len(s))
+    assert 2.0 < lo < 3.0 < hi < 4.0
