@@ -142,7 +142,8 @@ def _matplotlib_chart(data: ChartData, path: str) -> None:
         top = max([data.target_pct or 0] + [b.high or b.value for b in data.overheads])
         ax2.set_xlim(min(0, min(b.low or 0 for b in data.overheads)) - 0.1, top * 2.2 + 0.2)
         ax2.axvline(0, color="black", linewidth=0.8)
-        ax2.set_xlabel("overhead of 4 metrics per inference, % (95% CI)")
+        ax2.set_xlabel("overhead of 4 metrics per inference, % of the inference thread's CPU time "
+                       "(95% CI)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -330,7 +331,8 @@ def write_png_chart(data: ChartData, path: str) -> None:
 
     # panel 2: overhead on inference loops, linear, with the CI and the target
     if n_over:
-        c.text(16, y0, "overhead of 4 metrics per inference, % with 95% CI", black)
+        c.text(16, y0, "overhead of 4 metrics per inference, % of the inference thread's CPU "
+               "time, 95% CI", black)
         y0 += 40
         lo_v = min([0.0] + [b.low if b.low is not None else b.value for b in data.overheads])
         hi_v = max([data.target_pct or 0.0]

@@ -112,8 +112,10 @@ def test_json_has_inference_overhead_with_ci(quick_run: dict[str, Any]) -> None:
     assert inf["metrics_per_inference"] == 4 and inf["agent"]
     for key in ("matmul", "mlp", "conv"):
         w = inf["workloads"][key]
-        lo, hi = w["overhead_ci95_pct"]
-        assert lo <= w["overhead_pct"] <= hi and w["pairs"] >= 6
+        for figures in (w, w["wall_clock"]):
+            lo, hi = figures["overhead_ci95_pct"]
+            assert lo <= figures["overhead_pct"] <= hi
+        assert w["pairs"] >= 6 and w["inference_ns"] > 0
     assert "onnx" in inf["workloads"]
     assert "target" in inf and inf["target"].get("met") in (True, False, None)
 
