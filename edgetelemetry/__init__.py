@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .errors import CoreError, EdgeTelemetryError, RecorderClosedError, SnapshotFormatError
 from .recorder import Histogram, Recorder, Timer
 from .snapshot import HistogramLayout, SeriesSnapshot, Snapshot
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:
+    from .agent import Agent
+
 __all__ = [
+    "Agent",
     "CoreError",
     "EdgeTelemetryError",
     "Histogram",
@@ -21,3 +27,12 @@ __all__ = [
     "Timer",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The agent pulls in the spool, sender and heartbeat modules: import it on first use only.
+    if name == "Agent":
+        from .agent import Agent
+
+        return Agent
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
