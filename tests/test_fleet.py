@@ -389,24 +389,32 @@ def test_cli_in_process_and_bad_arguments(
         assert "--offline-after" in capsys.readouterr().err
 
 
-def test_read_only_never_creates_or_changes_a_file(tmp_path: Path) -> None:
+def status_exit(store: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``edgetelemetry fleet status --store STORE`` in this process: exit status and stderr."""
+    status = cli_main(["fleet", "status", "--store", str(store)])
+    return status, capsys.readouterr().err
+
+
+def test_read_only_never_creates_or_changes_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "missing.sqlite3"
-    done = run_cli("fleet", "status", "--store", str(missing))
-    assert done.returncode == 2 and "no store at" in done.stderr
+    status, err = status_exit(missing, capsys)
+    assert status == 2 and "no store at" in err
     assert not missing.exists()
 
     foreign = tmp_path / "foreign.sqlite3"
     with sqlite3.connect(foreign) as conn:
         conn.execute("CREATE TABLE t (x)")
     before = hashlib.sha256(foreign.read_bytes()).hexdigest()
-    done = run_cli("fleet", "status", "--store", str(foreign))
-    assert done.returncode == 2 and "schema version 0" in done.stderr
+    status, err = status_exit(foreign, capsys)
+    assert status == 2 and "schema version 0" in err
     assert hashlib.sha256(foreign.read_bytes()).hexdigest() == before
 
     text = tmp_path / "notes.txt"
     text.write_text("not a database\n" * 100)
-    done = run_cli("fleet", "status", "--store", str(text))
-    assert done.returncode == 2 and "not a usable SQLite database" in done.stderr
+    status, err = status_exit(text, capsys)
+    assert status == 2 and "not a usable SQLite database" in err
     assert text.read_text() == "not a database\n" * 100
 
     with Store(str(tmp_path / "ok.sqlite3")) as store:
@@ -424,13 +432,23 @@ def test_read_only_never_creates_or_changes_a_file(tmp_path: Path) -> None:
 # -- the edgetelemetry command -----------------------------------------------------------------
 
 
-def test_serve_and_register_are_wired(tmp_path: Path) -> None:
-    assert "usage: edgetelemetry serve" in run_cli("serve", "--help").stdout
-    assert "usage: edgetelemetry register" in run_cli("register", "--help").stdout
-    assert "usage: edgetelemetry fleet status" in run_cli("fleet", "status", "--help").stdout
-    top = run_cli("--help").stdout
+def help_text(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    with pytest.raises(SystemExit) as info:
+        cli_main([*argv, "--help"])
+    assert info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_serve_and_register_are_wired(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert "usage: edgetelemetry serve" in help_text(capsys, "serve")
+    assert "--credentials-file" in help_text(capsys, "serve")
+    assert "usage: edgetelemetry register" in help_text(capsys, "register")
+    assert "usage: edgetelemetry fleet status" in help_text(capsys, "fleet", "status")
+    assert "--offline-after" in help_text(capsys, "-v", "fleet", "status")
+    top = help_text(capsys)
     assert all(word in top for word in ("demo", "serve", "register", "fleet"))
-    assert "--seconds" in run_cli("demo", "--help").stdout
+    assert "--seconds" in help_text(capsys, "demo")
+    # as a process, the way a user runs it (python -m edgetelemetry)
 
     registry = tmp_path / "registry.json"
     registry.write_text(json.dumps({"fleets": [{"name": FLEET, "devices": ["cam-1", "cam-2"]}]}))
