@@ -1,19 +1,21 @@
-"""The demo: a small multi-model inference workload instrumented with edgetelemetry.
+"""The demo: a multi-model inference workload instrumented with edgetelemetry, reporting to
+the embedded Edge Manager endpoint.
 
 Two numpy "models" (a tiny MLP and a tiny conv-like network) run real arithmetic on random
-inputs in two threads; each inference records latency, confidence and input size.  Every
-``report_every`` seconds the demo closes a window and prints what the heartbeat will carry.
+inputs in two threads; each inference records latency, confidence and input size.  An Agent
+sends heartbeats through boto3 to an endpoint on loopback, and the demo ends with the fleet
+as the endpoint stored it.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, TextIO
 
 from .recorder import Recorder
-from .snapshot import Snapshot
 
 
 @dataclass(frozen=True)
@@ -114,54 +116,73 @@ def run_workload(
     return done[0]
 
 
-def format_snapshot(snap: Snapshot) -> str:
-    """A table of one window: per series count, mean and quantiles."""
-    lines = [
-        f"{'model':<16} {'version':<8} {'metric':<12} {'count':>7} {'mean':>10} "
-        f"{'p50':>10} {'p99':>10} {'max':>10}  dropped/rejected"
-    ]
-    for s in snap.series:
-        if not s.count and not s.dropped and not s.rejected:
-            continue
-        unit = f" {s.unit}" if s.unit else ""
-
-        def fmt(v: float | None) -> str:
-            return "-" if v is None else f"{v:10.4g}"
-
-        lost = sum(s.dropped.values()) + sum(s.rejected.values())
-        lines.append(
-            f"{s.model:<16} {s.version:<8} {s.metric + unit:<12} {s.count:>7} "
-            f"{fmt(s.mean)} {fmt(s.quantile(0.5))} {fmt(s.quantile(0.99))} {fmt(s.max)}  {lost}"
-        )
-    return "\n".join(lines)
-
-
-def main(seconds: float = 5.0, out: TextIO | None = None) -> int:
-    """Record a simulated multi-model inference loop and print each window's summary."""
+def main(seconds: float = 20.0, out: TextIO | None = None, keep: str | None = None) -> int:
+    """The README's main job, on loopback with no account and no network: start the embedded
+    Edge Manager endpoint (ephemeral port, a fresh store), run the instrumented workload while
+    an Agent sends heartbeats through boto3 to it, then print the fleet as the endpoint stored
+    it.  The store and spool stay in ``keep`` (default: a new temporary directory) so the
+    commands printed at the end work on them."""
+    import secrets
     import sys
+    import tempfile
+
+    from botocore.credentials import Credentials
+
+    from .agent import Agent
+    from .server import EndpointServer
+    from .server.fleet import fleet_status, render_text
 
     out = out or sys.stdout
-    windows: list[Snapshot] = []
-    with Recorder() as rec:
+    work = keep or tempfile.mkdtemp(prefix="edgetelemetry-demo-")
+    os.makedirs(work, mode=0o700, exist_ok=True)
+    store_path = os.path.join(work, "endpoint.sqlite")
+    key_id, secret = "AKIDEMO" + secrets.token_hex(6).upper(), secrets.token_urlsafe(30)
+    interval = max(1.0, min(5.0, seconds / 8))
+    device, fleet = "demo-gateway-01", "demo-fleet"
 
-        def tick() -> None:
-            snap = rec.snapshot()
-            windows.append(snap)
-            n = sum(s.count for s in snap.series if s.metric == "latency")
-            print(f"window {snap.seq}: {n} inferences", file=out, flush=True)
+    def say(text: str) -> None:
+        print(text, file=out, flush=True)
 
-        print(f"running 2 models in 2 threads for {seconds:g} s ...", file=out, flush=True)
-        total = run_workload(rec, seconds, on_tick=tick)
-        windows.append(rec.snapshot())
-        merged = windows[0]
-        for w in windows[1:]:
-            merged = merged.merge(w)
-        info = rec.info()
-    print(f"\n{total} inferences in {len(windows)} windows; whole run:", file=out)
-    print(format_snapshot(merged), file=out)
-    print(
-        f"\nrecorder memory {info['memory_bytes'] // 1024} KiB, histogram relative error "
-        f"{merged.layout.relative_error:.2%}, snapshot {len(merged.to_msgpack())} bytes msgpack",
-        file=out,
+    with EndpointServer(store_path, credentials={key_id: secret}) as server:
+        server.store.register_fleet(fleet)
+        server.store.register_devices(fleet, [device])
+        url = server.url
+        say(f"endpoint  {url} (SigV4 required; store {store_path})")
+        with Recorder() as rec:
+            agent = Agent(
+                rec,
+                device_name=device,
+                fleet=fleet,
+                endpoint_url=url,
+                region="us-east-1",
+                interval=interval,
+                spool_dir=os.path.join(work, "spool"),
+                credentials=Credentials(key_id, secret),
+            )
+            say(f"device    {device} in {fleet}: 2 models, heartbeat every {interval:g} s, "
+                f"running {seconds:g} s")
+            started = time.monotonic()
+
+            def progress() -> None:
+                st = agent.stats()
+                say(f"  {time.monotonic() - started:5.1f} s  heartbeat requests acknowledged "
+                    f"{int(st['send-successes']):3d}, spool pending {int(st['spool-records'])}")
+
+            with agent:
+                agent.start()
+                total = run_workload(rec, seconds, on_tick=progress, tick_every=interval)
+                stats = agent.stats()
+            # closing the agent spooled and sent the last window
+        stored = server.store.heartbeat_count()
+        status = fleet_status(server.store)
+    say(f"\n{total} inferences; {stored} heartbeats stored by the endpoint, "
+        f"{int(stats['dead-letters'])} dead-lettered\n")
+    say(render_text(status))
+    say(
+        "\nwhere to look next:\n"
+        f"  edgetelemetry fleet status --store {store_path}\n"
+        f"  edgetelemetry serve --store {store_path} --credentials-file FILE  "
+        "(the fleet page is at /fleet)\n"
+        "  README.md (API tour) and docs/ (snapshot format, heartbeat mapping, agent, endpoint)"
     )
-    return 0
+    return 0 if stored and not stats["dead-letters"] else 1
