@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import EdgeTelemetryError
 from .app import DEFAULT_CACHE_TTL, DEFAULT_MAX_BODY, EndpointServer
 from .errors import CredentialsFileError, RegistrationError
+from .fleet import DEFAULT_OFFLINE_AFTER
 from .sigv4 import load_credentials_file
 from .store import Store, StoreError, apply_registry
 
@@ -54,6 +55,20 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY)
     p.add_argument("--rate-limit", type=float, help="requests per second per access key")
     p.add_argument("--burst", type=int, default=20, help="burst allowed by --rate-limit")
+    p.add_argument(
+        "--fleet-viewers",
+        metavar="FILE",
+        help="JSON {user: password}, mode 0600: HTTP Basic logins for the /fleet page from any "
+        "address (without it, /fleet answers loopback clients only)",
+    )
+    p.add_argument("--no-fleet-page", action="store_true", help="do not serve /fleet")
+    p.add_argument(
+        "--offline-after",
+        type=float,
+        default=DEFAULT_OFFLINE_AFTER,
+        metavar="SECONDS",
+        help="/fleet: a heartbeat is recent (device connected) within this many seconds (180)",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -70,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _serve_parser().parse_args(argv)
     try:
         credentials = load_credentials_file(args.credentials_file)
+        viewers = None
+        if args.fleet_viewers:  # same format and permission rules as the credentials file
+            logins = load_credentials_file(args.fleet_viewers)
+            viewers = {user: login.secret_access_key for user, login in logins.items()}
         if not credentials:
             raise CredentialsFileError(f"credentials file {args.credentials_file} holds no key")
         logging.basicConfig(
@@ -95,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate_limit=args.rate_limit,
             burst=args.burst,
             store=store,
+            fleet_page=not args.no_fleet_page,
+            fleet_viewers=viewers,
+            offline_after=args.offline_after,
         )
         url = server.start()
     except (OSError, ValueError, EdgeTelemetryError) as exc:
