@@ -29,7 +29,14 @@ def _fleet_status(argv: Sequence[str]) -> int:
     return fleet_main(argv)
 
 
+def _bench(argv: Sequence[str]) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(list(argv))
+
+
 _DELEGATED: dict[tuple[str, ...], Callable[[Sequence[str]], int]] = {
+    ("bench",): _bench,
     ("serve",): _serve,
     ("register",): _register,
     ("fleet", "status"): _fleet_status,
@@ -62,13 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="run an instrumented multi-model inference loop")
-    demo.add_argument("--seconds", type=float, default=5.0, help="how long to run (5)")
+    demo = commands.add_parser("demo", help="the main job: an instrumented inference loop reporting to the embedded endpoint")
+    demo.add_argument("--seconds", type=float, default=20.0, help="how long to run (20)")
+    demo.add_argument("--keep", metavar="DIR", help="keep the endpoint store and spool in DIR")
     commands.add_parser(
         "serve", help="run the self-hosted Edge Manager endpoint (see 'serve --help')"
     )
     commands.add_parser(
         "register", help="apply a registry document to an endpoint's store (see 'register --help')"
+    )
+    commands.add_parser(
+        "bench", help="measure the overhead on this machine (see 'bench --help')"
     )
     fleet = commands.add_parser("fleet", help="the fleet as an endpoint's store knows it")
     fleet_commands = fleet.add_subparsers(dest="fleet_command", required=True)
@@ -87,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if not 0 < args.seconds <= 3600:
             parser.error("--seconds must be in (0, 3600]")
-        return demo_module.main(seconds=args.seconds)
+        return demo_module.main(seconds=args.seconds, keep=args.keep)
     parser.error(f"unknown command {args.command!r}")
     return 2
 

@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 need_apt=()
-for tool in gcc:gcc clang:clang valgrind:valgrind make:make; do
+# chromium renders the fleet page in its test; the fonts give it text to draw
+for tool in gcc:gcc clang:clang valgrind:valgrind make:make chromium:chromium \
+            fc-list:fonts-dejavu-core; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool##*:}")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
