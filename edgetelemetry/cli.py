@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="the main job: an instrumented inference loop reporting to the embedded endpoint")
+    demo = commands.add_parser(
+        "demo", help="the main job: an instrumented inference loop reporting to a local endpoint"
+    )
     demo.add_argument("--seconds", type=float, default=20.0, help="how long to run (20)")
     demo.add_argument("--keep", metavar="DIR", help="keep the endpoint store and spool in DIR")
     commands.add_parser(
