@@ -27,7 +27,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.edgetelemetry-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  # the in-place rebuild below uses the venv's own build tools: make them current
+  .venv/bin/python -m pip install -q --upgrade pip 'setuptools>=77' wheel 'cffi>=1.17' >/dev/null
   .venv/bin/python -m pip install -q -e '.[test,bench]'
   touch "$stamp"
 else
