@@ -89,6 +89,9 @@ def load(path: str, by: str = "median") -> Run:
             raise FormatError(f"{path}: --by ratio needs edgetelemetry bench documents")
         for name, r in doc["results"].items():
             unit = str(r.get("unit", ""))
+            if unit == "%":  # an overhead near zero: compared in points, not as a ratio
+                overheads[name] = float(r["value"])
+                continue
             figures[name] = Figure(name, float(r["value"]), unit, _is_rate(unit))
         machine = doc.get("machine", {})
     elif isinstance(doc.get("benchmarks"), list):

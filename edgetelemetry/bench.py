@@ -44,7 +44,7 @@ def run(
     command: str = "edgetelemetry bench",
     blas_threads: int | None = 1,
 ) -> dict[str, Any]:
-    """Every figure, as the JSON document ``--json`` writes (plus ``_inference_results``)."""
+    """Every figure, as the JSON document ``--json`` writes."""
     from . import _bench_inference as infer
 
     blas = _limit_blas_threads(blas_threads)
@@ -228,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.agent_interval is not None and not 1 <= args.agent_interval <= 3600:
         _parser().error("--agent-interval must be 1..3600 seconds")
+    if args.blas_threads < 0:
+        _parser().error("--blas-threads must be 0 (the library's default) or more")
     doc = run(
         quick=args.quick,
         inference=not args.no_inference,

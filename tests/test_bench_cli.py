@@ -186,6 +186,7 @@ def test_compare_reads_the_pytest_summary_and_rates(tmp_path: pathlib.Path) -> N
         return json.dumps({"machine": {"cpu": "x", "arch": "y", "python": "3"}, "results": {
             "python record()": {"value": record, "unit": "ns/call"},
             "sustained 2 threads": {"value": rate, "unit": "M rec/s"},
+            "inference overhead: matmul": {"value": 0.4, "unit": "%"},
         }})
 
     (tmp_path / "a.json").write_text(summary(24.0, 1.0))
@@ -195,6 +196,8 @@ def test_compare_reads_the_pytest_summary_and_rates(tmp_path: pathlib.Path) -> N
     (tmp_path / "d.json").write_text(json.dumps({"benchmarks": [
         {"name": "test_x", "fullname": "t::test_x", "stats": {"median": 3e-6}}]}))
     assert compare.main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 1
+    assert compare.main([str(tmp_path / "a.json"), str(tmp_path / "a.json"),
+                         "--max-overhead-increase", "0.5"]) == 0
     assert compare.main([str(tmp_path / "c.json"), str(tmp_path / "d.json")]) == 1
     assert compare.main([str(tmp_path / "c.json"), str(tmp_path / "c.json")]) == 0
     (tmp_path / "bad.json").write_text("[]")
