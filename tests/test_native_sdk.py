@@ -37,7 +37,7 @@ def _version() -> tuple[str, str]:
 
 
 def _run(cmd: list[str], **kwargs: Any) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, **kwargs)
     if proc.returncode != 0:
         pytest.fail(
             f"{shlex.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n"

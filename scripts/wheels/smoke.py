@@ -1,0 +1,68 @@
+"""Import smoke test for an installed wheel, run by the target's own interpreter.
+
+scripts/build-wheels.sh runs it under qemu-user (aarch64, armv7l) or the target root's loader
+(x86_64) after `pip install`ing the wheel.  It prints what it ran on, so the log shows the
+wheel really ran there, and fails unless:
+  - edgetelemetry is imported from the installed wheel, not from a source tree,
+  - its extensions are the abi3 builds and match this interpreter's machine,
+  - a recorder records from several threads and accounts for every value exactly.
+Python 3.9 syntax: it runs on the oldest CPython the wheel supports.
+"""
+
+import os
+import platform
+import sys
+import threading
+
+
+def main() -> int:
+    import edgetelemetry as et
+    from edgetelemetry import _core, _fastpath
+
+    where = os.path.dirname(et.__file__)
+    libc, libc_version = platform.libc_ver()
+    print(
+        f"smoke: {platform.machine()} CPython {platform.python_version()} "
+        f"{libc} {libc_version}: edgetelemetry {et.__version__} from {where}"
+    )
+    problems = []
+    if "site-packages" not in where:
+        problems.append(f"imported from {where}, not from an installed wheel")
+    for module in (_core, _fastpath):
+        if not module.__file__.endswith(".abi3.so"):
+            problems.append(f"{module.__file__} is not an abi3 extension")
+
+    threads, per_thread = 4, 20000
+    with et.Recorder(max_threads=threads, ring_capacity=1 << 15, collector_period=0.001) as rec:
+        handles = [
+            rec.histogram(f"metric-{i}", unit="ms", model="smoke", version="1") for i in range(threads)
+        ]
+
+        def produce(h: et.Histogram) -> None:
+            for i in range(per_thread):
+                h.record(float(i % 1000))
+
+        workers = [threading.Thread(target=produce, args=(h,)) for h in handles]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        snap = rec.snapshot()
+    for s in snap.series:
+        dropped = sum(s.dropped.values())
+        if s.count + dropped != per_thread:
+            problems.append(f"{s.metric}: {s.count} kept + {dropped} dropped != {per_thread}")
+        if dropped == 0 and (s.min, s.max, s.sum) != (0.0, 999.0, 20.0 * 499500):
+            problems.append(f"{s.metric}: min/max/sum {s.min}/{s.max}/{s.sum}")
+        p99 = s.quantile(0.99)
+        if dropped == 0 and not 980 <= p99 <= 1000:
+            problems.append(f"{s.metric}: p99 {p99}")
+    for p in problems:
+        print(f"smoke: FAIL {p}")
+    if not problems:
+        print(f"smoke: ok, {threads} threads x {per_thread} records accounted for exactly")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
