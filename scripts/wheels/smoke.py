@@ -35,7 +35,8 @@ def main() -> int:
     threads, per_thread = 4, 20000
     with et.Recorder(max_threads=threads, ring_capacity=1 << 15, collector_period=0.001) as rec:
         handles = [
-            rec.histogram(f"metric-{i}", unit="ms", model="smoke", version="1") for i in range(threads)
+            rec.histogram(f"metric-{i}", unit="ms", model="smoke", version="1")
+            for i in range(threads)
         ]
 
         def produce(h: et.Histogram) -> None:
