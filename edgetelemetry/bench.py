@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -47,12 +46,12 @@ def run(
     """Every figure, as the JSON document ``--json`` writes."""
     from . import _bench_inference as infer
 
-    blas = _limit_blas_threads(blas_threads)
+    blas = infer.limit_blas_threads(blas_threads)
     settings = measure.QUICK if quick else measure.DEFAULT
     isettings = infer.QUICK if quick else infer.DEFAULT
     if agent_interval is not None:
         isettings = infer.InferenceSettings(isettings.seconds, isettings.block_s, agent_interval)
-    steps = 4 + (1 if peers else 0) + (5 if inference else 0)
+    steps = 4 + (1 if peers else 0) + (6 if inference else 0)
     prog = measure.Progress(progress, steps, enabled=progress is not None)
     started = time.monotonic()
     info = measure.machine(note)
@@ -79,22 +78,6 @@ def run(
     doc["elapsed_s"] = round(time.monotonic() - started, 1)
     prog.say(f"done in {doc['elapsed_s']:g} s")
     return doc
-
-
-_BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                   "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
-
-
-def _limit_blas_threads(threads: int | None) -> str:
-    """Run numpy's BLAS on ``threads`` threads unless the environment already says: a GEMM
-    split over every core stalls whenever one is busy, which buries a 0.3% effect in noise.
-    Only possible before numpy is imported; returns what is in force, as far as is known."""
-    if threads is None or "numpy" in sys.modules:
-        return os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") \
-            or "library default"
-    for name in _BLAS_VARIABLES:
-        os.environ.setdefault(name, str(threads))
-    return os.environ["OPENBLAS_NUM_THREADS"]
 
 
 # ---- the table ---------------------------------------------------------------------------------
