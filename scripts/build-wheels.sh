@@ -24,8 +24,8 @@
 # Caches (never required; delete at will): the roots and the build venv under --cache, by
 # default $ET_WHEELS_CACHE, else /var/cache/edgetelemetry-wheels when writable, else
 # ~/.cache/edgetelemetry-wheels; pip's own cache.  With --test: 3 to 4 minutes cold, under 3
-# warm, on 2 cores (the emulated C tests dominate).  Needs root for apt-get and mmdebstrap (or the tools installed and
-# mmdebstrap's unshare mode), network access to deb.debian.org and PyPI.
+# warm, on 2 cores (the emulated C tests dominate).  Needs root for apt-get and mmdebstrap (or
+# the tools installed and mmdebstrap's unshare mode), and deb.debian.org and PyPI.
 # The last line is "wheels: N passed, N failed".
 set -euo pipefail
 shopt -s inherit_errexit
