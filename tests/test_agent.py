@@ -8,6 +8,7 @@ records every request body, so the order and content of what the agent sent are 
 from __future__ import annotations
 
 import gc
+import logging
 import json
 import os
 import signal
@@ -321,7 +322,8 @@ def test_model_state_survives_a_restart(tmp_path: Path, scripted: ScriptedServer
     model = bodies[0]["Models"][0]
     assert model["ModelName"] == "resnet18" and model["ModelMetrics"] == []
     assert model["LatestInference"] == inference
-    assert model["LatestSampleTime"] == int(sampled_at)
+    # whole seconds up to botocore 1.43, fractional after: the wire resolution is botocore's
+    assert 0 <= sampled_at - model["LatestSampleTime"] < 1
 
 
 # -- failures, against the scripted server ----------------------------------------------------
@@ -445,7 +447,9 @@ def spy_on_pending(spool: Spool, limits: list[int | None]) -> None:
 
 
 def test_memory_stays_flat_and_the_backlog_is_read_in_pages_during_an_outage(
-        tmp_path: Path, rec: Recorder) -> None:
+        tmp_path: Path, rec: Recorder, caplog: pytest.LogCaptureFixture) -> None:
+    # pytest keeps every captured log record: 200 "send cycle failed" warnings would be growth
+    caplog.set_level(logging.ERROR, logger="edgetelemetry")
     lat = rec.histogram("latency", unit="ms", model="resnet18", version="1.0")
     with socket.socket() as probe:  # a port nobody listens on: every send is refused
         probe.bind(("127.0.0.1", 0))
@@ -465,7 +469,13 @@ def test_memory_stays_flat_and_the_backlog_is_read_in_pages_during_an_outage(
         gc.collect()
         after = tracemalloc.take_snapshot()
         tracemalloc.stop()
-        growth = sum(s.size_diff for s in after.compare_to(before, "filename"))
+        # botocore's own bounded caches (regexes, timestamps, serializer shapes) fill up over the
+        # first few hundred calls whatever we do; count everything else
+        growth = sum(
+            s.size_diff
+            for s in after.compare_to(before, "filename")
+            if "site-packages" not in s.traceback[0].filename
+        )
         # 200 windows spooled, none held in memory: what grows is the spool's index of pending
         # records (28 bytes each) and noise; one snapshot kept per window would be ~1 MB.
         assert growth < 96 * 1024, growth
