@@ -347,6 +347,14 @@ class Recorder:
         """Random per recorder, new in a fork child: tells snapshots' sources apart."""
         return self._recorder_id
 
+    def native_handle(self) -> tuple[int, int]:
+        """``(et_api table address, et_recorder address)`` for a C/C++ module in this process
+        that records into this recorder (see docs/native-sdk.md).  Valid until ``close()``:
+        the native side must stop recording before the recorder closes."""
+        with self._lock:
+            self._check_open()
+            return self._api_address, self._core.address
+
     @property
     def layout(self) -> HistogramLayout:
         return self._layout

@@ -227,9 +227,8 @@ def native_ext(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def _handle(rec: et.Recorder) -> tuple[int, int]:
-    """The handle a native module needs: the (et_api table, et_recorder) addresses.  Read
-    from the private binding until Recorder grows a public method for it."""
-    return rec._core.api_address(), rec._core.address
+    """The handle a native module needs: the (et_api table, et_recorder) addresses."""
+    return rec.native_handle()
 
 
 def test_c_threads_record_into_the_recorder_python_created(native_ext: Any) -> None:
