@@ -406,6 +406,8 @@ def micro_figures(settings: Settings, progress: Progress, skip_peers: bool = Fal
             "baseline.empty_call": _Timed("noop(3.2)", env),
             "baseline.c_call": _Timed("abs(3.2)", env),
             "baseline.cffi_noop": _Timed("lib.et_window_seq(NULL)", env),
+            # et_record's shape (pointer, uint32, number), returning at once: ET_ENOSERIES
+            "baseline.cffi_shape": _Timed("lib.et_count_reject(NULL, 0, 0)", env),
             "baseline.empty_with": _Timed("with empty: pass", env),
             "record": _Timed("lat.record(3.2)", env, chunk=chunk, prepare=drain),
             "time": _Timed("with lat.time(): pass", env, chunk=chunk, prepare=drain),
@@ -422,24 +424,30 @@ def micro_figures(settings: Settings, progress: Progress, skip_peers: bool = Fal
                            "baseline", s["baseline.cffi_noop"])
         base_with = Figure("baseline.empty_with", "baseline: empty with-block", "call",
                            "baseline", s["baseline.empty_with"])
+        base_shape = Figure("baseline.cffi_shape", "baseline: cffi call, et_record's shape",
+                            "call", "baseline", s["baseline.cffi_shape"],
+                            extra={"call": "et_count_reject(NULL, 0, 0), returns at once"})
         record = Figure("record", "record(v)", "call", "edgetelemetry", s["record"],
                         baseline="baseline.empty_call")
         timer = Figure("time", "with time(): (block timed)", "call", "edgetelemetry", s["time"],
                        baseline="baseline.empty_with")
         c_cffi = Figure("c_record_cffi", "C et_record via cffi", "call", "edgetelemetry",
-                        s["c_record_cffi"], baseline="baseline.cffi_noop")
+                        s["c_record_cffi"], baseline="baseline.cffi_shape")
         for f in (record, timer, c_cffi):
             f.ratios = [a / b for a, b in zip(f.samples, s[f.baseline or ""])]
-        # What et_record itself costs, from Python: the cffi call less a no-op cffi call,
-        # per round.  A difference of two ~100 ns figures: a few ns of noise either way.
-        c_only = [a - b for a, b in zip(s["c_record_cffi"], s["baseline.cffi_noop"])]
-        c_est = Figure("c_record", "C et_record (cffi call - no-op)", "call", "edgetelemetry",
-                       c_only, extra={"estimate": "difference of two cffi calls"})
+        # What et_record itself costs, from Python: the cffi call less a cffi call of the same
+        # shape that returns at once (argument conversion is most of a cffi call), per round.
+        # A difference of two ~150 ns figures: several ns of noise either way.
+        c_only = [a - b for a, b in zip(s["c_record_cffi"], s["baseline.cffi_shape"])]
+        c_est = Figure("c_record", "C et_record (cffi call - same shape)", "call",
+                       "edgetelemetry", c_only,
+                       extra={"estimate": "difference of two cffi calls of the same shape"})
         for f, key in ((base_empty, "baseline.empty_call"), (base_c, "baseline.c_call"),
-                       (base_cffi, "baseline.cffi_noop"), (base_with, "baseline.empty_with"),
+                       (base_cffi, "baseline.cffi_noop"), (base_shape, "baseline.cffi_shape"),
+                       (base_with, "baseline.empty_with"),
                        (record, "record"), (timer, "time"), (c_cffi, "c_record_cffi")):
             f.number = timed[key].number
-        add(base_empty, base_c, base_cffi, base_with, record, timer, c_cffi, c_est)
+        add(base_empty, base_c, base_cffi, base_shape, base_with, record, timer, c_cffi, c_est)
 
         progress.step("record_many() of 1024 values, against record() per value")
         batch = _values(1024, 3)
@@ -525,8 +533,8 @@ def _window_figure(settings: Settings, heartbeat_interval_s: float = 60.0) -> Fi
     snap_ns: list[float] = []
     build_ns: list[float] = []
     total: list[float] = []
-    metrics = 0
-    with et.Recorder(collector_period=None, ring_capacity=1 << 12) as rec:
+    metrics = counted = 0
+    with et.Recorder(collector_period=None, ring_capacity=1 << 15) as rec:  # 16 x 2000 fit
         handles = [
             rec.histogram(f"metric-{i}", model=f"model-{i % 4}", version="1") for i in range(16)
         ]
@@ -544,12 +552,14 @@ def _window_figure(settings: Settings, heartbeat_interval_s: float = 60.0) -> Fi
                 build_ns.append(float(t2 - t1))
                 total.append(float(t2 - t0))
             metrics = sum(len(m["ModelMetrics"]) for m in params["Models"])
+            counted = sum(x.count for x in snap.series)
     fig = Figure("window", "snapshot() + build_heartbeat(), 16 series", "window",
                  "edgetelemetry", total, number=1)
     fig.extra = {
         "snapshot_ns": round(median(snap_ns)),
         "build_heartbeat_ns": round(median(build_ns)),
         "heartbeat_metrics": metrics,
+        "values_per_window": counted,
         "heartbeat_interval_s": heartbeat_interval_s,
         "core_share_at_interval": median(total) / (heartbeat_interval_s * 1e9),
     }

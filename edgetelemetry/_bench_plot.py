@@ -52,7 +52,7 @@ def _ns(v: float) -> str:
 
 
 _CHART_KEYS = (
-    "baseline.c_call", "baseline.empty_call", "baseline.empty_with", "baseline.cffi_noop",
+    "baseline.c_call", "baseline.empty_call", "baseline.empty_with", "baseline.cffi_shape",
     "record", "time", "c_record_cffi", "record_many", "drain", "peer.prometheus", "peer.otel",
 )
 
@@ -83,10 +83,12 @@ def chart_data(result: dict[str, Any]) -> ChartData:
             lo, hi,
         ))
     emulated = " (emulated)" if m.get("emulated") else ""
-    subtitle = (f"{m['cpu']}, {m['arch']}{emulated}, {m['cores']} cores, {m['python']}, "
+    cpu = m["cpu"] if not m.get("emulated") else m["cpu"].split(" emulated by ")[-1]
+    subtitle = (f"{cpu}, {m['arch']}{emulated}, {m['cores']} cores, {m['python']}, "
                 f"edgetelemetry {m['package_version']}")
     target = (inference.get("target") or {}).get("overhead_pct") if overheads else None
-    return ChartData("edgetelemetry bench", subtitle, costs, overheads, target)
+    title = "edgetelemetry bench" + (" - EMULATED, not the hardware's times" if emulated else "")
+    return ChartData(title, subtitle, costs, overheads, target)
 
 
 def plot(result: dict[str, Any], path: str) -> str:
@@ -295,7 +297,8 @@ def write_png_chart(data: ChartData, path: str) -> None:
     black, grey, light = (20, 20, 20), (110, 110, 110), (225, 225, 225)
     label_w = max([_Canvas.text_width(b.label) for b in data.costs + data.overheads] + [200])
     left, plot_w, text_w, row_h = 16 + label_w + 12, 420, 520, 26
-    width = left + plot_w + text_w
+    width = max(left + plot_w + text_w, 32 + _Canvas.text_width(data.subtitle),
+                32 + _Canvas.text_width(data.title, scale=3))
     n_cost, n_over = len(data.costs), len(data.overheads)
     height = 70 + 30 + n_cost * row_h + 40 + (40 + n_over * row_h + 40 if n_over else 0)
     c = _Canvas(width, height, (255, 255, 255))
