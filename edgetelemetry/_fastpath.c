@@ -10,6 +10,7 @@
 #include <Python.h>
 
 #include <stdint.h>
+#include <time.h>
 
 #include "edgetelemetry.h"
 
@@ -18,7 +19,28 @@ typedef struct {
     et_recorder *rec;   /* NULL once the recorder is closed: records become no-ops */
     const et_api *api;
     uint32_t series_id;
+    double ns_per_unit; /* for time(): 1e6 for a series in ms; 0 when the unit is no time */
 } SeriesObject;
+
+/* `with handle.time():` is the API's way to take a latency, so it is C end to end: a Python
+ * context manager costs about 900 ns per use, this one about a tenth of that.  Used as a
+ * decorator, a Timer hands the function to the Python function registered with
+ * _set_decorator, which knows coroutines. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *series; /* strong reference: a SeriesObject */
+    int64_t start_ns;
+} TimerObject;
+
+static PyObject *timer_type;   /* set at module exec */
+static PyObject *decorate_fn;  /* decorate(series, ns_per_unit, fn) */
+
+/* CLOCK_MONOTONIC, as time.perf_counter_ns on Linux */
+static int64_t monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 static PyObject *series_record(PyObject *self_obj, PyObject *value) {
     SeriesObject *self = (SeriesObject *)self_obj;
@@ -57,6 +79,24 @@ static int series_init(PyObject *self_obj, PyObject *args, PyObject *kwargs) {
     return 0;
 }
 
+static PyObject *series_time(PyObject *self_obj, PyObject *unused) {
+    (void)unused;
+    SeriesObject *self = (SeriesObject *)self_obj;
+    if (!(self->ns_per_unit > 0.0)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "time() records durations in the series' unit: create the handle with "
+                        "unit= one of ns, us, ms, s");
+        return NULL;
+    }
+    allocfunc alloc = (allocfunc)PyType_GetSlot((PyTypeObject *)timer_type, Py_tp_alloc);
+    TimerObject *timer = (TimerObject *)alloc((PyTypeObject *)timer_type, 0);
+    if (timer == NULL) return NULL;
+    Py_INCREF(self_obj);
+    timer->series = self_obj;
+    timer->start_ns = 0;
+    return (PyObject *)timer;
+}
+
 static PyObject *series_detach(PyObject *self_obj, PyObject *unused) {
     (void)unused;
     ((SeriesObject *)self_obj)->rec = NULL;
@@ -68,6 +108,19 @@ static PyObject *series_get_id(PyObject *self_obj, void *closure) {
     return PyLong_FromUnsignedLong(((SeriesObject *)self_obj)->series_id);
 }
 
+static PyObject *series_get_ns_per_unit(PyObject *self_obj, void *closure) {
+    (void)closure;
+    return PyFloat_FromDouble(((SeriesObject *)self_obj)->ns_per_unit);
+}
+
+static int series_set_ns_per_unit(PyObject *self_obj, PyObject *value, void *closure) {
+    (void)closure;
+    double v = value == NULL ? 0.0 : PyFloat_AsDouble(value);
+    if (v == -1.0 && PyErr_Occurred()) return -1;
+    ((SeriesObject *)self_obj)->ns_per_unit = v;
+    return 0;
+}
+
 static PyObject *series_get_attached(PyObject *self_obj, void *closure) {
     (void)closure;
     return PyBool_FromLong(((SeriesObject *)self_obj)->rec != NULL);
@@ -76,6 +129,9 @@ static PyObject *series_get_attached(PyObject *self_obj, void *closure) {
 static PyMethodDef series_methods[] = {
     {"record", series_record, METH_O,
      "record(value) -> None\n\nRecord one value; never raises (bad values are counted)."},
+    {"time", series_time, METH_NOARGS,
+     "time() -> Timer\n\nTime a block (with) or a function (decorator, async def included) "
+     "in the series' unit."},
     {"_detach", series_detach, METH_NOARGS, "Stop recording: the recorder is closing."},
     {NULL, NULL, 0, NULL},
 };
@@ -83,6 +139,8 @@ static PyMethodDef series_methods[] = {
 static PyGetSetDef series_getset[] = {
     {"series_id", series_get_id, NULL, "The core's id of this series.", NULL},
     {"attached", series_get_attached, NULL, "False once the recorder is closed.", NULL},
+    {"_ns_per_unit", series_get_ns_per_unit, series_set_ns_per_unit,
+     "Nanoseconds per unit of the series, for time(); 0 when its unit is not a time.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -101,11 +159,101 @@ static PyType_Spec series_spec = {
     .slots = series_slots,
 };
 
+/* ---- Timer ---- */
+
+static PyObject *timer_enter(PyObject *self_obj, PyObject *unused) {
+    (void)unused;
+    ((TimerObject *)self_obj)->start_ns = monotonic_ns();
+    Py_INCREF(self_obj);
+    return self_obj;
+}
+
+static PyObject *timer_exit(PyObject *self_obj, PyObject *args) {
+    (void)args;
+    const int64_t end = monotonic_ns();
+    TimerObject *timer = (TimerObject *)self_obj;
+    SeriesObject *series = (SeriesObject *)timer->series;
+    if (series->rec != NULL)
+        series->api->record(series->rec, series->series_id,
+                            (double)(end - timer->start_ns) / series->ns_per_unit);
+    Py_RETURN_FALSE; /* never swallow the block's exception */
+}
+
+static PyObject *timer_call(PyObject *self_obj, PyObject *args, PyObject *kwargs) {
+    TimerObject *timer = (TimerObject *)self_obj;
+    if (decorate_fn == NULL) {
+        PyErr_SetString(PyExc_TypeError, "Timer cannot decorate: no decorator registered");
+        return NULL;
+    }
+    PyObject *fn;
+    if (kwargs != NULL || !PyArg_UnpackTuple(args, "Timer", 1, 1, &fn)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "Timer takes one function");
+        return NULL;
+    }
+    return PyObject_CallFunction(decorate_fn, "OdO", timer->series,
+                                 ((SeriesObject *)timer->series)->ns_per_unit, fn);
+}
+
+static void timer_dealloc(PyObject *self_obj) {
+    PyTypeObject *type = Py_TYPE(self_obj);
+    Py_XDECREF(((TimerObject *)self_obj)->series);
+    freefunc free_fn = (freefunc)PyType_GetSlot(type, Py_tp_free);
+    free_fn(self_obj);
+    Py_DECREF(type);
+}
+
+static PyMethodDef timer_methods[] = {
+    {"__enter__", timer_enter, METH_NOARGS, NULL},
+    {"__exit__", timer_exit, METH_VARARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot timer_slots[] = {
+    {Py_tp_methods, timer_methods},
+    {Py_tp_call, timer_call},
+    {Py_tp_dealloc, timer_dealloc},
+    {Py_tp_doc, "Records the time a with-block or a decorated function takes."},
+    {0, NULL},
+};
+
+static PyType_Spec timer_spec = {
+    .name = "edgetelemetry._fastpath.Timer",
+    .basicsize = sizeof(TimerObject),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = timer_slots,
+};
+
+static PyObject *set_decorator(PyObject *module, PyObject *fn) {
+    (void)module;
+    if (!PyCallable_Check(fn)) {
+        PyErr_SetString(PyExc_TypeError, "the decorator must be callable");
+        return NULL;
+    }
+    PyObject *old = decorate_fn;
+    Py_INCREF(fn);
+    decorate_fn = fn;
+    Py_XDECREF(old);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"_set_decorator", set_decorator, METH_O,
+     "Register decorate(series, ns_per_unit, fn), used when a Timer decorates."},
+    {NULL, NULL, 0, NULL},
+};
+
 static int fastpath_exec(PyObject *module) {
     PyObject *type = PyType_FromSpec(&series_spec);
     if (type == NULL) return -1;
     if (PyModule_AddObject(module, "SeriesBase", type) < 0) {
         Py_DECREF(type);
+        return -1;
+    }
+    timer_type = PyType_FromSpec(&timer_spec);
+    if (timer_type == NULL) return -1;
+    Py_INCREF(timer_type);
+    if (PyModule_AddObject(module, "Timer", timer_type) < 0) {
+        Py_DECREF(timer_type);
         return -1;
     }
     return 0;
@@ -121,6 +269,7 @@ static struct PyModuleDef fastpath_module = {
     .m_name = "edgetelemetry._fastpath",
     .m_doc = "The record hot path of edgetelemetry (private).",
     .m_size = 0,
+    .m_methods = module_methods,
     .m_slots = fastpath_slots,
 };
 

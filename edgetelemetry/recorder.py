@@ -26,7 +26,7 @@ from time import perf_counter_ns
 from typing import Any, Callable, TypeVar
 
 from . import _binding
-from ._fastpath import SeriesBase
+from ._fastpath import SeriesBase, Timer, _set_decorator
 from .errors import RecorderClosedError
 from .naming import check_series_names
 from .snapshot import (
@@ -54,7 +54,9 @@ class Histogram(SeriesBase):  # type: ignore[misc]
 
     ``record(value)`` is inherited from the C base (``_fastpath.c``): one call, never raises.
     NaN/Inf and non-numbers are counted as rejected, a full ring counts a drop, and after
-    ``Recorder.close()`` it does nothing.
+    ``Recorder.close()`` it does nothing.  ``time()`` (also C) returns a ``Timer`` that times a
+    ``with`` block, or a function as a decorator (``async def`` included), in the series'
+    unit (ns, us, ms or s; other units raise ValueError).
     """
 
     __slots__ = ("model", "version", "metric", "dimension", "unit", "_recorder", "__weakref__")
@@ -96,15 +98,6 @@ class Histogram(SeriesBase):  # type: ignore[misc]
         finally:
             inflight.pop()
 
-    def time(self) -> Timer:
-        """Time a block (``with``) or a function (decorator, ``async def`` included)."""
-        if self.unit not in _NS_PER_UNIT:
-            raise ValueError(
-                f"time() records durations in the series' unit, which is {self.unit!r}; "
-                f"create the handle with unit= one of {', '.join(_NS_PER_UNIT)}"
-            )
-        return Timer(self, _NS_PER_UNIT[self.unit])
-
     def __repr__(self) -> str:
         dim = f", dimension={self.dimension!r}" if self.dimension else ""
         unit = f", unit={self.unit!r}" if self.unit else ""
@@ -122,46 +115,34 @@ def _float64_copy(values: Any) -> memoryview | None:
         return None
 
 
-class Timer:
-    """Context manager and decorator that records elapsed time into a handle."""
-
-    __slots__ = ("_handle", "_ns_per_unit", "_start")
-
-    def __init__(self, handle: Histogram, ns_per_unit: float) -> None:
-        self._handle = handle
-        self._ns_per_unit = ns_per_unit
-        self._start = 0
-
-    def __enter__(self) -> Timer:
-        self._start = perf_counter_ns()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._handle.record((perf_counter_ns() - self._start) / self._ns_per_unit)
-
-    def __call__(self, fn: F) -> F:
-        handle, scale = self._handle, self._ns_per_unit
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def timed_async(*args: Any, **kwargs: Any) -> Any:
-                start = perf_counter_ns()
-                try:
-                    return await fn(*args, **kwargs)
-                finally:
-                    handle.record((perf_counter_ns() - start) / scale)
-
-            return timed_async  # type: ignore[return-value]
+# ``handle.time()`` is implemented in C and returns a ``Timer`` (``_fastpath.Timer``): a context
+# manager whose __enter__/__exit__ read the monotonic clock and record in C.  As a decorator it
+# calls back here, where coroutine functions are told apart.
+def _decorate(handle: Histogram, ns_per_unit: float, fn: F) -> F:
+    if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
-        def timed(*args: Any, **kwargs: Any) -> Any:
+        async def timed_async(*args: Any, **kwargs: Any) -> Any:
             start = perf_counter_ns()
             try:
-                return fn(*args, **kwargs)
+                return await fn(*args, **kwargs)
             finally:
-                handle.record((perf_counter_ns() - start) / scale)
+                handle.record((perf_counter_ns() - start) / ns_per_unit)
 
-        return timed  # type: ignore[return-value]
+        return timed_async  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = perf_counter_ns()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            handle.record((perf_counter_ns() - start) / ns_per_unit)
+
+    return timed  # type: ignore[return-value]
+
+
+_set_decorator(_decorate)
 
 
 class Recorder:
@@ -270,6 +251,7 @@ class Recorder:
             handle = Histogram(self._api_address, self._core.address, series_id)
             handle.model, handle.version, handle.metric = model, version, metric
             handle.dimension, handle.unit = dimension, unit
+            handle._ns_per_unit = _NS_PER_UNIT.get(unit or "", 0.0)
             handle._recorder = self
             self._handles[series_id] = handle
             self._units[series_id] = unit

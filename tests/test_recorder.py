@@ -196,3 +196,27 @@ def test_background_collector_drains_without_snapshot() -> None:
         s = rec.snapshot().series[0]
         assert s.count + s.dropped.get("ring_full", 0) == 2000
         assert s.count > 64, "the collector drained while we recorded"
+
+
+def test_timer_lets_exceptions_through_and_still_records(rec) -> None:
+    h = rec.histogram("latency", unit="us", model="resnet18", version="1.0")
+    with pytest.raises(KeyError):
+        with h.time():
+            raise KeyError("inference failed")
+    timer = h.time()
+    assert isinstance(timer, et.Timer)
+    with timer:
+        pass
+    with timer:  # a Timer may be reused
+        pass
+    s = _only(rec.snapshot())
+    assert s.count == 3 and s.min >= 0
+
+
+def test_timer_after_close_does_nothing() -> None:
+    rec = et.Recorder()
+    h = rec.histogram("latency", unit="ms", model="resnet18", version="1.0")
+    rec.close()
+    with h.time():
+        pass
+    assert h.time()(lambda: 5)() == 5
