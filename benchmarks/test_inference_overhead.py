@@ -12,9 +12,9 @@ Gates (same-run ratios, as every gate here):
 - the overhead on the ~100 us inference stays under 5%: a lock, a syscall or an allocation on
   the record path would break it;
 - issue 6's target, under 1%, is checked as an expected failure: on the shared x86_64 VM the
-  4 metrics cost 1.5-2.5 us of the inference thread's CPU per inference (about twice what the
-  same calls cost hot in a micro-benchmark: the inference evicts the interpreter's caches),
-  1.5-2.5% of a 100 us inference.  It turns into an XPASS when the record path gets there.
+  4 metrics cost 1-2.5 us of the inference thread's CPU per inference (more than the same calls
+  cost hot in a micro-benchmark: the inference evicts the interpreter's caches), 1.3-3.5% of a
+  100 us inference.  It turns into an XPASS when the record path gets there.
 
 The same code is ``edgetelemetry bench``'s inference section, with a longer budget.
 """
@@ -74,7 +74,7 @@ def test_inference_loop_overhead_has_not_regressed(overhead: dict[str, Any]) -> 
     )
 
 
-@pytest.mark.xfail(reason="4 metrics cost 1.5-2.5 us per inference on the x86_64 VM",
+@pytest.mark.xfail(reason="4 metrics cost 1-2.5 us per inference on the x86_64 VM",
                    strict=False)
 def test_inference_loop_overhead_meets_the_target(overhead: dict[str, Any]) -> None:
     ref = overhead["workloads"]["matmul"]

@@ -504,10 +504,10 @@ def run_inference_overhead(
         "workloads": {r.key: r.to_json() for r in results},
         "target": {"inference_us": TARGET_US, "overhead_pct": TARGET_PCT},
     }
-    ref = next((r for r in results if r.key == "matmul" and not r.skipped), None)
-    if ref is not None:
-        out["target"]["upper_ci_pct"] = round(ref.cpu["overhead_ci_pct"][1], 4)
-        out["target"]["met"] = ref.cpu["overhead_ci_pct"][1] < TARGET_PCT
+    judged = next((r for r in results if r.key == "matmul" and not r.skipped), None)
+    if judged is not None:
+        out["target"]["upper_ci_pct"] = round(judged.cpu["overhead_ci_pct"][1], 4)
+        out["target"]["met"] = judged.cpu["overhead_ci_pct"][1] < TARGET_PCT
     out["_results"] = results  # for the table; dropped before JSON
     return out
 
