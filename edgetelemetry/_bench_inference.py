@@ -508,6 +508,5 @@ def run_inference_overhead(
     if judged is not None:
         out["target"]["upper_ci_pct"] = round(judged.cpu["overhead_ci_pct"][1], 4)
         out["target"]["met"] = judged.cpu["overhead_ci_pct"][1] < TARGET_PCT
-    out["_results"] = results  # for the table; dropped before JSON
     return out
 

@@ -70,7 +70,6 @@ def run(
     }
     if inference:
         result = infer.run_inference_overhead(isettings, prog)
-        result.pop("_results", None)
         result["blas_threads"] = blas
         if info["emulated"] and "met" in result.get("target", {}):
             result["target"]["met"] = None  # an emulator's timings say nothing of the device
