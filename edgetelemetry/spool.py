@@ -489,17 +489,22 @@ class Spool:
         is kept in memory and written with the next cursor write.
         """
         with self._mutex:
-            self._check_open()
-            self._check_issued(seq)
-            if seq <= self._acked_upto or seq in self._acked_above:
-                return False
-            where = self._locate(seq)
+            where = self._pending_location(seq)
             if where is None:
                 return False
             self._mark(where[0], seq)
             self._compact()
             self._persist()
             return True
+
+    def _pending_location(self, seq: int) -> tuple[_Segment, int] | None:
+        """Where the pending record ``seq`` lies, or None when it is acked, evicted or dead;
+        raises for a closed spool or a seq never issued.  Call with the mutex held."""
+        self._check_open()
+        self._check_issued(seq)
+        if seq <= self._acked_upto or seq in self._acked_above:
+            return None
+        return self._locate(seq)
 
     def ack_upto(self, seq: int) -> int:
         """Mark every record up to and including ``seq`` delivered; return how many were pending."""
@@ -529,11 +534,7 @@ class Spool:
         Returns False if the record is no longer pending (acked or evicted meanwhile).
         """
         with self._mutex:
-            self._check_open()
-            self._check_issued(seq)
-            if seq <= self._acked_upto or seq in self._acked_above:
-                return False
-            where = self._locate(seq)
+            where = self._pending_location(seq)
             if where is None:
                 return False
             seg, j = where
