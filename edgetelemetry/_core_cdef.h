@@ -79,6 +79,8 @@ int et_series_add(et_recorder *rec, const char *model, const char *version,
                   const char *metric, const char *dimension, uint32_t *series_id);
 int et_record(et_recorder *rec, uint32_t series_id, double value);
 int64_t et_record_many(et_recorder *rec, uint32_t series_id, const double *values, size_t n);
+int64_t et_record_group(et_recorder *rec, const uint32_t *series_ids, const double *values,
+                        size_t n);
 int et_count_reject(et_recorder *rec, uint32_t series_id, int reason);
 int et_count_drop(et_recorder *rec, uint32_t series_id, int reason);
 int et_collect(et_recorder *rec);

@@ -4,6 +4,7 @@
  *
  *   callgrind_gate record N   N x et_record into a ring big enough never to fill
  *   callgrind_gate many N     N values through et_record_many, 256 per call
+ *   callgrind_gate group N    N values through et_record_group, one per series (4) per call
  *   callgrind_gate drain N    N records drained by et_collect, a full ring per pass
  *
  * Producing the records for `drain` is outside the measured function, and so is draining
@@ -25,7 +26,7 @@ static int fail(const char *what, int rc) {
 
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: %s record|many|drain N\n", argv[0]);
+        fprintf(stderr, "usage: %s record|many|group|drain N\n", argv[0]);
         return 2;
     }
     const char *mode = argv[1];
@@ -66,6 +67,11 @@ int main(int argc, char **argv) {
         for (unsigned long i = 0; i < n; i += BATCH) {
             const int64_t k = et_record_many(rec, ids[(i / BATCH) & (SERIES - 1)],
                                              values + (i & (4096 - BATCH)), BATCH);
+            if (k > 0) done += (unsigned long)k;
+        }
+    } else if (!strcmp(mode, "group")) {
+        for (unsigned long i = 0; i < n; i += SERIES) {
+            const int64_t k = et_record_group(rec, ids, values + (i & (4096 - SERIES)), SERIES);
             if (k > 0) done += (unsigned long)k;
         }
     } else if (!strcmp(mode, "drain")) {

@@ -11,11 +11,13 @@
 #   ET_GATE_RECORD  et_record, instructions per call           (20: the issue's target)
 #   ET_GATE_DRAIN   et_collect, instructions per drained record (30)
 #   ET_GATE_MANY    et_record_many, instructions per value      (10)
+#   ET_GATE_GROUP   et_record_group of 4 series, per value      (18: no more than et_record)
 set -eu
 
 RECORD_MAX=${ET_GATE_RECORD:-20}
 DRAIN_MAX=${ET_GATE_DRAIN:-30}
 MANY_MAX=${ET_GATE_MANY:-10}
+GROUP_MAX=${ET_GATE_GROUP:-18}
 N=${ET_GATE_N:-200000}
 
 if ! command -v valgrind >/dev/null 2>&1; then
@@ -73,6 +75,7 @@ for bin in "$@"; do
     check "et_record, per call" "$(per_record "$bin" record et_record)" "$RECORD_MAX" "$gated"
     check "drain + aggregate, per record" "$(per_record "$bin" drain et_collect)" "$DRAIN_MAX" "$gated"
     check "et_record_many, per value" "$(per_record "$bin" many et_record_many)" "$MANY_MAX" "$gated"
+    check "et_record_group of 4, per value" "$(per_record "$bin" group et_record_group)" "$GROUP_MAX" "$gated"
     gated=no
 done
 if [ "$status" -ne 0 ]; then

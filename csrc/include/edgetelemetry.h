@@ -11,7 +11,7 @@
  * et_strerror() names every code.  Nothing here calls exit() or prints.
  *
  * Thread-safety, in the names:
- *   - et_record / et_record_many (producer side): any thread, concurrently, wait-free; each
+ *   - et_record / et_record_many / et_record_group (producer side): any thread, concurrently, wait-free; each
  *     thread writes to its own ring, claimed on its first record and reclaimed after it exits.
  *   - et_collect, et_window_close, et_collector_*: any thread; serialised by an internal lock
  *     (the single consumer), never blocking producers.
@@ -29,8 +29,8 @@
  * to the edgetelemetry package) records through the et_api table below, not by linking.
  *
  * Pointers: a function given a NULL recorder, window or output pointer returns ET_EINVAL (or
- * does nothing, where it returns void), except the hot path: et_record and et_record_many take
- * a valid recorder on trust, as a ring push cannot afford the check.
+ * does nothing, where it returns void), except the hot path: et_record, et_record_many and
+ * et_record_group take a valid recorder on trust, as a ring push cannot afford the check.
  */
 #ifndef EDGETELEMETRY_H
 #define EDGETELEMETRY_H
@@ -174,6 +174,15 @@ ET_API int et_record(et_recorder *rec, uint32_t series_id, double value);
 ET_API int64_t et_record_many(et_recorder *rec, uint32_t series_id, const double *values,
                               size_t n);
 
+/* Record one value into each of n series (the metrics of one inference: values[i] into
+ * series_ids[i]) with one ring update, so the collector sees all n or none: they land in the
+ * same window, and a full ring drops all n (each counted in its own series).  Same contract
+ * as et_record otherwise.  Returns n, ET_ERINGFULL or ET_ENORING (all n dropped and counted),
+ * or ET_EINVAL (series_ids or values NULL with n > 0; n larger than ring_capacity can never
+ * fit and is always dropped). */
+ET_API int64_t et_record_group(et_recorder *rec, const uint32_t *series_ids,
+                               const double *values, size_t n);
+
 /* For bindings: count a value that could not even be converted to a double (reason
  * ET_REJECT_TYPE; NaN and Inf are counted by the collector), or a record made after the
  * binding closed its side (et_count_drop, reason ET_DROP_CLOSED or ET_DROP_NO_RING).  Any
@@ -248,14 +257,15 @@ ET_API int et_recorder_edges(const et_recorder *rec, uint32_t *edges, uint32_t c
 /* ---- sharing one recorder across modules of one process ----
  * A module that cannot link this library (a second Python extension, a plugin) records into a
  * recorder it was handed through this table, so both feed the same rings and windows.
- * Check abi_version == ET_API_VERSION before use; fields are only ever appended.
+ * Fields are only ever appended: check abi_version >= the version that added the last field
+ * you use (1: record .. strerror; 2: record_group).
  *
  * The handle is two addresses: the table (et_api_table()) and the recorder.  From Python, the
  * edgetelemetry package hands them out (docs/native-sdk.md); the receiving module casts them
  * back, registers its series with api->series_add and records with api->record, from any
  * thread, for as long as the owner keeps the recorder open.  The entries behave exactly as
  * the functions of the same names. */
-#define ET_API_VERSION 1
+#define ET_API_VERSION 2
 typedef struct et_api {
     uint32_t abi_version;
     int (*record)(et_recorder *rec, uint32_t series_id, double value);
@@ -265,6 +275,8 @@ typedef struct et_api {
     int (*series_add)(et_recorder *rec, const char *model, const char *version,
                       const char *metric, const char *dimension, uint32_t *series_id);
     const char *(*strerror)(int code);
+    int64_t (*record_group)(et_recorder *rec, const uint32_t *series_ids, const double *values,
+                            size_t n); /* version 2 */
 } et_api;
 /* The process's table: static, never NULL, the same for every recorder.  Thread-safe. */
 ET_API const et_api *et_api_table(void);
@@ -276,8 +288,9 @@ ET_API const char *et_strerror(int code);
 /* ---- compiling instrumentation out ----
  * Build a C or C++ program with -DET_DISABLE and every call above becomes an inline no-op
  * that succeeds (no library to link, no code left after inlining): et_recorder_new gives a
- * NULL recorder, et_series_add id 0, et_record ET_OK, et_record_many n, et_window_close a
- * NULL window whose accessors return 0 / ET_ENOSERIES, et_api_table a table of no-ops.
+ * NULL recorder, et_series_add id 0, et_record ET_OK, et_record_many and et_record_group n,
+ * et_window_close a NULL window whose accessors return 0 / ET_ENOSERIES, et_api_table a table
+ * of no-ops.
  * Arguments are still evaluated, as for any call; code that exists only to measure (reading
  * a clock) goes inside ET_INSTRUMENT(...), which keeps its argument when instrumentation is
  * on and drops it with ET_DISABLE:
@@ -320,6 +333,11 @@ ET__OFF(int) et__off_record(et_recorder *rec, uint32_t series_id, double value) 
 ET__OFF(int64_t) et__off_record_many(et_recorder *rec, uint32_t series_id,
                                     const double *values, size_t n) {
     (void)rec, (void)series_id, (void)values;
+    return (int64_t)n;
+}
+ET__OFF(int64_t) et__off_record_group(et_recorder *rec, const uint32_t *series_ids,
+                                     const double *values, size_t n) {
+    (void)rec, (void)series_ids, (void)values;
     return (int64_t)n;
 }
 ET__OFF(int) et__off_count(et_recorder *rec, uint32_t series_id, int reason) {
@@ -388,7 +406,8 @@ ET__OFF(const char *) et__off_strerror(int code) {
 }
 ET__OFF(const et_api *) et__off_api_table(void) {
     static const et_api table = {ET_API_VERSION, et__off_record, et__off_record_many,
-                                 et__off_count, et__off_series_add, et__off_strerror};
+                                 et__off_count, et__off_series_add, et__off_strerror,
+                                 et__off_record_group};
     return &table;
 }
 #define et_config_default et__off_config_default
@@ -397,6 +416,7 @@ ET__OFF(const et_api *) et__off_api_table(void) {
 #define et_series_add et__off_series_add
 #define et_record et__off_record
 #define et_record_many et__off_record_many
+#define et_record_group et__off_record_group
 #define et_count_reject et__off_count
 #define et_count_drop et__off_count
 #define et_collect et__off_rec

@@ -162,6 +162,68 @@ int64_t et_record_many(et_recorder *rec, uint32_t series_id, const double *value
     return (int64_t)take;
 }
 
+static inline void push_group(et_ring *ring, uint64_t head, const uint32_t *series_ids,
+                              const double *values, size_t n) {
+    /* locals: the entries' stores could alias the ring's own fields as far as C knows */
+    et_entry *const entries = ring->entries;
+    const uint64_t mask = ring->mask;
+    const uint64_t start = head & mask;
+    if (ET_LIKELY(start + n <= ring->capacity)) { /* a straight run, no mask per value */
+        et_entry *e = entries + start;
+        for (size_t i = 0; i < n; i++) {
+            e[i].series = series_ids[i];
+            e[i].value = values[i];
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            et_entry *e = &entries[(head + i) & mask];
+            e->series = series_ids[i];
+            e->value = values[i];
+        }
+    }
+    /* one release: the collector sees the whole group or none of it */
+    atomic_store_explicit(&ring->head, head + n, memory_order_release);
+}
+
+/* No ring for this recorder yet, or full as far as the cached view of tail goes. */
+static __attribute__((noinline)) int64_t record_group_slow(et_recorder *rec,
+                                                           const uint32_t *series_ids,
+                                                           const double *values, size_t n) {
+    et_ring *ring = thread_cache.ring;
+    if (thread_cache.recorder_id != rec->id) {
+        ring = ring_slow(rec);
+        if (ring == NULL) {
+            for (size_t i = 0; i < n; i++) drop_no_ring(rec, series_ids[i], 1);
+            return ET_ENORING;
+        }
+    }
+    const uint64_t head = atomic_load_explicit(&ring->head, memory_order_relaxed);
+    if (ring->cached_limit - head < n) {
+        ring->cached_limit =
+            atomic_load_explicit(&ring->tail, memory_order_acquire) + ring->capacity;
+        /* all or none: one inference's values are never split by a drop */
+        if (ring->cached_limit - head < n) {
+            for (size_t i = 0; i < n; i++) drop_ring_full(rec, ring, series_ids[i], 1);
+            return ET_ERINGFULL;
+        }
+    }
+    push_group(ring, head, series_ids, values, n);
+    return (int64_t)n;
+}
+
+int64_t et_record_group(et_recorder *rec, const uint32_t *series_ids, const double *values,
+                        size_t n) {
+    if (ET_UNLIKELY(series_ids == NULL || values == NULL)) return n == 0 ? 0 : ET_EINVAL;
+    et_ring *ring = thread_cache.ring;
+    if (ET_UNLIKELY(thread_cache.recorder_id != rec->id))
+        return record_group_slow(rec, series_ids, values, n);
+    const uint64_t head = atomic_load_explicit(&ring->head, memory_order_relaxed);
+    if (ET_UNLIKELY(ring->cached_limit - head < n))
+        return record_group_slow(rec, series_ids, values, n);
+    push_group(ring, head, series_ids, values, n);
+    return (int64_t)n;
+}
+
 int et_count_reject(et_recorder *rec, uint32_t series_id, int reason) {
     if (rec == NULL || series_id >= rec->config.max_series) return ET_ENOSERIES;
     if (reason != ET_REJECT_TYPE) return ET_EINVAL; /* NaN and Inf are counted at drain */

@@ -416,6 +416,7 @@ static const et_api api_table = {
     .count_reject = et_count_reject,
     .series_add = et_series_add,
     .strerror = et_strerror,
+    .record_group = et_record_group,
 };
 
 const et_api *et_api_table(void) { return &api_table; }

@@ -463,6 +463,78 @@ ET_TEST(ring_full_drops_counted_per_series_and_reason) {
     et_recorder_free(rec);
 }
 
+ET_TEST(record_group_all_or_none) {
+    et_recorder *rec = test_recorder(64, 1, 4);
+    ET_REQUIRE(rec);
+    const uint32_t ids[3] = {test_series(rec, "a"), test_series(rec, "b"), test_series(rec, "c")};
+    const double v[3] = {1.5, 2.5, 4.0};
+    ET_CHECK_EQ_I(et_record_group(rec, ids, v, 0), 0);
+    ET_CHECK_EQ_I(et_record_group(rec, NULL, v, 3), ET_EINVAL);
+    ET_CHECK_EQ_I(et_record_group(rec, ids, NULL, 3), ET_EINVAL);
+    ET_CHECK_EQ_I(et_record_group(rec, NULL, NULL, 0), 0);
+    /* 21 groups fill 63 of 64 slots; the 22nd does not fit whole and is dropped whole */
+    for (int i = 0; i < 21; i++) ET_CHECK_EQ_I(et_record_group(rec, ids, v, 3), 3);
+    ET_CHECK_EQ_I(et_record_group(rec, ids, v, 3), ET_ERINGFULL);
+    ET_CHECK_RC(et_record(rec, ids[0], 8.0), ET_OK); /* a single record still fits */
+    test_totals t[3];
+    test_totals_init(t, 3);
+    test_close_into(rec, t, 3);
+    for (int k = 0; k < 3; k++) {
+        ET_CHECK_EQ_U(t[k].count, k == 0 ? 22 : 21);
+        ET_CHECK_EQ_D(t[k].sum, 21 * v[k] + (k == 0 ? 8.0 : 0.0));
+        ET_CHECK_EQ_U(t[k].dropped[ET_DROP_RING_FULL], 1);
+    }
+    /* drained: a group across the ring's wrap (the ring now starts at 64) */
+    for (int i = 0; i < 62; i++) ET_CHECK_RC(et_record(rec, ids[1], 1.0), ET_OK);
+    ET_CHECK_RC(et_collect(rec), ET_OK);
+    ET_CHECK_EQ_I(et_record_group(rec, ids, v, 3), 3); /* slots 62, 63, 0 */
+    /* unknown ids are counted, never written out of bounds; a group longer than the ring
+     * can never fit */
+    const uint32_t odd[2] = {ids[2], UINT32_MAX};
+    ET_CHECK_EQ_I(et_record_group(rec, odd, v, 2), 2);
+    double big[65];
+    uint32_t big_ids[65];
+    for (int i = 0; i < 65; i++) big[i] = 1.0, big_ids[i] = ids[0];
+    ET_CHECK_EQ_I(et_record_group(rec, big_ids, big, 65), ET_ERINGFULL);
+    test_totals_init(t, 3);
+    test_close_into(rec, t, 3);
+    ET_CHECK_EQ_U(t[0].count, 1);
+    ET_CHECK_EQ_U(t[0].dropped[ET_DROP_RING_FULL], 65);
+    ET_CHECK_EQ_U(t[1].count, 63);
+    ET_CHECK_EQ_U(t[2].count, 2);
+    ET_CHECK_EQ_D(t[2].sum, 4.0 + 1.5);
+    et_info info;
+    ET_CHECK_RC(et_recorder_info(rec, &info), ET_OK);
+    ET_CHECK_EQ_U(info.unknown_series, 1);
+    et_recorder_free(rec);
+}
+
+static void *record_group_without_ring(void *arg) {
+    const uint32_t ids[2] = {0, 9};
+    const double v[2] = {1, 2};
+    ET_CHECK_EQ_I(et_record_group(arg, ids, v, 2), ET_ENORING); /* the only ring is taken */
+    return NULL;
+}
+
+ET_TEST(record_group_without_ring_counts_each_series) {
+    et_recorder *rec = test_recorder(64, 1, 4);
+    ET_REQUIRE(rec);
+    const uint32_t a = test_series(rec, "a");
+    ET_CHECK_RC(et_record(rec, a, 1.0), ET_OK);
+    pthread_t th;
+    ET_REQUIRE(pthread_create(&th, NULL, record_group_without_ring, rec) == 0);
+    pthread_join(th, NULL);
+    test_totals t;
+    test_totals_init(&t, 1);
+    test_close_into(rec, &t, 1);
+    ET_CHECK_EQ_U(t.count, 1);
+    ET_CHECK_EQ_U(t.dropped[ET_DROP_NO_RING], 1);
+    et_info info;
+    ET_CHECK_RC(et_recorder_info(rec, &info), ET_OK);
+    ET_CHECK_EQ_U(info.unknown_series, 1);
+    et_recorder_free(rec);
+}
+
 ET_TEST(record_many_partial_fill_and_wrap) {
     et_recorder *rec = test_recorder(64, 1, 2);
     ET_REQUIRE(rec);
@@ -799,7 +871,7 @@ ET_TEST(api_table) {
     ET_CHECK_EQ_U(api->abi_version, ET_API_VERSION);
     ET_CHECK(api->record == et_record && api->record_many == et_record_many &&
              api->count_reject == et_count_reject && api->series_add == et_series_add &&
-             api->strerror == et_strerror);
+             api->strerror == et_strerror && api->record_group == et_record_group);
     et_recorder *rec = test_recorder(64, 1, 1);
     ET_REQUIRE(rec);
     uint32_t id;
@@ -807,10 +879,12 @@ ET_TEST(api_table) {
     ET_CHECK_RC(api->record(rec, id, 2.0), ET_OK);
     const double v[2] = {3.0, 4.0};
     ET_CHECK_EQ_I(api->record_many(rec, id, v, 2), 2);
+    const uint32_t ids[2] = {id, id};
+    ET_CHECK_EQ_I(api->record_group(rec, ids, v, 2), 2);
     test_totals t;
     test_totals_init(&t, 1);
     test_close_into(rec, &t, 1);
-    ET_CHECK_EQ_U(t.count, 3);
-    ET_CHECK_EQ_D(t.sum, 9.0);
+    ET_CHECK_EQ_U(t.count, 5);
+    ET_CHECK_EQ_D(t.sum, 16.0);
     et_recorder_free(rec);
 }
