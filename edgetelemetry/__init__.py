@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import CoreError, EdgeTelemetryError, RecorderClosedError, SnapshotFormatError
-from .recorder import Histogram, Recorder, Timer
+from .recorder import Group, Histogram, Recorder, Timer
 from .snapshot import HistogramLayout, SeriesSnapshot, Snapshot
 
 __version__ = "0.1.0"
@@ -17,6 +17,7 @@ __all__ = [
     "Agent",
     "CoreError",
     "EdgeTelemetryError",
+    "Group",
     "Histogram",
     "HistogramLayout",
     "Recorder",

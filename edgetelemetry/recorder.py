@@ -4,6 +4,9 @@
     lat = rec.histogram("latency", unit="ms", model="resnet18", version="1.0")
     lat.record(3.2)              # one C call, never raises
     with lat.time(): ...         # also a decorator, async def included
+    per_inference = rec.group(lat, conf, size)
+    start = per_inference.start()
+    per_inference.record_since(start, 0.93, 150528)   # all of one inference, one C call
     snap = rec.snapshot()        # drains, closes the window
     rec.close()
 
@@ -26,7 +29,7 @@ from time import perf_counter_ns
 from typing import Any, Callable, TypeVar
 
 from . import _binding
-from ._fastpath import SeriesBase, Timer, _set_decorator
+from ._fastpath import GROUP_MAX, GroupBase, SeriesBase, Timer, _set_decorator
 from .errors import RecorderClosedError
 from .naming import check_series_names
 from .snapshot import (
@@ -37,7 +40,7 @@ from .snapshot import (
     SnapshotSource,
 )
 
-__all__ = ["Recorder", "Histogram", "Timer"]
+__all__ = ["Recorder", "Histogram", "Group", "Timer"]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,27 @@ class Histogram(SeriesBase):  # type: ignore[misc]
             f"Histogram({self.metric!r}{unit}, model={self.model!r}, "
             f"version={self.version!r}{dim})"
         )
+
+
+class Group(GroupBase):  # type: ignore[misc]
+    """The series one inference feeds, recorded together: made by ``Recorder.group``.
+
+    ``record(*values)`` takes one value per series, in the group's order, and records them
+    with one call into C and one ring update: they land in the same window, and a full ring
+    drops all of them (each counted).  ``start()`` reads the monotonic clock (ns) and
+    ``record_since(start, *values)`` records the time since then into the first series, in
+    its unit (ns, us, ms or s), and one value per other series: a timed inference with all
+    its metrics costs two calls.  Like ``Histogram.record``, a bad value is counted as
+    rejected, never raised; a wrong number of values raises TypeError.  After
+    ``Recorder.close()`` both do nothing.
+    """
+
+    __slots__ = ("handles", "__weakref__")
+
+    handles: tuple[Histogram, ...]
+
+    def __repr__(self) -> str:
+        return f"Group({', '.join(repr(h) for h in self.handles)})"
 
 
 def _float64_copy(values: Any) -> memoryview | None:
@@ -203,6 +227,7 @@ class Recorder:
         )
         self._api_address = self._core.api_address()
         self._handles: dict[int, Histogram] = {}
+        self._groups: dict[tuple[int, ...], Group] = {}
         self._units: dict[int, str | None] = {}
         self._inflight: collections.deque[None] = collections.deque()
         self._closed = False
@@ -256,6 +281,30 @@ class Recorder:
             self._handles[series_id] = handle
             self._units[series_id] = unit
             return handle
+
+    def group(self, *handles: Histogram) -> Group:
+        """A ``Group`` recording one value into each of ``handles`` (1 to 16 handles of this
+        recorder, each once) with one call; the same handles in the same order give the same
+        group.  For ``record_since`` the first handle's unit must be a time (ns, us, ms, s)."""
+        if not 1 <= len(handles) <= GROUP_MAX:
+            raise ValueError(f"a group has 1 to {GROUP_MAX} handles, got {len(handles)}")
+        for h in handles:
+            if not isinstance(h, Histogram):
+                raise TypeError(f"a group is made of Histogram handles, got {type(h).__name__}")
+            if h._recorder is not self:
+                raise ValueError(f"{h!r} belongs to another recorder")
+        ids = tuple(h.series_id for h in handles)
+        if len(set(ids)) != len(ids):
+            raise ValueError("each series may appear once in a group")
+        with self._lock:
+            self._check_open()
+            known = self._groups.get(ids)
+            if known is not None:
+                return known
+            group = Group(self._api_address, self._core.address, ids, handles[0]._ns_per_unit)
+            group.handles = handles
+            self._groups[ids] = group
+            return group
 
     def _count_reject(self, handle: Histogram) -> None:
         with self._lock:
@@ -367,6 +416,8 @@ class Recorder:
             self._closed = True
             for handle in self._handles.values():
                 handle._detach()
+            for group in self._groups.values():
+                group._detach()
             while self._inflight:  # record_many calls still inside C (GIL released)
                 time.sleep(0.0001)
             try:

@@ -7,6 +7,7 @@ def test_public_names() -> None:
     expected = {
         "Recorder",
         "Histogram",
+        "Group",
         "Timer",
         "Snapshot",
         "SeriesSnapshot",

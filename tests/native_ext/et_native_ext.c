@@ -58,9 +58,10 @@ static PyObject *record_from_c(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "bad handle, n or threads");
         return NULL;
     }
-    if (api->abi_version != ET_API_VERSION) {
-        PyErr_Format(PyExc_RuntimeError, "et_api version %u, this module speaks %u",
-                     (unsigned)api->abi_version, (unsigned)ET_API_VERSION);
+    /* the table is append-only: version 1 has everything this module uses */
+    if (api->abi_version < 1) {
+        PyErr_Format(PyExc_RuntimeError, "et_api version %u, this module needs 1 or later",
+                     (unsigned)api->abi_version);
         return NULL;
     }
     uint32_t series_id = 0;
