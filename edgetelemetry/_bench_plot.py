@@ -53,7 +53,7 @@ def _ns(v: float) -> str:
 
 _CHART_KEYS = (
     "baseline.c_call", "baseline.empty_call", "baseline.empty_with", "baseline.cffi_shape",
-    "record", "time", "c_record_cffi", "record_many", "drain", "peer.prometheus", "peer.otel",
+    "record", "time", "group", "c_record_cffi", "record_many", "drain", "peer.prometheus", "peer.otel",
 )
 
 

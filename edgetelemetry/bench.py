@@ -141,11 +141,12 @@ def _inference_lines(inf: dict[str, Any]) -> list[str]:
         return [f"inference loop: skipped, {inf['skipped']}"]
     hb = inf.get("heartbeats_received")
     lines = [
-        (f"inference loop, {inf['metrics_per_inference']} metrics per inference (time() + 3 "
-         "record()), blocks with and without telemetry alternating A B B A"),
+        (f"inference loop, {inf['metrics_per_inference']} metrics per inference, blocks with and "
+         "without telemetry alternating A B B A; recorded with a group (start() + "
+         "record_since()) unless the row says otherwise"),
         f"agent {inf['agent']}" + (f"; {hb} heartbeats received" if hb is not None else ""),
         (f"numpy BLAS threads: {inf.get('blas_threads', 'library default')}; overhead = 10% "
-         "trimmed mean over block pairs, bootstrap 95% CI; CPU = the inference thread's CPU time"),
+         "trimmed mean over block pairs, 95% CI (Yuen); CPU = the inference thread's CPU time"),
         "",
         (f"{'model':<44} {'inference':>9} {'telemetry':>10} {'overhead, CPU [95% CI]':>25} "
          f"{'wall clock [95% CI]':>25} {'pairs':>6}"),

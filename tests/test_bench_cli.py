@@ -15,7 +15,7 @@ import pytest
 
 from edgetelemetry import bench
 from edgetelemetry._bench_inference import onnx_mlp_model
-from edgetelemetry._bench_measure import bootstrap_ci, cpu_model, quantile
+from edgetelemetry._bench_measure import cpu_model, quantile, trimmed_mean, trimmed_mean_ci
 from edgetelemetry._bench_plot import chart_data, write_png_chart
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -24,7 +24,8 @@ MACHINE_FIELDS = {"cpu", "arch", "cores", "python", "package_version", "emulated
 FIGURES = {
     "baseline.empty_call", "baseline.c_call", "baseline.cffi_noop", "baseline.cffi_shape",
     "baseline.empty_with",
-    "record", "time", "c_record_cffi", "c_record", "record_many", "baseline.copy", "drain",
+    "record", "time", "group", "c_record_cffi", "c_record", "record_many", "baseline.copy",
+    "drain",
     "window", "peer.prometheus", "peer.otel",
 }
 
@@ -233,5 +234,17 @@ def test_cpu_names_from_arm_cpuinfo() -> None:
 
 def test_statistics() -> None:
     assert quantile([3, 1, 2, 4], 0.5) == 2.5
-    lo, hi = bootstrap_ci([1.0, 2.0, 3.0, 4.0, 5.0] * 4, lambda s: sum(s) / len(s))
-    assert 2.0 < lo < 3.0 < hi < 4.0
+    assert trimmed_mean([100.0, -100.0] + [1.0, 2.0, 3.0] * 3) == 2.0  # outliers cut
+    # Yuen's interval: 1..5 four times, 10% trimmed: k=2, winsorized = the same values, so
+    # se = sd / (0.8 sqrt(20)) and t(0.975, 15) = 2.131
+    xs = [1.0, 2.0, 3.0, 4.0, 5.0] * 4
+    lo, hi = trimmed_mean_ci(xs)
+    sd = (sum((x - 3.0) ** 2 for x in xs) / 19) ** 0.5
+    half = 2.131 * sd / (0.8 * 20**0.5)
+    assert abs(lo - (3.0 - half)) < 0.005 and abs(hi - (3.0 + half)) < 0.005
+    # the interval shrinks as 1/sqrt(n) and covers the centre
+    lo4, hi4 = trimmed_mean_ci(xs * 4)
+    assert lo < lo4 < 3.0 < hi4 < hi
+    assert trimmed_mean_ci([7.0]) == (7.0, 7.0)
+    with pytest.raises(ValueError):
+        trimmed_mean_ci([])
