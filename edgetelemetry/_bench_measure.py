@@ -389,6 +389,9 @@ def _values(n: int, seed: int) -> Any:
     return np.random.default_rng(seed).lognormal(0.0, 2.0, n)
 
 
+C_LOOP = 4096  # calls per C loop of the C record path's figure
+
+
 def micro_figures(settings: Settings, progress: Progress, skip_peers: bool = False) -> list[Figure]:
     """Every per-call, per-value and per-window figure, with baselines and peers."""
     import edgetelemetry as et
@@ -440,6 +443,12 @@ def micro_figures(settings: Settings, progress: Progress, skip_peers: bool = Fal
             "c_record_cffi": _Timed(
                 "lib.et_record(rec_ptr, sid, 3.2)", env, chunk=chunk, prepare=drain
             ),
+            # the C path as a C caller sees it: loops of 4096 calls in C (_bench_loops.c),
+            # et_record against a no-op of its shape; 8 k records between drains
+            "baseline.c_noop": _Timed(f"lib.bench_noop_loop(rec_ptr, sid, 3.2, {C_LOOP})", env,
+                                      per=C_LOOP),
+            "c_record": _Timed(f"lib.bench_record_loop(rec_ptr, sid, 3.2, {C_LOOP})", env,
+                               chunk=chunk // C_LOOP, prepare=drain, per=C_LOOP),
         }
         s = _interleave(timed, settings)
         base_empty = Figure("baseline.empty_call", "baseline: empty Python call", "call",
@@ -463,21 +472,20 @@ def micro_figures(settings: Settings, progress: Progress, skip_peers: bool = Fal
                         s["c_record_cffi"], baseline="baseline.cffi_shape")
         for f in (record, timer, group, c_cffi):
             f.ratios = [a / b for a, b in zip(f.samples, s[f.baseline or ""])]
-        # What et_record itself costs, from Python: the cffi call less a cffi call of the same
-        # shape that returns at once (argument conversion is most of a cffi call), per round.
-        # A difference of two ~150 ns figures: several ns of noise either way.
-        c_only = [a - b for a, b in zip(s["c_record_cffi"], s["baseline.cffi_shape"])]
-        c_est = Figure("c_record", "C et_record (cffi call - same shape)", "call",
-                       "edgetelemetry", c_only,
-                       extra={"estimate": "difference of two cffi calls of the same shape"})
+        base_c_noop = Figure("baseline.c_noop", "baseline: no-op C call (loop in C)", "call",
+                             "baseline", s["baseline.c_noop"])
+        c_record = Figure("c_record", "C et_record (loop in C)", "call", "edgetelemetry",
+                          s["c_record"], baseline="baseline.c_noop",
+                          extra={"calls_per_loop": C_LOOP})
+        c_record.ratios = [a / b for a, b in zip(s["c_record"], s["baseline.c_noop"])]
         for f, key in ((base_empty, "baseline.empty_call"), (base_c, "baseline.c_call"),
                        (base_cffi, "baseline.cffi_noop"), (base_shape, "baseline.cffi_shape"),
                        (base_with, "baseline.empty_with"),
-                       (record, "record"), (timer, "time"), (group, "group"),
-                       (c_cffi, "c_record_cffi")):
+                       (base_c_noop, "baseline.c_noop"), (record, "record"), (timer, "time"),
+                       (group, "group"), (c_cffi, "c_record_cffi"), (c_record, "c_record")):
             f.number = timed[key].number
-        add(base_empty, base_c, base_cffi, base_shape, base_with, record, timer, group, c_cffi,
-            c_est)
+        add(base_empty, base_c, base_cffi, base_shape, base_with, base_c_noop, record, timer,
+            group, c_cffi, c_record)
 
         progress.step("record_many() of 1024 values, against record() per value")
         batch = _values(1024, 3)

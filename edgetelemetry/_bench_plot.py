@@ -52,8 +52,8 @@ def _ns(v: float) -> str:
 
 
 _CHART_KEYS = (
-    "baseline.c_call", "baseline.empty_call", "baseline.empty_with", "baseline.cffi_shape",
-    "record", "time", "group", "c_record_cffi", "record_many", "drain", "peer.prometheus", "peer.otel",
+    "baseline.c_noop", "baseline.c_call", "baseline.empty_call", "baseline.empty_with",
+    "record", "time", "group", "c_record", "record_many", "drain", "peer.prometheus", "peer.otel",
 )
 
 

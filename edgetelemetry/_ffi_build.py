@@ -1,6 +1,7 @@
 """cffi build script (API mode, out of line): compiles the C core into ``edgetelemetry._core``.
 
-Run by setup.py through ``cffi_modules``; the declarations live in ``_core_cdef.h``.
+Run by setup.py through ``cffi_modules``; the declarations live in ``_core_cdef.h`` (the core)
+and ``_bench_cdef.h`` (``_bench_loops.c``: C loops that ``edgetelemetry bench`` times).
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from cffi import FFI
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 CSRC = ROOT / "csrc"
-SOURCES = sorted(str(p.relative_to(ROOT)) for p in (CSRC / "src").glob("*.c"))
+SOURCES = sorted(str(p.relative_to(ROOT)) for p in (CSRC / "src").glob("*.c")) + [
+    str((HERE / "_bench_loops.c").relative_to(ROOT))
+]
 
 ffibuilder = FFI()
 ffibuilder.cdef((HERE / "_core_cdef.h").read_text())
+ffibuilder.cdef((HERE / "_bench_cdef.h").read_text())
 ffibuilder.set_source(
     "edgetelemetry._core",
     '#include "edgetelemetry.h"',

@@ -97,8 +97,6 @@ def _comparison(key: str, f: dict[str, Any], figures: dict[str, Any]) -> str:
     if key == "window":
         share = f["core_share_at_interval"] * 100
         return f"{share:.2g}% of a core at 1 heartbeat / {f['heartbeat_interval_s']:g} s"
-    if key == "c_record":
-        return "et_record's own cost, estimated: noisy, may be < 0"
     if f.get("baseline") and f.get("ratio") is not None:
         base = figures[f["baseline"]]["label"].replace("baseline: ", "")
         ratio = f["ratio"]
