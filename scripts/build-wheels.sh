@@ -17,7 +17,8 @@
 #   - --test: in each root, under qemu-user for aarch64/armv7l and under the root's own loader
 #     (glibc 2.31) for x86_64: the C unit tests cross-compiled from the sdist, the C example
 #     against the installed SDK, and, in a venv of the root's CPython 3.9 with the wheel
-#     pip-installed, the import smoke test and tests/test_smoke.py + tests/test_concurrency.py.
+#     pip-installed, the import smoke test, tests/test_smoke.py + tests/test_concurrency.py
+#     and `edgetelemetry bench --quick` (the user's command, from the wheel alone).
 #     The x86_64 wheel is also installed, with its dependencies from PyPI, into the newest
 #     CPython on the host and tested there.
 #
@@ -149,7 +150,7 @@ SDIST=$(ls "$WORK"/sdist/*.tar.gz)
 cp "$SDIST" "$OUT/"
 
 # ---- one Debian root per architecture ----
-ROOT_PKGS=(libc6-dev libpython3-dev python3 python3-cffi-backend python3-msgpack python3-pip
+ROOT_PKGS=(libc6-dev libpython3-dev python3 python3-boto3 python3-cffi-backend python3-msgpack python3-pip
            python3-pytest)
 ensure_root() {  # arch -> path of the root (cached)
   local a=$1 key dir
@@ -281,7 +282,13 @@ build_and_test() {
   local py_line
   py_line=$(tail -n1 "$w/pytest.log")
   echo "   $a: pytest: $py_line"
-  printf '%s: C %s; CPython 3.9: %s' "$name" "$c_line" "$py_line" >"$w/summary"
+  # the user's command, from the wheel alone (no numpy in the root: the inference loops say
+  # they are skipped); under emulation its times are the emulator's, which it says
+  say "$a: edgetelemetry bench --quick --no-peers from the installed wheel"
+  run "$a bench" "$w/bench.log" env -C "$w/pytests" "${runner[@]}" "$w/venv/bin/python" \
+    -m edgetelemetry.bench --quick --no-peers --json "$w/bench.json" --plot "$w/bench.png"
+  grep -E '^(record\(v\)|group\.record|C et_record \(loop)' "$w/bench.log" | sed "s/^/   $a: bench: /"
+  printf '%s: C %s; CPython 3.9: %s; bench ok' "$name" "$c_line" "$py_line" >"$w/summary"
 
   if [ "$a" = x86_64 ]; then
     # the same abi3 wheel in the newest CPython here, with its dependencies from PyPI

@@ -5,7 +5,9 @@ scripts/build-wheels.sh runs it under qemu-user (aarch64, armv7l) or the target 
 wheel really ran there, and fails unless:
   - edgetelemetry is imported from the installed wheel, not from a source tree,
   - its extensions are the abi3 builds and match this interpreter's machine,
-  - a recorder records from several threads and accounts for every value exactly.
+  - a recorder records from several threads and accounts for every value exactly,
+  - the fast-call paths (group.record / record_since, the timer's __exit__) work on this
+    interpreter: METH_FASTCALL is in the limited API only from 3.10, the wheel is cp39-abi3.
 Python 3.9 syntax: it runs on the oldest CPython the wheel supports.
 """
 
@@ -58,11 +60,40 @@ def main() -> int:
         p99 = s.quantile(0.99)
         if dropped == 0 and not 980 <= p99 <= 1000:
             problems.append(f"{s.metric}: p99 {p99}")
+    problems.extend(_fast_calls(et))
     for p in problems:
         print(f"smoke: FAIL {p}")
     if not problems:
         print(f"smoke: ok, {threads} threads x {per_thread} records accounted for exactly")
     return 1 if problems else 0
+
+
+def _fast_calls(et) -> list:
+    problems = []
+    with et.Recorder(collector_period=None) as rec:
+        lat = rec.histogram("latency", unit="us", model="smoke", version="1")
+        conf = rec.histogram("confidence", model="smoke", version="1")
+        group = rec.group(lat, conf)
+        start = group.start()
+        group.record_since(start, 0.5)
+        group.record(2.0, 0.25)
+        group.record(3.0, "not a number")  # counted as rejected, never raised
+        with lat.time():
+            pass
+        try:
+            group.record(1.0)
+            problems.append("group.record with one value too few did not raise")
+        except TypeError:
+            pass
+        series = {s.metric: s for s in rec.snapshot().series}
+    if series["latency"].count != 4 or series["confidence"].count != 2:
+        problems.append(f"group: counts {series['latency'].count}, {series['confidence'].count}")
+    if series["confidence"].sum != 0.75 or series["confidence"].rejected != {"type": 1}:
+        problems.append(f"group: confidence {series['confidence'].sum}, "
+                        f"{series['confidence'].rejected}")
+    if not problems:
+        print("smoke: ok, group.record, record_since and time() (fast calls)")
+    return problems
 
 
 if __name__ == "__main__":
