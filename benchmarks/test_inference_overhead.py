@@ -62,6 +62,7 @@ def overhead() -> dict[str, Any]:
             "%",
             ci95=f"[{lo:+.2f}, {hi:+.2f}]",
             inference=f"{w['inference_ns'] / 1e3:.1f} us",
+            sized=f"{w['sized_ns'] / 1e3:.1f} us" if "sized_ns" in w else "-",
             telemetry=f"{w['telemetry_ns_per_inference']:.0f} ns",
             blas_threads=BLAS_THREADS,
         )
@@ -88,7 +89,9 @@ def test_inference_loop_overhead_meets_the_target(overhead: dict[str, Any]) -> N
         report("inference overhead: matmul, second measurement", again["overhead_pct"], "%",
                ci95=f"[{lo:+.2f}, {hi:+.2f}]", inference=f"{again['inference_ns'] / 1e3:.1f} us")
         ref = min(ref, again, key=lambda w: w["overhead_ci95_pct"][1])
-    assert 80.0 <= ref["inference_ns"] / 1e3 <= 125.0, "the matmul is not ~100 us"
+    # Sized to ~100 us; while it is measured the VM's speed moves it (70-105 us seen for one
+    # size), and the telemetry's cost with it: the overhead is a ratio within the same blocks.
+    assert abs(ref["sized_ns"] / 1e3 / 100.0 - 1) < 0.15, f"sized to {ref['sized_ns']} ns"
     assert ref["overhead_ci95_pct"][1] < TARGET_PCT, (
         f"{ref['recording']}: {ref['overhead_pct']:.2f}% of a {ref['inference_ns'] / 1e3:.0f} "
         f"us inference (95% CI {ref['overhead_ci95_pct']}); the target is under {TARGET_PCT:g}%"

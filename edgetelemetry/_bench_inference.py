@@ -88,6 +88,7 @@ class Workload:
     # recommended way), "time" (``with latency.time():`` + 3 ``record()``) or "clock"
     # (``perf_counter_ns()`` around the inference + 4 ``record()``)
     timing: str = "group"
+    sized_ns: float | None = None  # the matmul: what one inference took when it was sized
 
 
 @dataclass
@@ -99,6 +100,7 @@ class Result:
     pairs: int = 0
     block_inferences: int = 0
     inference_ns: float = 0.0  # wall clock, median block without telemetry
+    sized_ns: float | None = None  # the matmul's time when it was sized (the VM's speed moves)
     # the inference thread's CPU time (the figure) and the wall clock, each: telemetry_ns,
     # telemetry_ns_ci, overhead_pct, overhead_ci_pct
     cpu: dict[str, Any] = field(default_factory=dict)
@@ -127,6 +129,7 @@ class Result:
             "block_inferences": self.block_inferences,
             "metrics_per_inference": 4,
             "recording": self.recording,
+            **({"sized_ns": round(self.sized_ns, 1)} if self.sized_ns else {}),
         }
 
 
@@ -176,8 +179,9 @@ def _matmul(np: Any, target_us: float) -> Workload:
         new = min(max(round(n * scale / 8) * 8, 8), 2048)
         if new == n:  # the next size is a step of 8: take the nearer
             new = n + 8 if took < target_us else n - 8
-            if abs(timed(new) / target_us - 1) < abs(took / target_us - 1):
-                n = new
+            took_new = timed(new)
+            if abs(took_new / target_us - 1) < abs(took / target_us - 1):
+                n, took = new, took_new
             break
         n = new
 
@@ -189,7 +193,7 @@ def _matmul(np: Any, target_us: float) -> Workload:
         return y, 0.5
 
     return Workload("matmul", f"matmul-{n}", f"numpy matmul {n}x{n} float32 (~{target_us:g} us)",
-                    infer, inputs)
+                    infer, inputs, sized_ns=took * 1e3)
 
 
 def _demo_models(np: Any) -> list[Workload]:
@@ -468,8 +472,8 @@ def _measure(w: Workload, rec: Any, seconds: float, block_s: float) -> Result:
     # Per pair: the relative and the absolute difference.  A block that a preemption or a
     # neighbour stalled is an outlier in one pair; a trimmed mean keeps it from deciding.
     result = Result(key=w.key, label=w.label, recording=RECORDING[w.timing], pairs=len(a),
-                    block_inferences=k,
-                    inference_ns=median([x[0] for x in a]))
+                    block_inferences=k, inference_ns=median([x[0] for x in a]),
+                    sized_ns=w.sized_ns)
     for clock, estimate in ((1, result.cpu), (0, result.wall)):
         rel = [(y[clock] / x[clock] - 1) * 100 for x, y in zip(a, b)]
         diff = [y[clock] - x[clock] for x, y in zip(a, b)]
