@@ -202,6 +202,34 @@ def test_model_times_follow_the_latest_report() -> None:
         assert model.latest_sample_time == 1_700_000_050
 
 
+def test_metric_names_and_latest_points() -> None:
+    def metric(name: str, value: float, ts: int, dim: str = "all") -> dict:
+        return {"MetricName": name, "Value": value, "Timestamp": ts, "Dimension": dim}
+
+    with registered(None) as store:
+        for ts, version, scale in ((1_700_000_000, "1", 1.0), (1_700_000_060, "1", 2.0),
+                                   (1_700_000_030, "2", 5.0)):
+            store.record_heartbeat(heartbeat(Models=[{
+                "ModelName": "resnet18", "ModelVersion": version, "ModelMetrics": [
+                    metric("latency-ms-p50", 1.0 * scale, ts),
+                    metric("latency-ms-p99", 9.0 * scale, ts),
+                    metric("latency-ms-p99", 8.0 * scale, ts, "camera-rear"),
+                    metric("confidence-p50", 0.5, ts),
+                ]}]))
+        assert store.metric_names(DEVICE, "resnet18") == [
+            "confidence-p50", "latency-ms-p50", "latency-ms-p99"]
+        assert store.metric_names(DEVICE, "resnet18", "latency") == [
+            "latency-ms-p50", "latency-ms-p99"]
+        assert store.metric_names(DEVICE, "resnet18", "nothing") == []
+        assert store.metric_names("no-device", "resnet18") == []
+        # the newest timestamp of that version, every dimension reported then
+        assert store.latest_points(DEVICE, "resnet18", "1", "latency-ms-p99") == (
+            1_700_000_060, {"all": 18.0, "camera-rear": 16.0})
+        assert store.latest_points(DEVICE, "resnet18", "2", "latency-ms-p99") == (
+            1_700_000_030, {"all": 45.0, "camera-rear": 40.0})
+        assert store.latest_points(DEVICE, "resnet18", "3", "latency-ms-p99") == (None, {})
+
+
 def test_concurrent_writers_and_readers_on_a_file_store(tmp_path: Path) -> None:
     n_threads, per_thread = 8, 25
     errors: list[BaseException] = []

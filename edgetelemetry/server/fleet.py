@@ -17,9 +17,7 @@ Everything here is computed from the endpoint's store at a given ``now`` (server
 writes the file), so the status can be read while ``edgetelemetry serve`` writes it: the store is
 in WAL mode and readers never block the writer.
 
-Two queries the ``Store`` API lacks (the latency metric names of a model, a metric's latest
-points) go through ``Store._connection`` from this module; the read-only store is a ``Store``
-whose connection hook opens ``mode=ro``.  Both belong in ``store.py`` if another reader needs them.
+The read-only store is a ``Store`` whose connection hook opens ``mode=ro``.
 """
 
 from __future__ import annotations
@@ -204,28 +202,6 @@ def open_read_only(path: str | os.PathLike[str]) -> Store:
     return _ReadOnlyStore(name)
 
 
-def _latency_names(store: Store, device: str, model: str, prefix: str) -> list[str]:
-    """The distinct metric names of (device, model) starting with ``prefix``, in order.
-
-    A loose index scan over ``metrics_series (device, model_name, metric_name, ts)``: one index
-    seek per distinct name, whatever the number of points.
-    """
-    high = prefix + "\U0010ffff"
-    sql = (
-        "WITH RECURSIVE names(n) AS ("
-        " SELECT (SELECT min(metric_name) FROM metrics WHERE device = :d AND model_name = :m"
-        "         AND metric_name >= :lo AND metric_name < :hi)"
-        " UNION ALL"
-        " SELECT (SELECT min(metric_name) FROM metrics WHERE device = :d AND model_name = :m"
-        "         AND metric_name > names.n AND metric_name < :hi)"
-        " FROM names WHERE names.n IS NOT NULL"
-        ") SELECT n FROM names WHERE n IS NOT NULL"
-    )
-    with store._connection() as conn:
-        rows = conn.execute(sql, {"d": device, "m": model, "lo": prefix, "hi": high}).fetchall()
-    return [r[0] for r in rows]
-
-
 def _percentile_bases(names: Iterable[str]) -> dict[str, dict[str, str]]:
     """``{base: {percentile: metric name}}`` for names ending in ``-p50``/``-p90``/``-p99``."""
     bases: dict[str, dict[str, str]] = {}
@@ -236,34 +212,17 @@ def _percentile_bases(names: Iterable[str]) -> dict[str, dict[str, str]]:
     return bases
 
 
-def _latest_points(
-    store: Store, device: str, model: str, version: str, metric: str
-) -> tuple[float | None, dict[str, float | None]]:
-    """The newest timestamp of a metric for one model version, and its value per dimension."""
-    with store._connection() as conn:
-        rows = conn.execute(
-            "SELECT ts, dimension, value FROM metrics WHERE device = :d AND model_name = :m "
-            "AND metric_name = :n AND model_version = :v AND ts = ("
-            " SELECT ts FROM metrics WHERE device = :d AND model_name = :m AND metric_name = :n"
-            " AND model_version = :v ORDER BY ts DESC LIMIT 1)",
-            {"d": device, "m": model, "n": metric, "v": version},
-        ).fetchall()
-    if not rows:
-        return None, {}
-    return rows[0][0], {dimension: value for _, dimension, value in rows}
-
-
 def _latest_latency(
     store: Store, device: str, model: str, version: str, prefix: str
 ) -> tuple[LatencyFigures, ...]:
     figures: list[LatencyFigures] = []
     for base, by_stat in sorted(
-        _percentile_bases(_latency_names(store, device, model, prefix)).items()
+        _percentile_bases(store.metric_names(device, model, prefix)).items()
     ):
         per_dim: dict[str, dict[str, float | None]] = {}
         newest: dict[str, float] = {}
         for stat, name in by_stat.items():
-            ts, values = _latest_points(store, device, model, version, name)
+            ts, values = store.latest_points(device, model, version, name)
             if ts is None:
                 continue  # sent for another version only
             for dimension, value in values.items():
@@ -356,7 +315,7 @@ def latency_series(
     out: list[LatencySeries] = []
     model_names = sorted({m.name for m in store.models(device)})
     for model in model_names:
-        bases = _percentile_bases(_latency_names(store, device, model, latency_prefix))
+        bases = _percentile_bases(store.metric_names(device, model, latency_prefix))
         for base, by_stat in sorted(bases.items()):
             per_dim: dict[str, dict[str, list[tuple[float, float]]]] = {}
             versions: dict[str, set[str]] = {}

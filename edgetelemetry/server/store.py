@@ -637,6 +637,44 @@ class Store:
             rows = conn.execute(sql, args).fetchall()
         return [MetricPoint(*r) for r in rows]
 
+    def metric_names(self, device: str, model: str, prefix: str = "") -> list[str]:
+        """The distinct metric names of (device, model) that start with ``prefix``, in order.
+
+        A loose index scan over ``metrics_series (device, model_name, metric_name, ts)``: one
+        index seek per distinct name, whatever the number of points.
+        """
+        high = prefix + "\U0010ffff"
+        sql = (
+            "WITH RECURSIVE names(n) AS ("
+            " SELECT (SELECT min(metric_name) FROM metrics WHERE device = :d AND model_name = :m"
+            "         AND metric_name >= :lo AND metric_name < :hi)"
+            " UNION ALL"
+            " SELECT (SELECT min(metric_name) FROM metrics WHERE device = :d AND model_name = :m"
+            "         AND metric_name > names.n AND metric_name < :hi)"
+            " FROM names WHERE names.n IS NOT NULL"
+            ") SELECT n FROM names WHERE n IS NOT NULL"
+        )
+        with self._connection() as conn:
+            rows = conn.execute(sql, {"d": device, "m": model, "lo": prefix, "hi": high}).fetchall()
+        return [r[0] for r in rows]
+
+    def latest_points(
+        self, device: str, model: str, version: str, metric_name: str
+    ) -> tuple[float | None, dict[str, float | None]]:
+        """The newest timestamp of a metric of one model version, and its value per dimension
+        at that timestamp; ``(None, {})`` when it was never reported."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT ts, dimension, value FROM metrics WHERE device = :d AND model_name = :m "
+                "AND metric_name = :n AND model_version = :v AND ts = ("
+                " SELECT ts FROM metrics WHERE device = :d AND model_name = :m AND metric_name = :n"
+                " AND model_version = :v ORDER BY ts DESC LIMIT 1)",
+                {"d": device, "m": model, "n": metric_name, "v": version},
+            ).fetchall()
+        if not rows:
+            return None, {}
+        return rows[0][0], {dimension: value for _, dimension, value in rows}
+
     def heartbeat_count(self, device: str | None = None) -> int:
         with self._connection() as conn:
             if device is None:
