@@ -53,12 +53,21 @@ static int64_t monotonic_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static int check_api(const et_api *api) {
-    if (api->abi_version < API_VERSION_NEEDED) {
-        PyErr_Format(PyExc_RuntimeError, "et_api version %u, need %u or later",
-                     (unsigned)api->abi_version, (unsigned)API_VERSION_NEEDED);
+/* The (table, recorder) handle as two addresses, checked: what every handle type holds. */
+static int bind_recorder(unsigned long long api_address, unsigned long long rec_address,
+                         const et_api **api, et_recorder **rec) {
+    const et_api *table = (const et_api *)(uintptr_t)api_address;
+    if (table == NULL || rec_address == 0) {
+        PyErr_SetString(PyExc_ValueError, "api_address and recorder_address must be non-zero");
         return -1;
     }
+    if (table->abi_version < API_VERSION_NEEDED) {
+        PyErr_Format(PyExc_RuntimeError, "et_api version %u, need %u or later",
+                     (unsigned)table->abi_version, (unsigned)API_VERSION_NEEDED);
+        return -1;
+    }
+    *api = table;
+    *rec = (et_recorder *)(uintptr_t)rec_address;
     return 0;
 }
 
@@ -83,14 +92,7 @@ static int series_init(PyObject *self_obj, PyObject *args, PyObject *kwargs) {
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "KKI", keywords, &api_address, &rec_address,
                                      &series_id))
         return -1;
-    const et_api *api = (const et_api *)(uintptr_t)api_address;
-    if (api == NULL || rec_address == 0) {
-        PyErr_SetString(PyExc_ValueError, "api_address and recorder_address must be non-zero");
-        return -1;
-    }
-    if (check_api(api) < 0) return -1;
-    self->api = api;
-    self->rec = (et_recorder *)(uintptr_t)rec_address;
+    if (bind_recorder(api_address, rec_address, &self->api, &self->rec) < 0) return -1;
     self->series_id = series_id;
     return 0;
 }
@@ -263,12 +265,9 @@ static int group_init(PyObject *self_obj, PyObject *args, PyObject *kwargs) {
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "KKOd", keywords, &api_address,
                                      &rec_address, &ids, &ns_per_unit))
         return -1;
-    const et_api *api = (const et_api *)(uintptr_t)api_address;
-    if (api == NULL || rec_address == 0) {
-        PyErr_SetString(PyExc_ValueError, "api_address and recorder_address must be non-zero");
-        return -1;
-    }
-    if (check_api(api) < 0) return -1;
+    const et_api *api;
+    et_recorder *rec;
+    if (bind_recorder(api_address, rec_address, &api, &rec) < 0) return -1;
     if (!PyTuple_Check(ids) || PyTuple_Size(ids) < 1 || PyTuple_Size(ids) > GROUP_MAX) {
         PyErr_Format(PyExc_ValueError, "series_ids must be a tuple of 1 to %d ids", GROUP_MAX);
         return -1;
@@ -285,7 +284,7 @@ static int group_init(PyObject *self_obj, PyObject *args, PyObject *kwargs) {
     }
     self->n = (uint32_t)n;
     self->api = api;
-    self->rec = (et_recorder *)(uintptr_t)rec_address;
+    self->rec = rec;
     self->ns_per_unit = ns_per_unit;
     return 0;
 }

@@ -185,3 +185,26 @@ def test_repr_names_the_series(rec) -> None:
         "Group(Histogram('latency', unit='ms', model='resnet18', version='1'), "
         "Histogram('confidence', model='resnet18', version='1'))"
     )
+
+
+def test_the_fast_path_refuses_a_table_without_record_group() -> None:
+    import ctypes
+
+    from edgetelemetry._fastpath import GroupBase, SeriesBase
+
+    version_1 = (ctypes.c_uint32 * 16)(1)  # abi_version 1: no record_group entry
+    with pytest.raises(RuntimeError, match="et_api version 1, need 2 or later"):
+        GroupBase(ctypes.addressof(version_1), 1, (0,), 1.0)
+    with pytest.raises(RuntimeError, match="et_api version 1, need 2 or later"):
+        SeriesBase(ctypes.addressof(version_1), 1, 0)
+    with pytest.raises(ValueError, match="must be non-zero"):
+        GroupBase(0, 1, (0,), 1.0)
+    with et.Recorder(collector_period=None) as rec:
+        api, address = rec.native_handle()
+        for ids in ((), tuple(range(17)), [0]):
+            with pytest.raises(ValueError, match="tuple of 1 to 16 ids"):
+                GroupBase(api, address, ids, 1.0)
+        with pytest.raises((ValueError, OverflowError)):  # by the width of a C long
+            GroupBase(api, address, (2**32,), 1.0)
+        with pytest.raises(OverflowError):
+            GroupBase(api, address, (-1,), 1.0)
