@@ -127,6 +127,7 @@ class Result:
             "wall_clock": figures(self.wall),
             "pairs": self.pairs,
             "block_inferences": self.block_inferences,
+            "inferences_per_side": self.pairs * self.block_inferences,
             "metrics_per_inference": 4,
             "recording": self.recording,
             **({"sized_ns": round(self.sized_ns, 1)} if self.sized_ns else {}),

@@ -119,6 +119,8 @@ def test_json_has_inference_overhead_with_ci(quick_run: dict[str, Any]) -> None:
             lo, hi = figures["overhead_ci95_pct"]
             assert lo <= figures["overhead_pct"] <= hi
         assert w["pairs"] >= 6 and w["inference_ns"] > 0
+        assert w["inferences_per_side"] == w["pairs"] * w["block_inferences"]
+        assert w["recording"].startswith("group.start()")
     assert "onnx" in inf["workloads"]
     assert "target" in inf and inf["target"].get("met") in (True, False, None)
 
