@@ -1,10 +1,11 @@
 """``edgetelemetry bench``: what telemetry costs on this machine, measured from the installed
 package alone (also ``python -m edgetelemetry.bench``).
 
-In one run: Python ``record()``, ``time()``, ``record_many()``, the C record path, drain +
-aggregate, and snapshot + heartbeat build, each beside a baseline measured in the same run;
-prometheus_client and OpenTelemetry when they are installed; and the overhead on real inference
-loops (numpy, and ONNX Runtime when installed) with a 95% confidence interval.  Progress goes to
+In one run: Python ``record()``, ``time()``, ``group.record()``, ``record_many()``, the C record
+path (a loop in C), drain + aggregate, and snapshot + heartbeat build, each beside a baseline
+measured in the same run; prometheus_client and OpenTelemetry when they are installed; and the
+overhead of 4 metrics per inference on real inference loops (numpy, and ONNX Runtime when
+installed), recorded with a group and the other ways, with a 95% confidence interval.  Progress goes to
 stderr, the table to stdout; ``--json`` writes every figure with the machine's description and
 ``--plot`` a PNG chart (matplotlib if installed, else a built-in PNG writer).
 
