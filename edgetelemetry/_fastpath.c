@@ -20,7 +20,6 @@
 #ifndef METH_FASTCALL
 #define METH_FASTCALL 0x0080
 #endif
-typedef PyObject *(*fastcall_fn)(PyObject *, PyObject *const *, Py_ssize_t);
 
 /* et_record_group is in the table from version 2 */
 #define API_VERSION_NEEDED 2
@@ -274,8 +273,8 @@ static int group_init(PyObject *self_obj, PyObject *args, PyObject *kwargs) {
     }
     const Py_ssize_t n = PyTuple_Size(ids);
     for (Py_ssize_t i = 0; i < n; i++) {
-        const unsigned long id = PyLong_AsUnsignedLong(PyTuple_GetItem(ids, i));
-        if (id == (unsigned long)-1 && PyErr_Occurred()) return -1;
+        const unsigned long long id = PyLong_AsUnsignedLongLong(PyTuple_GetItem(ids, i));
+        if (id == (unsigned long long)-1 && PyErr_Occurred()) return -1;
         if (id > UINT32_MAX) {
             PyErr_SetString(PyExc_ValueError, "a series id is a uint32");
             return -1;
@@ -290,12 +289,14 @@ static int group_init(PyObject *self_obj, PyObject *args, PyObject *kwargs) {
 }
 
 /* values[0..n) into the group's series from `first` on, with one et_record_group.  A value
- * that is no number is counted as rejected in its own series and left out; never raises. */
-static void group_push(GroupObject *self, uint32_t first, double *head_value,
+ * that is no number is counted as rejected in its own series and left out; never raises.
+ * Converting a value may run Python code (__float__, __index__) that closes the recorder, so
+ * the recorder is looked at only after every value is converted. */
+static void group_push(GroupObject *self, uint32_t first, const double *head_value,
                        PyObject *const *values, Py_ssize_t n) {
-    uint32_t ids[GROUP_MAX];
+    uint32_t ids[GROUP_MAX], rejected[GROUP_MAX];
     double v[GROUP_MAX];
-    uint32_t k = 0;
+    uint32_t k = 0, r = 0;
     if (head_value != NULL) {
         ids[k] = self->ids[0];
         v[k++] = *head_value;
@@ -305,12 +306,15 @@ static void group_push(GroupObject *self, uint32_t first, double *head_value,
         const double x = PyFloat_AsDouble(values[i]);
         if (x == -1.0 && PyErr_Occurred()) {
             PyErr_Clear();
-            self->api->count_reject(self->rec, id, ET_REJECT_TYPE);
+            rejected[r++] = id;
             continue;
         }
         ids[k] = id;
         v[k++] = x;
     }
+    if (self->rec == NULL) return;
+    for (uint32_t j = 0; j < r; j++)
+        self->api->count_reject(self->rec, rejected[j], ET_REJECT_TYPE);
     self->api->record_group(self->rec, ids, v, k);
 }
 
@@ -352,7 +356,7 @@ static PyObject *group_record_since(PyObject *self_obj, PyObject *const *args,
     if (start == -1 && PyErr_Occurred()) {
         /* not a start() value: the duration is lost, counted; the other values are kept */
         PyErr_Clear();
-        self->api->count_reject(self->rec, self->ids[0], ET_REJECT_TYPE);
+        if (self->rec != NULL) self->api->count_reject(self->rec, self->ids[0], ET_REJECT_TYPE);
         group_push(self, 1, NULL, args + 1, nargs - 1);
     } else {
         double elapsed = (double)(end - (int64_t)start) / self->ns_per_unit;

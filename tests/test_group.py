@@ -208,3 +208,26 @@ def test_the_fast_path_refuses_a_table_without_record_group() -> None:
             GroupBase(api, address, (2**32,), 1.0)
         with pytest.raises(OverflowError):
             GroupBase(api, address, (-1,), 1.0)
+
+
+def test_a_value_whose_conversion_closes_the_recorder_does_not_crash() -> None:
+    class ClosesTheRecorder:
+        def __init__(self, rec: et.Recorder) -> None:
+            self.rec = rec
+
+        def __float__(self) -> float:
+            self.rec.close()
+            return 1.0
+
+        def __index__(self) -> int:
+            self.rec.close()
+            return 1
+
+    rec = et.Recorder(collector_period=None)
+    g = rec.group(*_handles(rec))
+    g.record(1.0, ClosesTheRecorder(rec), "bad")  # the recorder is gone when C would record
+    assert rec.closed and not g.attached
+    rec = et.Recorder(collector_period=None)
+    g = rec.group(*_handles(rec))
+    g.record_since(ClosesTheRecorder(rec), "bad", 2.0)  # start, converted by __index__
+    assert rec.closed and not g.attached
