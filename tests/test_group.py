@@ -4,6 +4,8 @@ import math
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import edgetelemetry as et
 
@@ -231,3 +233,41 @@ def test_a_value_whose_conversion_closes_the_recorder_does_not_crash() -> None:
     g = rec.group(*_handles(rec))
     g.record_since(ClosesTheRecorder(rec), "bad", 2.0)  # start, converted by __index__
     assert rec.closed and not g.attached
+
+
+_ANY_VALUE = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.booleans(),
+    st.text(max_size=3),
+    st.none(),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(_ANY_VALUE, _ANY_VALUE, _ANY_VALUE), max_size=200))
+def test_every_value_of_every_call_is_accounted_for(rows) -> None:
+    """Whatever the values: per series, recorded + rejected == calls, and the kept values'
+    count, sum, min and max are exactly those of the finite numbers given."""
+    with et.Recorder(collector_period=None, ring_capacity=1024) as rec:
+        handles = _handles(rec)
+        g = rec.group(*handles)
+        for row in rows:
+            g.record(*row)
+        snap = _by_metric(rec.snapshot())
+    for i, h in enumerate(handles):
+        s = snap[h.metric]
+        kept = []
+        for row in rows:
+            try:
+                x = float(row[i])
+            except (TypeError, ValueError, OverflowError):
+                continue
+            if math.isfinite(x):
+                kept.append(x)
+        assert s.count + sum(s.rejected.values()) == len(rows)
+        assert s.count == len(kept) and not s.dropped
+        if kept:
+            assert (s.min, s.max) == (min(kept), max(kept))
+            expected = sum(kept)  # the collector adds in record order: the same doubles
+            assert s.sum == expected or (math.isnan(s.sum) and math.isnan(expected))
