@@ -42,6 +42,12 @@ log = logging.getLogger(__name__)
 
 TARGET_PCT = 1.0  # issue 6: under 1% for a ~100 us inference
 TARGET_US = 100.0
+# What the target allows per inference: 1% of 100 us.  It is judged on the telemetry's cost
+# per inference, not on the percentage of the matmul as measured: the matmul is sized to
+# 100 us, but on a shared VM its time then moves (64 to 132 us seen for one size, as a
+# hyperthread sibling is busy or not) while the telemetry's cost, which is cache misses, moves
+# far less, so the percentage of the moment judges the VM's phase, not the telemetry.
+BUDGET_NS = TARGET_US * 1e3 * TARGET_PCT / 100
 
 # what each way of recording looks like in the loop, for the table and the JSON
 RECORDING = {
@@ -488,21 +494,7 @@ def _measure(w: Workload, rec: Any, seconds: float, block_s: float) -> Result:
     return result
 
 
-def run_inference_overhead(
-    settings: InferenceSettings,
-    progress: Progress,
-    *,
-    workloads: tuple[str, ...] = WORKLOADS,
-) -> dict[str, Any]:
-    """Every workload's overhead, or why it was skipped; JSON-ready."""
-    try:
-        import numpy as np
-    except ImportError:
-        progress.step("inference loop: skipped, numpy is not installed")
-        return {"skipped": "numpy is not installed: pip install numpy to measure an inference loop"}
-    import edgetelemetry as et
-
-    progress.step("inference loop: sizing a ~100 us numpy matmul, starting the agent")
+def _workloads(np: Any, workloads: tuple[str, ...]) -> list[Workload]:
     loads: list[Workload] = []
     if "matmul" in workloads:
         ref = _matmul(np, TARGET_US)
@@ -524,11 +516,31 @@ def run_inference_overhead(
         except Exception as exc:  # noqa: BLE001 - a broken onnxruntime must not stop the bench
             loads.append(Workload("onnx", "onnx-mlp", "ONNX Runtime: the demo MLP", _never, [],
                                   skipped=f"onnxruntime failed: {type(exc).__name__}: {exc}"))
+    return loads
+
+
+def run_inference_overhead(
+    settings: InferenceSettings,
+    progress: Progress,
+    *,
+    workloads: tuple[str, ...] = WORKLOADS,
+) -> dict[str, Any]:
+    """Every workload's overhead, or why it was skipped; JSON-ready."""
+    try:
+        import numpy as np
+    except ImportError:
+        progress.step("inference loop: skipped, numpy is not installed")
+        return {"skipped": "numpy is not installed: pip install numpy to measure an inference loop"}
+    import edgetelemetry as et
+
+    progress.step("inference loop: starting the agent, sizing a ~100 us numpy matmul")
     results: list[Result] = []
     with et.Recorder() as rec:
         agent = _Agent(rec, settings.agent_interval_s)
         progress.say(f"agent {agent.description}")
         try:
+            # sized with the agent and the collector running, as it is measured
+            loads = _workloads(np, workloads)
             for w in loads:
                 if w.skipped:
                     progress.step(f"inference loop: {w.label}: skipped, {w.skipped}")
@@ -549,11 +561,16 @@ def run_inference_overhead(
         "heartbeats_received": heartbeats,
         "records_dropped_or_rejected": lost,
         "workloads": {r.key: r.to_json() for r in results},
-        "target": {"inference_us": TARGET_US, "overhead_pct": TARGET_PCT},
+        "target": {"inference_us": TARGET_US, "overhead_pct": TARGET_PCT,
+                   "budget_ns": BUDGET_NS},
     }
     judged = next((r for r in results if r.key == "matmul" and not r.skipped), None)
     if judged is not None:
-        out["target"]["upper_ci_pct"] = round(judged.cpu["overhead_ci_pct"][1], 4)
-        out["target"]["met"] = judged.cpu["overhead_ci_pct"][1] < TARGET_PCT
+        out["target"].update(
+            upper_ci_ns=round(judged.cpu["telemetry_ns_ci"][1], 1),
+            upper_ci_pct=round(judged.cpu["overhead_ci_pct"][1], 4),
+            measured_inference_ns=round(judged.inference_ns, 1),
+            met=judged.cpu["telemetry_ns_ci"][1] < BUDGET_NS,
+        )
     return out
 

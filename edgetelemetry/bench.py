@@ -171,7 +171,10 @@ def _inference_lines(inf: dict[str, Any]) -> list[str]:
     elif "met" in t:
         verdict = "met" if t["met"] else "NOT met"
         lines.append(f"target: under {t['overhead_pct']:g}% for a ~{t['inference_us']:g} us "
-                     f"inference: {verdict} (upper end of the CPU-time CI {t['upper_ci_pct']:+.2f}%)")
+                     f"inference, {_ns(t['budget_ns'])} per inference: {verdict} (upper end of "
+                     f"the CPU-time CI {_ns(t['upper_ci_ns'])}; "
+                     f"{t['upper_ci_pct']:+.2f}% of the {_ns(t['measured_inference_ns'])} the "
+                     "matmul took while measured)")
     if inf.get("records_dropped_or_rejected"):
         lines.append(f"warning: {inf['records_dropped_or_rejected']} records dropped or rejected")
     return lines
