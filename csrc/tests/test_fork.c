@@ -71,6 +71,7 @@ typedef struct closer {
     pthread_t thread;
     et_recorder *rec;
     _Atomic bool stop;
+    _Atomic uint64_t closes;
     test_totals totals[4];
 } closer;
 
@@ -78,7 +79,9 @@ typedef struct closer {
  * (newer runtimes do): a child forked while another thread is inside malloc/free hangs in its
  * own first malloc.  glibc's malloc is fork-safe, so only the ASan build keeps the closer's
  * allocations (et_window_close, et_window_free) and fork() apart; the race between fork and
- * the core's own locks is still exercised there, and fully in the other builds. */
+ * the core's own locks is still exercised there, and fully in the other builds.  A thread's
+ * start-up allocates too (ASan's thread start frees pthread_getattr_np's buffer): the parent
+ * forks only once every helper thread has done some work (wait_started). */
 #if defined(__SANITIZE_ADDRESS__)
 #define ASAN_FORK_GUARD 1
 #elif defined(__has_feature)
@@ -97,6 +100,7 @@ static void *closer_main(void *arg) {
         if (ASAN_FORK_GUARD) pthread_mutex_lock(&asan_fork_guard);
         test_close_into(c->rec, c->totals, 4);
         if (ASAN_FORK_GUARD) pthread_mutex_unlock(&asan_fork_guard);
+        atomic_fetch_add(&c->closes, 1);
         test_sleep_us(100);
     }
     return NULL;
@@ -168,6 +172,22 @@ static int child_body(et_recorder *rec, uint32_t mine, uint32_t theirs, bool col
     return et_test_failure_count() != failures ? 1 : 0;
 }
 
+/* Until the collector thread has drained and the closer closed: both are past their start-up
+ * (see ASAN_FORK_GUARD). */
+static void wait_started(et_recorder *rec, bool collector_thread, const closer *c,
+                         bool closer_thread) {
+    const int64_t deadline = test_now_ns() + 10000000000ll;
+    et_info info;
+    for (;;) {
+        ET_CHECK_RC(et_recorder_info(rec, &info), ET_OK);
+        const bool collector_up = !collector_thread || info.collector_passes > 0;
+        const bool closer_up = !closer_thread || atomic_load(&c->closes) > 0;
+        if (collector_up && closer_up) return;
+        ET_REQUIRE(test_now_ns() < deadline);
+        test_sleep_us(200);
+    }
+}
+
 static void fork_while_busy(bool collector_thread, bool closer_thread, int forks) {
     et_recorder *rec = test_recorder(256, 4, 4);
     ET_REQUIRE(rec);
@@ -184,6 +204,7 @@ static void fork_while_busy(bool collector_thread, bool closer_thread, int forks
     test_totals_init(c->totals, 4);
     ET_REQUIRE(pthread_create(&b->thread, NULL, busy_main, b) == 0);
     if (closer_thread) ET_REQUIRE(pthread_create(&c->thread, NULL, closer_main, c) == 0);
+    wait_started(rec, collector_thread, c, closer_thread);
 
     uint64_t mine_ok = 0;
     for (int f = 0; f < forks; f++) {
