@@ -1,6 +1,7 @@
 """Exact accounting with threads: every record made is in a snapshot or counted as dropped."""
 
 import threading
+import time
 
 import edgetelemetry as et
 
@@ -27,6 +28,12 @@ def test_threads_with_concurrent_snapshots_account_exactly() -> None:
         def produce(h: et.Histogram) -> None:
             for i in range(per_thread):
                 h.record(float(i))
+                if i % 10_000 == 9_999:
+                    # let a snapshot in while the others record: on a fast machine the
+                    # producers can otherwise finish inside one GIL switch interval
+                    seen, deadline = len(snaps), time.monotonic() + 5.0
+                    while len(snaps) == seen and time.monotonic() < deadline:
+                        time.sleep(0.0005)
 
         snapper = threading.Thread(target=snapshot_loop)
         snapper.start()
