@@ -11,7 +11,8 @@ demo's two numpy models, and the demo MLP in ONNX Runtime when it is installed.
 
 Gates (same-run ratios, as every gate here): every way of recording stays under 5% of the
 ~100 us inference (a lock, a syscall or an allocation on the record path would break it), the
-matmul was sized to within 15% of 100 us, the agent ran and nothing was dropped.
+matmul's sizing came out within 2x of 100 us (a sizing bug; the VM's phase alone moves one
+size's time by up to 2x), the agent ran and nothing was dropped.
 
 Issue 6's target (under 1% of a ~100 us inference: under 1 us per inference, the upper end
 of the 95% CI included) is reported with its verdict, not asserted: it is an absolute cost,
@@ -77,7 +78,8 @@ def test_inference_loop_overhead_has_not_regressed(overhead: dict[str, Any]) -> 
     assert overhead["records_dropped_or_rejected"] == 0
     assert overhead["agent_running"], overhead["agent"]
     ref = overhead["workloads"]["matmul"]
-    assert abs(ref["sized_ns"] / 1e3 / TARGET_US - 1) < 0.15, f"sized to {ref['sized_ns']} ns"
+    # a sizing bug, not the VM's phase (which moves one size's time by 2x within a run)
+    assert TARGET_US / 2 <= ref["sized_ns"] / 1e3 <= TARGET_US * 2, f"sized: {ref['sized_ns']} ns"
     for key in ("matmul", "matmul-time", "matmul-clock"):
         w = overhead["workloads"][key]
         assert w["overhead_pct"] < REGRESSION_PCT, (
