@@ -273,3 +273,27 @@ def test_every_value_of_every_call_is_accounted_for(rows) -> None:
             assert (s.min, s.max) == (min(kept), max(kept))
             expected = sum(kept)  # the collector adds in record order: the same doubles
             assert s.sum == expected or (math.isnan(s.sum) and math.isnan(expected))
+
+
+def test_ints_record_exactly_as_float_converts_them(rec) -> None:
+    # exact ints take a direct conversion in the binding; subclasses and other numbers go
+    # through __float__ / __index__: every one must land as float(v) would
+    import enum
+
+    class Size(enum.IntEnum):
+        BATCH = 8
+
+    small = [0, -7, True, Size.BATCH]  # exact sum 2
+    big = [2**53 + 1, 2**63 + 12345, 10**300]  # rounded as float() rounds them
+    lat, conf, size = _handles(rec)
+    g = rec.group(conf, size)
+    for v in small:
+        conf.record(v)
+    for v, w in zip(small, big):
+        g.record(v, w)
+    size.record(big[-1])
+    s = _by_metric(rec.snapshot())
+    assert (s["confidence"].count, s["confidence"].sum) == (7, 2.0 + float(sum(small[:3])))
+    assert (s["confidence"].min, s["confidence"].max) == (-7.0, 8.0)
+    assert s["input-size"].count == 4 and s["input-size"].rejected == {}
+    assert (s["input-size"].min, s["input-size"].max) == (float(big[0]), float(big[2]))
