@@ -12,7 +12,10 @@ variance).  Short blocks give many pairs, each close in time, which is what make
 difference visible on a shared machine.  BLAS runs on one thread unless the environment says
 otherwise (``edgetelemetry bench`` sets it).  The recorder's collector thread and (when
 ``edgetelemetry.agent`` exists) a heartbeat agent sending to an in-process endpoint on
-loopback run for the whole measurement.
+loopback run for the whole measurement; the matmul is sized once the agent's first heartbeat
+is stored, and re-sized while measured when the machine's speed moves, so that it stays a
+~100 us inference.  The target is judged on the 95% CI of the telemetry's cost per inference:
+met, missed, or inconclusive when the interval spans the budget.
 
 Needs numpy; ONNX Runtime is measured when it is installed (the model is built in code).
 """
@@ -43,11 +46,13 @@ log = logging.getLogger(__name__)
 TARGET_PCT = 1.0  # issue 6: under 1% for a ~100 us inference
 TARGET_US = 100.0
 # What the target allows per inference: 1% of 100 us.  It is judged on the telemetry's cost
-# per inference, not on the percentage of the matmul as measured: the matmul is sized to
-# 100 us, but on a shared VM its time then moves (64 to 132 us seen for one size, as a
-# hyperthread sibling is busy or not) while the telemetry's cost, which is cache misses, moves
-# far less, so the percentage of the moment judges the VM's phase, not the telemetry.
+# per inference, not on the percentage of the matmul as measured: on a shared VM one size's
+# time moves (55 to 132 us seen), and re-sizing keeps it near 100 us only within 15%.
 BUDGET_NS = TARGET_US * 1e3 * TARGET_PCT / 100
+# The matmul is re-sized while measured when the median of its last half second of blocks (the
+# thread's CPU time) is more than this far from TARGET_US.
+RESIZE_CHECK_S = 0.5
+RESIZE_TOLERANCE = 0.15
 
 # what each way of recording looks like in the loop, for the table and the JSON
 RECORDING = {
@@ -95,6 +100,9 @@ class Workload:
     # (``perf_counter_ns()`` around the inference + 4 ``record()``)
     timing: str = "group"
     sized_ns: float | None = None  # the matmul: what one inference took when it was sized
+    # the matmul: its size, and its model and inputs at another size, for re-sizing
+    size: int | None = None
+    arrays: Callable[[int], tuple[Callable[[Any], tuple[Any, float]], list[Any]]] | None = None
 
 
 @dataclass
@@ -104,9 +112,12 @@ class Result:
     recording: str = ""
     skipped: str | None = None
     pairs: int = 0
-    block_inferences: int = 0
+    block_inferences: int = 0  # of the first block length (a re-sized matmul changes it)
+    inferences: int = 0  # per side
     inference_ns: float = 0.0  # wall clock, median block without telemetry
     sized_ns: float | None = None  # the matmul's time when it was sized (the VM's speed moves)
+    sizes: dict[int, int] = field(default_factory=dict)  # the matmul: pairs measured per size
+    last_size: int | None = None  # the matmul: the size it ended on, where the next one starts
     # the inference thread's CPU time (the figure) and the wall clock, each: telemetry_ns,
     # telemetry_ns_ci, overhead_pct, overhead_ci_pct
     cpu: dict[str, Any] = field(default_factory=dict)
@@ -133,10 +144,12 @@ class Result:
             "wall_clock": figures(self.wall),
             "pairs": self.pairs,
             "block_inferences": self.block_inferences,
-            "inferences_per_side": self.pairs * self.block_inferences,
+            "inferences_per_side": self.inferences,
             "metrics_per_inference": 4,
             "recording": self.recording,
             **({"sized_ns": round(self.sized_ns, 1)} if self.sized_ns else {}),
+            **({"pairs_per_size": {str(n): c for n, c in sorted(self.sizes.items())}}
+               if self.sizes else {}),
         }
 
 
@@ -159,24 +172,47 @@ def limit_blas_threads(threads: int | None = 1) -> str:
 # ---- workloads ----------------------------------------------------------------------------
 
 
+def _matmul_arrays(np: Any, n: int) -> tuple[Callable[[Any], tuple[Any, float]], list[Any]]:
+    """The matmul model of size n: x @ w in float32, square, and 8 inputs to take in turn."""
+    rng = np.random.default_rng(n)
+    w = (rng.standard_normal((n, n)) / n**0.5).astype(np.float32)
+    inputs = [rng.standard_normal((n, n)).astype(np.float32) for _ in range(8)]
+
+    def infer(x: Any) -> tuple[Any, float]:
+        y = x @ w
+        return y, 0.5
+
+    return infer, inputs
+
+
+def _matmul_step(n: int, took_us: float, target_us: float) -> int:
+    """The size whose time should be target_us, from size n's: the time goes as n**3.  One
+    noisy probe moves the size by 2x at most; sizes are multiples of 8."""
+    scale = min(max((target_us / took_us) ** (1 / 3), 0.5), 2.0)
+    return min(max(round(n * scale / 8) * 8, 8), 2048)
+
+
+def _matmul_label(sizes: list[int]) -> str:
+    lo, hi = min(sizes), max(sizes)
+    shape = f"{lo}x{lo}" if lo == hi else f"{lo}..{hi} square"
+    return f"numpy matmul {shape} float32 (~{TARGET_US:g} us)"
+
+
 def _matmul(np: Any, target_us: float) -> Workload:
-    """x @ w in float32, square, sized so that one inference of the measured loop (8 inputs in
-    turn) takes about ``target_us`` here."""
-    rng = np.random.default_rng(11)
+    """The matmul, sized so that one inference of the measured loop (8 inputs in turn) takes
+    about ``target_us`` here; the measurement re-sizes it when the machine's speed moves."""
 
     def timed(n: int) -> float:
-        xs = [rng.standard_normal((n, n)).astype(np.float32) for _ in range(8)]
-        w = rng.standard_normal((n, n)).astype(np.float32)
+        infer, xs = _matmul_arrays(np, n)
         for x in xs:
-            x @ w
+            infer(x)
         runs = []
         for _ in range(7):
-            # the thread's CPU time: the agent starting up (importing botocore, its first
-            # heartbeat) holds the GIL now and then, and on the wall clock that made the
-            # matmul look slower than it is (sized to 100 us, then measured at 65 us)
+            # the thread's CPU time: the agent holds the GIL now and then, and on the wall
+            # clock that made the matmul look slower than it is
             t0 = thread_time_ns()
             for i in range(24):
-                _ = xs[i % 8] @ w
+                infer(xs[i % 8])
             runs.append((thread_time_ns() - t0) / 24 / 1e3)
         return median(runs)  # as the blocks are summarised
 
@@ -185,8 +221,7 @@ def _matmul(np: Any, target_us: float) -> Workload:
     for _ in range(10):
         if abs(took / target_us - 1) < 0.08:
             break
-        scale = min(max((target_us / took) ** (1 / 3), 0.5), 2.0)  # one noisy probe: no jump
-        new = min(max(round(n * scale / 8) * 8, 8), 2048)
+        new = _matmul_step(n, took, target_us)
         if new == n:  # the next size is a step of 8: take the nearer
             new = n + 8 if took < target_us else n - 8
             took_new = timed(new)
@@ -195,15 +230,9 @@ def _matmul(np: Any, target_us: float) -> Workload:
             break
         n, took = new, timed(new)
 
-    w = (rng.standard_normal((n, n)) / n**0.5).astype(np.float32)
-    inputs = [rng.standard_normal((n, n)).astype(np.float32) for _ in range(8)]
-
-    def infer(x: Any) -> tuple[Any, float]:
-        y = x @ w
-        return y, 0.5
-
-    return Workload("matmul", f"matmul-{n}", f"numpy matmul {n}x{n} float32 (~{target_us:g} us)",
-                    infer, inputs, sized_ns=took * 1e3)
+    infer, inputs = _matmul_arrays(np, n)
+    return Workload("matmul", "matmul", _matmul_label([n]), infer, inputs, sized_ns=took * 1e3,
+                    size=n, arrays=lambda size: _matmul_arrays(np, size))
 
 
 def _demo_models(np: Any) -> list[Workload]:
@@ -362,6 +391,17 @@ class _Agent:
     def running(self) -> bool:
         return self.agent is not None
 
+    def settle(self, timeout: float) -> float | None:
+        """Wait for the endpoint to store the agent's first heartbeat: the agent's start-up
+        (botocore's client, the first request) keeps the other core busy, and a matmul sized
+        meanwhile is sized on a slower machine.  Seconds waited, None on timeout."""
+        t0 = time.monotonic()
+        while self.running and time.monotonic() - t0 < timeout:
+            if (self.heartbeats() or 0) >= 1:
+                return time.monotonic() - t0
+            time.sleep(0.05)
+        return None
+
     def heartbeats(self) -> int | None:
         try:
             return int(self.server.store.heartbeat_count()) if self.server else None
@@ -449,6 +489,16 @@ def _loops(w: Workload, handles: tuple[Any, ...], group: Any) -> tuple[Block, Bl
     return plain, loops[w.timing]
 
 
+def _block_length(plain: Block, block_s: float) -> int:
+    """About block_s of inferences, from the fastest of a few short runs (a run that a
+    preemption stalled must not make the blocks tiny)."""
+    probe = 1
+    while plain(probe)[0] * probe < block_s * 1e9 / 20 and probe < 1 << 20:
+        probe *= 2
+    inference_ns = min(plain(probe)[0] for _ in range(5))
+    return max(1, int(block_s * 1e9 / inference_ns))
+
+
 def _measure(w: Workload, rec: Any, seconds: float, block_s: float) -> Result:
     handles = (
         rec.histogram("latency", unit="ms", model=w.model, version="1"),
@@ -456,20 +506,23 @@ def _measure(w: Workload, rec: Any, seconds: float, block_s: float) -> Result:
         rec.histogram("input-size", unit="bytes", model=w.model, version="1"),
         rec.histogram("batch-size", model=w.model, version="1"),
     )
-    plain, instrumented = _loops(w, handles, rec.group(*handles))
-    # block length: about block_s of inferences, from the fastest of a few short runs (a run
-    # that a preemption stalled must not make the blocks tiny)
-    probe = 1
-    while plain(probe)[0] * probe < block_s * 1e9 / 20 and probe < 1 << 20:
-        probe *= 2
-    inference_ns = min(plain(probe)[0] for _ in range(5))
-    k = max(1, int(block_s * 1e9 / inference_ns))
-    for _ in range(2):  # warm both paths
-        plain(k)
-        instrumented(k)
+    group = rec.group(*handles)
+
+    def prepare(w: Workload) -> tuple[Block, Block, int]:
+        plain, instrumented = _loops(w, handles, group)
+        k = _block_length(plain, block_s)
+        for _ in range(2):  # warm both paths
+            plain(k)
+            instrumented(k)
+        return plain, instrumented, k
+
+    plain, instrumented, k = prepare(w)
+    first_k, inferences = k, 0
+    sizes: dict[int, int] = {}
     a: list[tuple[float, float]] = []
     b: list[tuple[float, float]] = []
     deadline = time.monotonic() + seconds
+    checked_at, checked_pairs = time.monotonic(), 0
     i = 0
     while time.monotonic() < deadline or len(a) < 6:
         if i % 2 == 0:  # A B, then B A: a linear drift cancels within each two pairs
@@ -479,11 +532,30 @@ def _measure(w: Workload, rec: Any, seconds: float, block_s: float) -> Result:
             b.append(instrumented(k))
             a.append(plain(k))
         i += 1
+        inferences += k
+        if w.size is not None:
+            sizes[w.size] = sizes.get(w.size, 0) + 1
+        # The matmul stands for a ~100 us inference.  This machine's speed moves (a shared
+        # VM: the same size took 55 us one minute and 130 us another), so it is re-sized
+        # while measured, and every pair is taken at about that time.
+        if (w.size is not None and w.arrays is not None and len(a) - checked_pairs >= 20
+                and time.monotonic() - checked_at >= RESIZE_CHECK_S):
+            took_us = median([x[1] for x in a[checked_pairs:]]) / 1e3
+            checked_at, checked_pairs = time.monotonic(), len(a)
+            if abs(took_us / TARGET_US - 1) > RESIZE_TOLERANCE:
+                n = _matmul_step(w.size, took_us, TARGET_US)
+                if n != w.size:
+                    infer, inputs = w.arrays(n)
+                    w = dataclasses.replace(w, infer=infer, inputs=inputs, size=n)
+                    plain, instrumented, k = prepare(w)
+                    checked_at = time.monotonic()
     # Per pair: the relative and the absolute difference.  A block that a preemption or a
     # neighbour stalled is an outlier in one pair; a trimmed mean keeps it from deciding.
-    result = Result(key=w.key, label=w.label, recording=RECORDING[w.timing], pairs=len(a),
-                    block_inferences=k, inference_ns=median([x[0] for x in a]),
-                    sized_ns=w.sized_ns)
+    label = _matmul_label(list(sizes)) if sizes and w.key == "matmul" else w.label
+    result = Result(key=w.key, label=label, recording=RECORDING[w.timing], pairs=len(a),
+                    block_inferences=first_k, inferences=inferences,
+                    inference_ns=median([x[0] for x in a]), sized_ns=w.sized_ns, sizes=sizes,
+                    last_size=w.size)
     for clock, estimate in ((1, result.cpu), (0, result.wall)):
         rel = [(y[clock] / x[clock] - 1) * 100 for x, y in zip(a, b)]
         diff = [y[clock] - x[clock] for x, y in zip(a, b)]
@@ -542,9 +614,18 @@ def run_inference_overhead(
         agent = _Agent(rec, settings.agent_interval_s)
         progress.say(f"agent {agent.description}")
         try:
+            if agent.running:
+                waited = agent.settle(timeout=30.0)
+                progress.say("agent: no heartbeat stored within 30 s; measuring anyway"
+                             if waited is None else
+                             f"agent: first heartbeat stored after {waited:.1f} s")
             # sized with the agent and the collector running, as it is measured
             loads = _workloads(np, workloads)
+            size = None  # where the matmul ended: the next variant starts there
             for w in loads:
+                if size is not None and w.arrays is not None and w.size != size:
+                    infer, inputs = w.arrays(size)
+                    w = dataclasses.replace(w, infer=infer, inputs=inputs, size=size)
                 if w.skipped:
                     progress.step(f"inference loop: {w.label}: skipped, {w.skipped}")
                     results.append(Result(w.key, w.label, skipped=w.skipped))
@@ -552,6 +633,7 @@ def run_inference_overhead(
                 budget = settings.seconds.get(w.key, 2.0)
                 progress.step(f"inference loop: {w.label}, {budget:g} s of A/B blocks")
                 results.append(_measure(w, rec, budget, settings.block_s))
+                size = results[-1].last_size or size
             heartbeats = agent.heartbeats()
         finally:
             agent.stop()
@@ -569,11 +651,26 @@ def run_inference_overhead(
     }
     judged = next((r for r in results if r.key == "matmul" and not r.skipped), None)
     if judged is not None:
+        lo, hi = judged.cpu["telemetry_ns_ci"]
+        verdict = target_verdict(lo, hi)
         out["target"].update(
-            upper_ci_ns=round(judged.cpu["telemetry_ns_ci"][1], 1),
+            telemetry_ns=round(judged.cpu["telemetry_ns"], 1),
+            lower_ci_ns=round(lo, 1),
+            upper_ci_ns=round(hi, 1),
             upper_ci_pct=round(judged.cpu["overhead_ci_pct"][1], 4),
             measured_inference_ns=round(judged.inference_ns, 1),
-            met=judged.cpu["telemetry_ns_ci"][1] < BUDGET_NS,
+            verdict=verdict,
+            met={"met": True, "missed": False}.get(verdict),
         )
     return out
+
+
+def target_verdict(lower_ci_ns: float, upper_ci_ns: float) -> str:
+    """"met" when the whole 95% CI of the telemetry's cost per inference is under the budget,
+    "missed" when it is all above, "inconclusive" when it spans the budget (run longer)."""
+    if upper_ci_ns < BUDGET_NS:
+        return "met"
+    if lower_ci_ns > BUDGET_NS:
+        return "missed"
+    return "inconclusive"
 

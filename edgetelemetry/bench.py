@@ -72,8 +72,9 @@ def run(
     if inference:
         result = infer.run_inference_overhead(isettings, prog)
         result["blas_threads"] = blas
-        if info["emulated"] and "met" in result.get("target", {}):
-            result["target"]["met"] = None  # an emulator's timings say nothing of the device
+        if info["emulated"] and "verdict" in result.get("target", {}):
+            # an emulator's timings say nothing of the device
+            result["target"].update(met=None, verdict="not judged under emulation")
         doc["inference"] = result
     doc["elapsed_s"] = round(time.monotonic() - started, 1)
     prog.say(f"done in {doc['elapsed_s']:g} s")
@@ -141,14 +142,14 @@ def _inference_lines(inf: dict[str, Any]) -> list[str]:
     hb = inf.get("heartbeats_received")
     lines = [
         (f"inference loop, {inf['metrics_per_inference']} metrics per inference, blocks with and "
-         "without telemetry alternating A B B A; recorded with a group (start() + "
-         "record_since()) unless the row says otherwise"),
+         "without telemetry alternating A B B A, the same number of inferences on each side; "
+         "recorded with a group (start() + record_since()) unless the row says otherwise"),
         f"agent {inf['agent']}" + (f"; {hb} heartbeats received" if hb is not None else ""),
         (f"numpy BLAS threads: {inf.get('blas_threads', 'library default')}; overhead = 10% "
          "trimmed mean over block pairs, 95% CI (Yuen); CPU = the inference thread's CPU time"),
         "",
         (f"{'model':<44} {'inference':>9} {'telemetry':>10} {'overhead, CPU [95% CI]':>25} "
-         f"{'wall clock [95% CI]':>25} {'pairs':>6}"),
+         f"{'wall clock [95% CI]':>25} {'pairs':>6} {'inferences':>10}"),
     ]
 
     def ci(e: dict[str, Any]) -> str:
@@ -162,19 +163,25 @@ def _inference_lines(inf: dict[str, Any]) -> list[str]:
         lines.append(
             f"{w['label']:<44} {_ns(w['inference_ns']):>9} "
             f"{_signed_ns(w['telemetry_ns_per_inference']):>10} {ci(w):>25} "
-            f"{ci(w['wall_clock']):>25} {w['pairs']:>6}"
+            f"{ci(w['wall_clock']):>25} {w['pairs']:>6} {w['inferences_per_side']:>10,}"
         )
     t = inf.get("target") or {}
-    if "met" in t and t["met"] is None:
-        lines.append(f"target: under {t['overhead_pct']:g}% for a ~{t['inference_us']:g} us "
-                     "inference: not judged under emulation")
-    elif "met" in t:
-        verdict = "met" if t["met"] else "NOT met"
-        lines.append(f"target: under {t['overhead_pct']:g}% for a ~{t['inference_us']:g} us "
-                     f"inference, {_ns(t['budget_ns'])} per inference: {verdict} (upper end of "
-                     f"the CPU-time CI {_ns(t['upper_ci_ns'])}; "
-                     f"{t['upper_ci_pct']:+.2f}% of the {_ns(t['measured_inference_ns'])} the "
-                     "matmul took while measured)")
+    verdict = t.get("verdict")
+    if verdict is not None:
+        head = (f"target: under {t['overhead_pct']:g}% for a ~{t['inference_us']:g} us "
+                f"inference, {_ns(t['budget_ns'])} per inference: ")
+        ci95 = (f"{_ns(t['telemetry_ns'])} per inference, CPU-time CI "
+                f"[{_ns(t['lower_ci_ns'])}, {_ns(t['upper_ci_ns'])}]; "
+                f"{t['upper_ci_pct']:+.2f}% at the upper end, of the "
+                f"{_ns(t['measured_inference_ns'])} the matmul took while measured")
+        if verdict == "met":
+            lines.append(f"{head}met ({ci95})")
+        elif verdict == "missed":
+            lines.append(f"{head}NOT met ({ci95})")
+        elif verdict == "inconclusive":
+            lines.append(f"{head}inconclusive, the CI spans the budget ({ci95})")
+        else:
+            lines.append(f"{head}{verdict}")
     if inf.get("records_dropped_or_rejected"):
         lines.append(f"warning: {inf['records_dropped_or_rejected']} records dropped or rejected")
     return lines

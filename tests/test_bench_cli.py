@@ -8,13 +8,23 @@ import pathlib
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from typing import Any
 
 import pytest
 
 from edgetelemetry import bench
-from edgetelemetry._bench_inference import onnx_mlp_model
+from edgetelemetry import Recorder
+from edgetelemetry._bench_inference import (
+    BUDGET_NS,
+    TARGET_US,
+    Workload,
+    _matmul_step,
+    _measure,
+    onnx_mlp_model,
+    target_verdict,
+)
 from edgetelemetry._bench_measure import cpu_model, quantile, trimmed_mean, trimmed_mean_ci
 from edgetelemetry._bench_plot import chart_data, write_png_chart
 
@@ -119,10 +129,17 @@ def test_json_has_inference_overhead_with_ci(quick_run: dict[str, Any]) -> None:
             lo, hi = figures["overhead_ci95_pct"]
             assert lo <= figures["overhead_pct"] <= hi
         assert w["pairs"] >= 6 and w["inference_ns"] > 0
-        assert w["inferences_per_side"] == w["pairs"] * w["block_inferences"]
+        if "pairs_per_size" in w:  # the matmul, re-sized while measured
+            assert sum(w["pairs_per_size"].values()) == w["pairs"]
+            assert w["inferences_per_side"] >= w["pairs"]
+        else:
+            assert w["inferences_per_side"] == w["pairs"] * w["block_inferences"]
         assert w["recording"].startswith("group.start()")
     assert "onnx" in inf["workloads"]
-    assert "target" in inf and inf["target"].get("met") in (True, False, None)
+    target = inf["target"]
+    assert target["verdict"] in ("met", "missed", "inconclusive", "not judged under emulation")
+    assert target["met"] == {"met": True, "missed": False}.get(target["verdict"])
+    assert target["lower_ci_ns"] <= target["telemetry_ns"] <= target["upper_ci_ns"]
 
 
 def test_plot_is_a_valid_png(quick_run: dict[str, Any], tmp_path: pathlib.Path) -> None:
@@ -252,3 +269,58 @@ def test_statistics() -> None:
     assert trimmed_mean_ci([7.0]) == (7.0, 7.0)
     with pytest.raises(ValueError):
         trimmed_mean_ci([])
+
+
+def _spinning_workload(size: int) -> Workload:
+    """A model whose CPU time goes as size**3, as a matmul's does: size 100 takes the target."""
+
+    def arrays(n: int) -> tuple[Any, list[Any]]:
+        cost_ns = TARGET_US * 1e3 * (n / 100) ** 3
+
+        def infer(x: Any) -> tuple[Any, float]:
+            end = time.thread_time_ns() + cost_ns
+            while time.thread_time_ns() < end:
+                pass
+            return x, 0.5
+
+        return infer, [memoryview(bytearray(8))]  # has .nbytes, as an ndarray does
+
+    infer, inputs = arrays(size)
+    return Workload("matmul", "spin", "spin", infer, inputs, size=size, arrays=arrays)
+
+
+def test_the_matmul_is_resized_to_the_target_while_measured() -> None:
+    # size 128 takes 2.1x the target (more, with the spin's overshoot): the first check
+    # moves it to about 100 (a step of 8 either way), where it stays
+    with Recorder() as rec:
+        result = _measure(_spinning_workload(128), rec, seconds=1.5, block_s=0.002)
+    assert 128 in result.sizes and len(result.sizes) >= 2, result.sizes
+    assert result.last_size is not None and 88 <= result.last_size <= 104, result.sizes
+    assert sum(result.sizes.values()) == result.pairs
+    smallest = min(result.sizes)
+    assert result.label == f"numpy matmul {smallest}..128 square float32 (~100 us)"
+    assert result.to_json()["pairs_per_size"] == {str(n): c for n, c in
+                                                   sorted(result.sizes.items())}
+
+
+def test_a_matmul_at_the_target_keeps_its_size() -> None:
+    with Recorder() as rec:
+        result = _measure(_spinning_workload(96), rec, seconds=1.2, block_s=0.002)
+    assert result.sizes.keys() == {96}, result.sizes  # 88 us, with the overshoot about 100
+    assert result.label == "numpy matmul 96x96 float32 (~100 us)"
+
+
+def test_matmul_step_follows_the_cube_law_in_steps_of_8_and_at_most_2x() -> None:
+    assert _matmul_step(184, 100.0, 100.0) == 184
+    assert _matmul_step(184, 800.0, 100.0) == 96  # half the size: an eighth of the time
+    assert _matmul_step(184, 1e6, 100.0) == 96  # never more than 2x in one step
+    assert _matmul_step(100, 1.0, 100.0) == 200
+    assert _matmul_step(8, 1e6, 100.0) == 8 and _matmul_step(2048, 1.0, 100.0) == 2048
+    assert all(_matmul_step(n, t, 100.0) % 8 == 0 for n in (64, 184) for t in (37.0, 260.0))
+
+
+def test_target_verdict_needs_the_whole_ci_on_one_side() -> None:
+    assert target_verdict(0.5 * BUDGET_NS, 0.9 * BUDGET_NS) == "met"
+    assert target_verdict(1.1 * BUDGET_NS, 1.4 * BUDGET_NS) == "missed"
+    assert target_verdict(0.8 * BUDGET_NS, 1.2 * BUDGET_NS) == "inconclusive"
+    assert target_verdict(0.8 * BUDGET_NS, BUDGET_NS) == "inconclusive"
