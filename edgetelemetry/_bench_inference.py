@@ -194,7 +194,7 @@ def _matmul_step(n: int, took_us: float, target_us: float) -> int:
 
 def _matmul_label(sizes: list[int]) -> str:
     lo, hi = min(sizes), max(sizes)
-    shape = f"{lo}x{lo}" if lo == hi else f"{lo}..{hi} square"
+    shape = f"{lo}x{lo}" if lo == hi else f"n={lo}..{hi}"
     return f"numpy matmul {shape} float32 (~{TARGET_US:g} us)"
 
 

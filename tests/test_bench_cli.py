@@ -298,7 +298,7 @@ def test_the_matmul_is_resized_to_the_target_while_measured() -> None:
     assert result.last_size is not None and 88 <= result.last_size <= 104, result.sizes
     assert sum(result.sizes.values()) == result.pairs
     smallest = min(result.sizes)
-    assert result.label == f"numpy matmul {smallest}..128 square float32 (~100 us)"
+    assert result.label == f"numpy matmul n={smallest}..128 float32 (~100 us)"
     assert result.to_json()["pairs_per_size"] == {str(n): c for n, c in
                                                    sorted(result.sizes.items())}
 
