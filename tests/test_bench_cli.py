@@ -324,3 +324,16 @@ def test_target_verdict_needs_the_whole_ci_on_one_side() -> None:
     assert target_verdict(1.1 * BUDGET_NS, 1.4 * BUDGET_NS) == "missed"
     assert target_verdict(0.8 * BUDGET_NS, 1.2 * BUDGET_NS) == "inconclusive"
     assert target_verdict(0.8 * BUDGET_NS, BUDGET_NS) == "inconclusive"
+
+
+def test_inference_floor_script_runs_and_reports_every_loop() -> None:
+    pytest.importorskip("numpy")
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/inference_floor.py"),
+                          "--seconds", "1"], capture_output=True, text=True, timeout=300,
+                         check=True).stdout
+    rows = {line[:16].strip(): line[16:] for line in out.splitlines()[2:]}
+    assert set(rows) == {"group", "stdlib", "nbytes", "group - stdlib"}, out
+    for text in rows.values():  # "+865 ns  [+784, +947]"
+        value, ci = text.split(" ns  ")
+        lo, hi = (float(x) for x in ci.strip("[]").split(", "))
+        assert lo <= float(value) <= hi, out
