@@ -52,7 +52,8 @@ def run(
     isettings = infer.QUICK if quick else infer.DEFAULT
     if agent_interval is not None:
         isettings = infer.InferenceSettings(isettings.seconds, isettings.block_s, agent_interval)
-    steps = 4 + (1 if peers else 0) + (6 if inference else 0)
+    # the inference loop: starting the agent, then one step per workload
+    steps = 4 + (1 if peers else 0) + (1 + len(infer.WORKLOADS) if inference else 0)
     prog = measure.Progress(progress, steps, enabled=progress is not None)
     started = time.monotonic()
     info = measure.machine(note)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import pathlib
+import re
 import struct
 import subprocess
 import sys
@@ -95,6 +96,9 @@ def test_quick_run_prints_table_and_progress(quick_run: dict[str, Any]) -> None:
     assert "record(v)" in out and "compared with" in out
     assert "empty Python call" in out
     assert "[ 1/" in err and "done in" in err  # progress on stderr, not in the table
+    steps = [tuple(map(int, m)) for m in re.findall(r"\[ *(\d+)/(\d+)\]", err)]
+    assert [k for k, _ in steps] == list(range(1, len(steps) + 1)), err
+    assert {n for _, n in steps} == {len(steps)}, err  # the total is right: it ends at n/n
     assert not any(line.startswith("bench ") for line in out.splitlines())
 
 
