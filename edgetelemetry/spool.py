@@ -31,7 +31,10 @@ import time
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Callable, Literal, NamedTuple, Union
 
 from .errors import EdgeTelemetryError
@@ -430,25 +433,8 @@ class Spool:
         with self._mutex:
             self._check_open()
             self._evict_by_age(self._clock())
-            out: list[Record] = []
-            for seg in list(self._segments):
-                if limit is not None and len(out) >= limit:
-                    break
-                if not seg.unacked:
-                    continue
-                fd = self._open_read(seg)
-                if fd is None:
-                    continue
-                try:
-                    j = bisect_right(seg.seqs, self._acked_upto)
-                    while j < len(seg.seqs) and (limit is None or len(out) < limit):
-                        if seg.seqs[j] not in self._acked_above:
-                            rec = self._read(seg, j, fd)
-                            if rec is not None:
-                                out.append(rec)
-                        j += 1
-                finally:
-                    os.close(fd)
+            with closing(self._unacked_records(newest_first=False)) as records:
+                out = list(islice(records, limit))
             self._compact()
             self._persist()
             return out
@@ -458,24 +444,8 @@ class Spool:
         with self._mutex:
             self._check_open()
             self._evict_by_age(self._clock())
-            found: Record | None = None
-            for seg in reversed(list(self._segments)):
-                if not seg.unacked:
-                    continue
-                fd = self._open_read(seg)
-                if fd is None:
-                    continue
-                try:
-                    lo = bisect_right(seg.seqs, self._acked_upto)
-                    for j in range(len(seg.seqs) - 1, lo - 1, -1):
-                        if seg.seqs[j] not in self._acked_above:
-                            found = self._read(seg, j, fd)
-                            if found is not None:
-                                break
-                finally:
-                    os.close(fd)
-                if found is not None:
-                    break
+            with closing(self._unacked_records(newest_first=True)) as records:
+                found = next(records, None)
             self._compact()
             self._persist()
             return found
@@ -1132,6 +1102,30 @@ class Spool:
             self._compact()
 
     # -- reading ---------------------------------------------------------------------------
+
+    def _unacked_records(self, newest_first: bool) -> Iterator[Record]:
+        """The unacknowledged records that read back intact, oldest or newest first, one
+        segment's descriptor open at a time.  A damaged record is quarantined and skipped
+        (``_read``), an unreadable segment counted lost (``_open_read``).  The caller holds
+        the mutex and closes the generator, which closes the descriptor."""
+        segments = list(self._segments)  # _open_read may drop a segment
+        for seg in reversed(segments) if newest_first else segments:
+            if not seg.unacked:
+                continue
+            fd = self._open_read(seg)
+            if fd is None:
+                continue
+            try:
+                first = bisect_right(seg.seqs, self._acked_upto)
+                order = (range(len(seg.seqs) - 1, first - 1, -1) if newest_first
+                         else range(first, len(seg.seqs)))
+                for j in order:
+                    if seg.seqs[j] not in self._acked_above:
+                        record = self._read(seg, j, fd)
+                        if record is not None:
+                            yield record
+            finally:
+                os.close(fd)
 
     def _open_read(self, seg: _Segment) -> int | None:
         """A read descriptor, or None if the file vanished (its records are then lost, counted)."""

@@ -863,3 +863,21 @@ class BoundedSpoolModel(SpoolModel):
 
 TestBoundedSpoolModel = BoundedSpoolModel.TestCase
 TestBoundedSpoolModel.settings = TestSpoolModel.settings
+
+
+def test_pending_and_newest_read_in_order_and_close_every_descriptor(tmp_path: Path) -> None:
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    with Spool(tmp_path / "s", segment_bytes=FRAME_HEADER_SIZE + 2, **FAST) as s:
+        seqs = [s.append(b"%02d" % i) for i in range(12)]  # two records per segment
+        s.ack(seqs[3])
+        s.ack(seqs[11])
+        s.ack_upto(seqs[1])
+        before = open_fds()
+        for limit in (0, 1, 2, 3, 5, None):  # stopping inside a segment, between, at the end
+            expect = [b"%02d" % i for i in range(2, 11) if i != 3][:limit]
+            assert [r.payload for r in s.pending(limit)] == expect
+        newest = s.newest()
+        assert newest is not None and newest.payload == b"10"
+        assert open_fds() == before
