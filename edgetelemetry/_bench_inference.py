@@ -104,6 +104,13 @@ class Workload:
     size: int | None = None
     arrays: Callable[[int], tuple[Callable[[Any], tuple[Any, float]], list[Any]]] | None = None
 
+    def resized(self, size: int) -> Workload:
+        """The same workload with the matmul at another size."""
+        if self.arrays is None:
+            raise ValueError(f"{self.key} has no sizes: only the matmul is re-sized")
+        infer, inputs = self.arrays(size)
+        return dataclasses.replace(self, infer=infer, inputs=inputs, size=size)
+
 
 @dataclass
 class Result:
@@ -545,8 +552,7 @@ def _measure(w: Workload, rec: Any, seconds: float, block_s: float) -> Result:
             if abs(took_us / TARGET_US - 1) > RESIZE_TOLERANCE:
                 n = _matmul_step(w.size, took_us, TARGET_US)
                 if n != w.size:
-                    infer, inputs = w.arrays(n)
-                    w = dataclasses.replace(w, infer=infer, inputs=inputs, size=n)
+                    w = w.resized(n)
                     plain, instrumented, k = prepare(w)
                     checked_at = time.monotonic()
     # Per pair: the relative and the absolute difference.  A block that a preemption or a
@@ -624,8 +630,7 @@ def run_inference_overhead(
             size = None  # where the matmul ended: the next variant starts there
             for w in loads:
                 if size is not None and w.arrays is not None and w.size != size:
-                    infer, inputs = w.arrays(size)
-                    w = dataclasses.replace(w, infer=infer, inputs=inputs, size=size)
+                    w = w.resized(size)
                 if w.skipped:
                     progress.step(f"inference loop: {w.label}: skipped, {w.skipped}")
                     results.append(Result(w.key, w.label, skipped=w.skipped))
