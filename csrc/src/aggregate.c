@@ -271,23 +271,44 @@ void et__aggregate_group(et_recorder *rec, const uint32_t *series_ids, const dou
     }
 }
 
-/* Bit 63 of the result is set when some value is NaN or Inf (exponent all ones: adding 2^52
- * to the exponent field carries into bit 63 only then).  Adds and ors only: vectorised. */
-static uint64_t nonfinite_bits(const double *values, size_t n) {
-    const uint64_t exponent = 0x7ff0000000000000ull;
-    uint64_t any = 0;
+/* A value's histogram placement alone (the batch path keeps the rest in registers); false
+ * when it is NaN or Inf (counted as rejected by place_slow). */
+static inline __attribute__((always_inline)) bool place_one(et_recorder *rec, uint32_t set,
+                                                            uint32_t *pool, et_aggregate *agg,
+                                                            uint32_t id, const double *at,
+                                                            int64_t now) {
+    const uint64_t off = agg->pages[rec->slot_of[top_bits(at)]];
+    const size_t sub = rec->sub_bucket_of[mantissa_bits(at)];
+    if (ET_LIKELY(off < rec->page_limit)) {
+        pool[off + sub]++;
+        return true;
+    }
+    uint64_t bits;
+    memcpy(&bits, at, sizeof bits);
+    return place_slow(rec, set, agg, id, bits, now);
+}
+
+/* Sum and extremes of the finite values only: a batch that held NaN or Inf (rare). */
+static void finite_stats(const double *values, size_t n, double *sum, double *lo, double *hi) {
     for (size_t i = 0; i < n; i++) {
         uint64_t bits;
         memcpy(&bits, &values[i], sizeof bits);
-        any |= (bits & exponent) + (1ull << 52);
+        if (((bits >> 52) & 0x7ff) == 0x7ff) continue;
+        *sum += values[i];
+        if (values[i] < *lo) *lo = values[i];
+        if (values[i] > *hi) *hi = values[i];
     }
-    return any;
 }
 
-/* A batch of one series: the histogram placement value by value, then count, sum and
- * extremes in loops of their own that the compiler vectorises.  The sum is taken in eight
- * interleaved partial sums (then added to the window's sum), not strictly in record order:
- * as exact for integers, and closer to the true sum than one running sum for most data. */
+/* A batch of one series.  Placement stays value by value (a table walk and an increment);
+ * count is added once, and the sum and extremes are kept in four independent accumulators
+ * each, so that no addition waits for the previous one.  The sum is therefore the sum of
+ * four interleaved partial sums (values 0, 4, 8... then 1, 5, 9... and so on), added to the
+ * window's sum at the end of the chunk: exact for integers, and for other data no further
+ * from the true sum than one running sum.  NaN and Inf are found by the placement (their
+ * slot has no page) and, when there were any, the sum and extremes are taken again over the
+ * finite values.  A set close to 2^32 values in the window (a bucket may fill) takes the
+ * per-value path. */
 void et__aggregate_batch(et_recorder *rec, uint32_t id, const double *values, size_t n,
                          int64_t now) {
     et_region *r = rec->region;
@@ -302,36 +323,55 @@ void et__aggregate_batch(et_recorder *rec, uint32_t id, const double *values, si
     const bool careful = s->fill + n >= UINT32_MAX;
     s->fill += n;
     uint32_t *const pool = rec->pools[set];
-    if (nonfinite_bits(values, n) >> 63) { /* rejections among them: value by value */
+    if (careful) {
         for (size_t i = 0; i < n; i++)
-            aggregate_one(rec, set, pool, agg, id, &values[i], now, careful);
+            aggregate_one(rec, set, pool, agg, id, &values[i], now, true);
         return;
     }
-    const uint64_t limit = rec->page_limit;
-    for (size_t i = 0; i < n; i++) {
-        const uint32_t slot = rec->slot_of[top_bits(&values[i])];
-        const size_t sub = rec->sub_bucket_of[mantissa_bits(&values[i])];
-        const uint64_t off = agg->pages[slot];
-        if (ET_LIKELY(off < limit) && !(careful && pool[off + sub] == UINT32_MAX)) {
-            pool[off + sub]++;
-        } else {
-            uint64_t bits;
-            memcpy(&bits, &values[i], sizeof bits);
-            place_slow(rec, set, agg, id, bits, now);
-        }
-    }
-    double sum[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    double lo = agg->min, hi = agg->max;
+    size_t placed = n;
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    double lo0 = agg->min, lo1 = lo0, lo2 = lo0, lo3 = lo0;
+    double hi0 = agg->max, hi1 = hi0, hi2 = hi0, hi3 = hi0;
     size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) sum[k] += values[i + k];
-    for (; i < n; i++) sum[0] += values[i];
-    for (i = 0; i < n; i++) {
-        lo = values[i] < lo ? values[i] : lo;
-        hi = values[i] > hi ? values[i] : hi;
+    for (; i + 4 <= n; i += 4) {
+        placed -= !place_one(rec, set, pool, agg, id, values + i, now);
+        placed -= !place_one(rec, set, pool, agg, id, values + i + 1, now);
+        placed -= !place_one(rec, set, pool, agg, id, values + i + 2, now);
+        placed -= !place_one(rec, set, pool, agg, id, values + i + 3, now);
+        const double v0 = values[i], v1 = values[i + 1], v2 = values[i + 2], v3 = values[i + 3];
+        s0 += v0;
+        s1 += v1;
+        s2 += v2;
+        s3 += v3;
+        lo0 = v0 < lo0 ? v0 : lo0;
+        lo1 = v1 < lo1 ? v1 : lo1;
+        lo2 = v2 < lo2 ? v2 : lo2;
+        lo3 = v3 < lo3 ? v3 : lo3;
+        hi0 = v0 > hi0 ? v0 : hi0;
+        hi1 = v1 > hi1 ? v1 : hi1;
+        hi2 = v2 > hi2 ? v2 : hi2;
+        hi3 = v3 > hi3 ? v3 : hi3;
     }
-    agg->count += n;
-    agg->sum += ((sum[0] + sum[1]) + (sum[2] + sum[3])) + ((sum[4] + sum[5]) + (sum[6] + sum[7]));
+    for (; i < n; i++) {
+        placed -= !place_one(rec, set, pool, agg, id, values + i, now);
+        const double v = values[i];
+        s0 += v;
+        lo0 = v < lo0 ? v : lo0;
+        hi0 = v > hi0 ? v : hi0;
+    }
+    lo0 = lo1 < lo0 ? lo1 : lo0;
+    lo2 = lo3 < lo2 ? lo3 : lo2;
+    hi0 = hi1 > hi0 ? hi1 : hi0;
+    hi2 = hi3 > hi2 ? hi3 : hi2;
+    double sum = (s0 + s1) + (s2 + s3), lo = lo2 < lo0 ? lo2 : lo0, hi = hi2 > hi0 ? hi2 : hi0;
+    if (ET_UNLIKELY(placed != n)) { /* rejected values: what they did to the stats is void */
+        sum = 0;
+        lo = agg->min;
+        hi = agg->max;
+        finite_stats(values, n, &sum, &lo, &hi);
+    }
+    agg->count += placed;
+    agg->sum += sum;
     agg->min = lo;
     agg->max = hi;
     agg->last_mono_ns = now;

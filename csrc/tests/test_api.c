@@ -747,7 +747,9 @@ ET_TEST(record_many_direct_handles_every_kind_of_value) {
     ET_CHECK_EQ_U(t.rejected[ET_REJECT_NAN], 50);
     ET_CHECK_EQ_U(t.rejected[ET_REJECT_INF], 50);
     ET_CHECK_EQ_U(t.zero, 50);
-    ET_CHECK_EQ_D(t.sum, sum);
+    /* a sum this ill-conditioned depends on the order: the batch path adds one partial sum
+     * per ring-sized chunk (the header says so) */
+    ET_CHECKF(fabs(t.sum - sum) <= 1e-14 * fabs(sum), "sum %.17g vs %.17g", t.sum, sum);
     ET_CHECK_EQ_D(t.max, 1e300);
     ET_CHECK_EQ_D(t.min, -298.0);
     ET_CHECK_EQ_U(t.buckets_total + t.zero, t.count);
