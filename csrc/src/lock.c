@@ -54,13 +54,18 @@ static bool try_take(et_lock *l, uint32_t from, uint32_t to) {
                                                    memory_order_relaxed);
 }
 
-/* The sleeping half of both lock calls.  A thread here has spun already, so it may take a
- * handed-off lock as well as a free one; it takes either with WAITERS set, because other
- * sleepers may remain and only the unlock that sees the bit wakes them. */
+/* The sleeping half of both lock calls.  A free lock anyone may take; a handed-off one only
+ * a thread that has waited on the futex, so that a thread that just released the lock and
+ * comes straight back queues behind the sleeper it was handed to instead of overtaking it.
+ * Either is taken with WAITERS set, because other sleepers may remain and only an unlock that
+ * sees the bit wakes them; a thread that queues on a handed-off word sets the bit on it too
+ * (see et__unlock_slow). */
 static bool lock_sleep(et_lock *l, uint32_t me, uint64_t timeout_ns) {
+    bool waited = false;
     for (;;) {
         uint32_t v = atomic_load_explicit(&l->word, memory_order_relaxed);
-        if (v == 0 || v == ET_LOCK_HANDOFF) {
+        const bool handed = (v & ~ET_LOCK_WAITERS) == ET_LOCK_HANDOFF;
+        if (v == 0 || (handed && waited)) {
             if (try_take(l, v, me | ET_LOCK_WAITERS)) return false;
             continue;
         }
@@ -71,7 +76,10 @@ static bool lock_sleep(et_lock *l, uint32_t me, uint64_t timeout_ns) {
                 continue;
             v |= ET_LOCK_WAITERS;
         }
-        if (futex_wait(l, v, timeout_ns) == -1 && errno == ETIMEDOUT) {
+        const int rc = futex_wait(l, v, handed ? 0 : timeout_ns);
+        const int err = errno;
+        waited = true;
+        if (!handed && rc == -1 && err == ETIMEDOUT) {
             /* the word has not changed for timeout_ns: is its owner still there? */
             const pid_t owner = (pid_t)(v & ET_LOCK_TID_MASK);
             if (owner != 0 && kill(owner, 0) == -1 && errno == ESRCH &&
@@ -101,11 +109,15 @@ bool et__lock_or_steal(et_lock *l, uint64_t timeout_ns) {
 /* Someone sleeps (WAITERS): give the lock to a sleeper rather than to whoever comes next. */
 void et__unlock_slow(et_lock *l) {
     atomic_store_explicit(&l->word, ET_LOCK_HANDOFF, memory_order_release);
-    if (futex_wake_one(l) <= 0) {
-        /* nobody was asleep yet (the bit's setter is between setting it and sleeping): it
-         * will find the word changed and take it, free or handed off */
-        uint32_t h = ET_LOCK_HANDOFF;
-        atomic_compare_exchange_strong_explicit(&l->word, &h, 0, memory_order_relaxed,
-                                                memory_order_relaxed);
+    if (futex_wake_one(l) > 0) return; /* the woken sleeper takes it */
+    /* Nobody was asleep: either the bit's setter is between setting it and sleeping (its
+     * futex_wait will find the word changed, and it takes the lock, free or handed off), or
+     * the bit was stale.  Free the lock, unless a waiter took it meanwhile; a thread that
+     * queued on the handed-off word (HANDOFF | WAITERS) may be asleep on it: wake it. */
+    uint32_t v = ET_LOCK_HANDOFF;
+    while (!atomic_compare_exchange_weak_explicit(&l->word, &v, 0, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+        if ((v & ~ET_LOCK_WAITERS) != ET_LOCK_HANDOFF) return; /* taken */
     }
+    if (v & ET_LOCK_WAITERS) futex_wake_one(l);
 }
