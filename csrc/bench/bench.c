@@ -337,7 +337,7 @@ static void *batcher_main(void *arg) {
     return NULL;
 }
 
-static void bench_wait(uint64_t n, bool batcher, bool never_full) {
+static void bench_wait(uint64_t n, bool helpers, bool batcher, bool never_full) {
     et_config c;
     et_config_default(&c);
     if (never_full) { /* room for everything the three recording threads make */
@@ -349,12 +349,12 @@ static void bench_wait(uint64_t n, bool batcher, bool never_full) {
     uint32_t ids[SERIES];
     const char *names[SERIES] = {"latency_ms", "confidence", "tokens", "queue_ms"};
     for (int s = 0; s < SERIES; s++) et_series_add(rec, "model", "1", names[s], NULL, &ids[s]);
-    et_collector_start(rec, 2000000);
+    if (helpers) et_collector_start(rec, 2000000);
     busy b = {.rec = rec, .id = ids[1]};
     b.batch = malloc(100000 * sizeof(double));
     for (int i = 0; i < 100000; i++) b.batch[i] = values[i & 4095];
     pthread_t closer, batch_thread, th[2];
-    pthread_create(&closer, NULL, closer_main, &b);
+    if (helpers) pthread_create(&closer, NULL, closer_main, &b);
     if (batcher) pthread_create(&batch_thread, NULL, batcher_main, &b);
     producer p[2];
     for (int k = 0; k < 2; k++) {
@@ -364,7 +364,7 @@ static void bench_wait(uint64_t n, bool batcher, bool never_full) {
     }
     for (int k = 0; k < 2; k++) pthread_join(th[k], NULL);
     atomic_store(&b.stop, true);
-    pthread_join(closer, NULL);
+    if (helpers) pthread_join(closer, NULL);
     if (batcher) pthread_join(batch_thread, NULL);
     et_collector_stop(rec);
     size_t total = p[0].slow_n + p[1].slow_n;
@@ -374,10 +374,12 @@ static void bench_wait(uint64_t n, bool batcher, bool never_full) {
     qsort(all, total, sizeof(double), cmp);
     et_info info;
     et_recorder_info(rec, &info);
-    printf("  %s, 2 timed producers + collector + closer%s:\n    %" PRIu64
+    printf("  %s, 2 timed producers%s%s:\n    %" PRIu64
            " full-ring drains, %zu calls > %.0f ns: p50 %.1f us, p99 %.1f us, p99.9 %.1f us,"
            " worst %.1f us\n",
-           never_full ? "baseline (rings never full)" : "full path", batcher ? " + 100k batches" : "",
+           never_full ? "baseline (rings never full)" : "full path",
+           helpers ? " + collector + closer" : " alone (each drains its own ring)",
+           batcher ? " + 100k batches" : "",
            info.full_drains, total, SLOW_NS, total ? all[total / 2] / 1e3 : 0.0,
            total ? all[total * 99 / 100] / 1e3 : 0.0, total ? all[total * 999 / 1000] / 1e3 : 0.0,
            total ? all[total - 1] / 1e3 : 0.0);
@@ -423,9 +425,10 @@ int main(int argc, char **argv) {
            s4096, s4096 / s16);
     printf("  window close, 4,096 series active of 4,096: %7.1f us\n", s4096all);
     printf("time in et_record calls slower than %.0f ns (not asserted)\n", SLOW_NS);
+    bench_wait((uint64_t)scale * 4000000, false, false, false);
     for (int batcher = 0; batcher < 2; batcher++) {
-        bench_wait((uint64_t)scale * 4000000, batcher, false);
-        bench_wait((uint64_t)scale * 4000000, batcher, true);
+        bench_wait((uint64_t)scale * 4000000, true, batcher, false);
+        bench_wait((uint64_t)scale * 4000000, true, batcher, true);
     }
     if (lost) {
         printf("FAILED: %" PRIu64 " values lost\n", lost);
