@@ -21,18 +21,20 @@
  *   - et_record / et_record_many / et_record_group (producer side): any thread, concurrently.
  *     Each thread writes to its own ring, claimed on its first record and reclaimed after it
  *     exits: wait-free while the ring has room.  A full ring, a batch that does not fit and a
- *     thread without a ring take the aggregate lock for at most one ring_capacity of values
- *     (the bound is in docs/core.md); nothing is dropped.
+ *     thread without a ring take the aggregate lock for at most ring_capacity values at a
+ *     time (a group longer than the ring: its length, so it stays whole); docs/core.md has
+ *     the bound on the wait.  Nothing is dropped.
  *   - et_collect, et_window_close, et_collector_*: any thread; they drain one ring per hold of
  *     the aggregate lock, and closes are serialised among themselves.  Building a closed
  *     window happens outside the aggregate lock: producers keep recording into the next one.
  *   - et_series_add / et_series_add_unit: any thread; take the registry lock (not the hot
  *     path).
  *   - et_recorder_free: exactly once, after every other call on the recorder has returned.
- *   - Signal handlers may call et_record, et_record_many and et_record_group (and nothing
- *     else) as long as the interrupted code is not itself recording into the same recorder
- *     from that thread; a record that would have to wait for the aggregate lock its own thread
- *     holds is dropped and counted (ET_DROP_RING_FULL) instead of deadlocking.
+ *   - Signal handlers may call et_record, et_record_many, et_record_group, et_count_reject
+ *     and et_count_drop (nothing else), as long as the interrupted code is not itself
+ *     recording into the same recorder from that thread; a record that would have to wait for
+ *     the aggregate lock its own thread holds is dropped and counted (ET_DROP_RING_FULL)
+ *     instead of deadlocking.
  *
  * fork(): in the child every recorder forgets what was recorded before the fork (the parent
  * reports it), keeps the forking thread's ring, and has no collector thread: call
@@ -141,8 +143,10 @@ typedef struct et_info {
     uint32_t threads_active;/* rings owned by a live thread */
     uint32_t ring_high_water;/* most records ever pending in one ring at a drain */
     uint64_t records_drained;/* records moved from rings into aggregates, ever */
-    uint64_t collector_passes;/* drain passes, ever */
-    uint64_t unknown_series;/* records whose series id was never registered (dropped) */
+    uint64_t collector_passes;/* drain passes (et_collect, the collector thread, window
+                               * closes), ever */
+    uint64_t unknown_series;/* records whose series id was never registered: counted here,
+                             * aggregated nowhere */
     uint64_t window_seq;    /* sequence number of the current (open) window, from 0 */
     uint64_t collector_period_ns; /* current background drain period (0: not running) */
     uint64_t full_drains;   /* times a producer found its ring full and drained it, ever */
@@ -160,7 +164,8 @@ typedef struct et_info {
 /* One series' aggregate over a closed window. */
 typedef struct et_series_stats {
     uint64_t count;        /* accepted values (finite doubles) */
-    double sum, min, max;  /* exact over accepted values; min/max undefined if count == 0 */
+    double sum, min, max;  /* over accepted values; min/max exact, 0 when count == 0; sum
+                            * in double precision (docs/core.md: the order it is taken in) */
     uint64_t zero;         /* values with magnitude below 2^min_exponent, zero included */
     uint64_t rejected[ET_REJECT_REASONS];
     uint64_t dropped[ET_DROP_REASONS];
@@ -286,7 +291,8 @@ ET_API int et_collector_stop(et_recorder *rec);
  * themselves.  Errors: ET_EINVAL (a NULL argument), ET_ENOMEM (the window stays open,
  * nothing is lost: try again later). */
 ET_API int et_window_close(et_recorder *rec, et_window **out);
-/* Free a closed window.  NULL is ignored.  No errors. */
+/* Free a closed window.  A window holds copies of everything it reports, so it may outlive
+ * its recorder.  NULL is ignored.  No errors. */
 ET_API void et_window_free(et_window *w);
 
 /* Closed window accessors: read-only, so any number of threads may read one window.  The
