@@ -848,14 +848,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     service: Service
-    if args.kind in ("postgresql", "postgres"):
-        service = PostgreSQL()
-    elif args.kind == "mosquitto":
-        service = Mosquitto()
-    elif args.kind == "prometheus":
-        service = Prometheus(args.targets)
-    else:
-        service = NginxProxy(args.upstreams, tls=args.tls)
+    try:
+        if args.kind in ("postgresql", "postgres"):
+            service = PostgreSQL()
+        elif args.kind == "mosquitto":
+            service = Mosquitto()
+        elif args.kind == "prometheus":
+            service = Prometheus(args.targets)
+        else:
+            service = NginxProxy(args.upstreams, tls=args.tls)
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         with service:
             if isinstance(service, PostgreSQL):
