@@ -16,6 +16,9 @@ Registered as a pytest plugin by tests/conftest.py; the fixtures:
   tls=True)`` returns a started :class:`NginxProxy` (``.url``, ``.ca_file``, ``.ssl_context()``).
 - ``mosquitto_broker`` (session): a :class:`Mosquitto` (``.host``, ``.port``, ``.url``).
 
+Every server also has ``.port``, ``.pids()``, ``.restart()`` (same port and data) and ``.stop()``;
+the classes work alone as context managers, for a test that needs a server of its own to stop.
+
 A missing server binary fails the test with what to install, never skips it: CI installs the
 servers (scripts/setup.sh), so a skip would hide a missing feature.
 
