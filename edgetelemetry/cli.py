@@ -24,9 +24,9 @@ def _register(argv: Sequence[str]) -> int:
 
 
 def _fleet_status(argv: Sequence[str]) -> int:
-    from .server.fleet import main as fleet_main
+    from .server.cli import fleet_status_main
 
-    return fleet_main(argv)
+    return fleet_status_main(argv)
 
 
 def _bench(argv: Sequence[str]) -> int:

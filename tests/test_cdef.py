@@ -5,7 +5,7 @@ import re
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HEADER = (ROOT / "csrc" / "include" / "edgetelemetry.h").read_text()
-CDEF = (ROOT / "edgetelemetry" / "_core_cdef.h").read_text()
+CDEF = (ROOT / "edgetelemetry" / "_native" / "core_cdef.h").read_text()
 
 
 def _strip(text: str) -> str:

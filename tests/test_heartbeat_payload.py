@@ -26,7 +26,7 @@ from edgetelemetry.heartbeat import (
     sanitize_agent_version,
     validate_send_heartbeat,
 )
-from edgetelemetry.naming import (
+from edgetelemetry.recording.naming import (
     METRIC_RULE,
     MODEL_RULE,
     STAT_SUFFIXES,

@@ -19,7 +19,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from .validate import HeartbeatValidationError, input_shape
+from .service import input_shape
+from .validate import HeartbeatValidationError
 
 __all__ = ["HeartbeatTooLargeError", "SplitLimits", "request_bytes", "split_heartbeat"]
 
