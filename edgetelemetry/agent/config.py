@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from .._fs import read_checked
 from ..errors import EdgeTelemetryError
 from . import iot_names
 
@@ -536,15 +537,10 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
 
 def _read_json_file(path: Path) -> dict[str, Any]:
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        # the descriptor we check is the one we read, not whatever the path names a moment later
+        raw, info = read_checked(path, 1 << 20)
     except OSError as exc:
         raise ConfigError(f"cannot open config file {path}: {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)  # the file we read, not whatever the path names a moment later
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            raw = fh.read(1 << 20)
-    finally:
-        os.close(fd)
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import ssl
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from botocore.credentials import (
     RefreshableCredentials,
 )
 
+from .._fs import mode_bits
 from ..errors import EdgeTelemetryError
 from . import iot_names
 
@@ -390,13 +390,10 @@ class CredentialSource:
 
 
 def _warn_if_key_is_shared(key_file: str) -> None:
-    try:
-        mode = os.stat(key_file).st_mode
-    except OSError:
-        return  # reported when the key is loaded
-    if stat.S_IMODE(mode) & 0o077:
+    mode = mode_bits(key_file)  # None: reported when the key is loaded
+    if mode is not None and mode & 0o077:
         log.warning("device key %s is accessible by group or others (mode %04o); "
-                    "chmod 600 it", key_file, stat.S_IMODE(mode))
+                    "chmod 600 it", key_file, mode)
 
 
 def _service_message(body: bytes) -> str:

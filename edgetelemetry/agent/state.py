@@ -20,6 +20,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._fs import read_checked, replace_file
 from ..heartbeat import ModelState
 
 __all__ = ["STATE_FILE", "AgentState", "StateFile"]
@@ -73,6 +74,15 @@ class AgentState:
         return cls(models, deployments, upto)
 
 
+class _NotOurs(OSError):
+    """A state file (or its temp file) that is not a regular file of this user: not written."""
+
+
+def _own_regular_file(st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        raise ValueError("not a regular file owned by this user")
+
+
 class StateFile:
     """Load and atomically replace the state file in ``directory`` (an existing private dir)."""
 
@@ -84,17 +94,17 @@ class StateFile:
 
     def load(self) -> AgentState:
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            raw, _ = read_checked(self.path, _MAX_BYTES + 1, check=_own_regular_file,
+                                  follow_symlinks=False)
         except FileNotFoundError:
             return AgentState()
         except OSError as exc:  # a symlink or something else we must not read
             self._set_aside(f"unreadable ({exc})")
             return AgentState()
+        except ValueError as exc:
+            self._set_aside(str(exc))
+            return AgentState()
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-                raise ValueError("not a regular file owned by this user")
-            raw = os.read(fd, _MAX_BYTES + 1)
             if len(raw) > _MAX_BYTES:
                 raise ValueError("too large")
             head, sep, body = raw.partition(b"\n")
@@ -105,32 +115,13 @@ class StateFile:
         except (ValueError, TypeError, UnicodeDecodeError) as exc:
             self._set_aside(str(exc))
             return AgentState()
-        finally:
-            os.close(fd)
 
     def save(self, state: AgentState) -> None:
         """Replace the file; raises ``OSError`` if it could not be written (the old one stays)."""
         body = json.dumps(state.to_json(), sort_keys=True, separators=(",", ":")).encode()
         data = b"%s %08x\n%s" % (_TAG, zlib.crc32(body), body)
-        tmp = self.path + ".tmp"  # the spool deletes leftover *.tmp files when it opens
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
-        try:
-            os.fchmod(fd, 0o600)  # exactly 0600 whatever the umask
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            if self._fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        if self._fsync:
-            dfd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+        # the temp file is <name>.tmp: the spool deletes leftovers when it opens
+        replace_file(self._dir, STATE_FILE, data, fsync=self._fsync, error=_NotOurs)
 
     def _set_aside(self, why: str) -> None:
         self.corruption_events += 1
