@@ -29,8 +29,8 @@ from time import perf_counter_ns, thread_time_ns
 from typing import Any, Callable
 
 from edgetelemetry.bench.inference import BenchAgent, limit_blas_threads
-from edgetelemetry.bench.workloads import matmul_workload
 from edgetelemetry.bench.stats import trimmed_mean, trimmed_mean_ci
+from edgetelemetry.bench.workloads import matmul_workload
 
 
 def _loops(infer: Any, inputs: list[Any], group: Any) -> list[Callable[[int], float]]:

@@ -13,11 +13,10 @@ import threading
 import time
 
 import pytest
+from conftest import ns_per_call, report
 
 import edgetelemetry as et
 from edgetelemetry.bench.cloops import CLoops
-
-from conftest import ns_per_call, report
 
 N = 200_000
 

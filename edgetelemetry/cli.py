@@ -137,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--seconds must be in (0, 3600]")
         return demo_module.main(seconds=args.seconds, keep=args.keep)
     parser.error(f"unknown command {args.command!r}")
-    return 2
 
 
 if __name__ == "__main__":

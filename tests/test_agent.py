@@ -8,8 +8,8 @@ records every request body, so the order and content of what the agent sent are 
 from __future__ import annotations
 
 import gc
-import logging
 import json
+import logging
 import os
 import signal
 import socket
@@ -28,11 +28,11 @@ from scripted_server import Action, ScriptedServer
 from edgetelemetry import Recorder, Snapshot
 from edgetelemetry.agent import Agent, AgentClosedError
 from edgetelemetry.agent.clock import phase
-from edgetelemetry.agent.state import STATE_FILE
 from edgetelemetry.agent.config import ConfigError
+from edgetelemetry.agent.spool import Spool
+from edgetelemetry.agent.state import STATE_FILE
 from edgetelemetry.heartbeat import HeartbeatValidationError, SplitLimits
 from edgetelemetry.server import EndpointServer, Store
-from edgetelemetry.agent.spool import Spool
 
 AKID = "AKIDAGENTTEST001"
 SECRET = "agent/test+secret-0001"

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from edgetelemetry import bench
-from edgetelemetry import Recorder
+from edgetelemetry import Recorder, bench
 from edgetelemetry.bench.inference import (
     BUDGET_NS,
     TARGET_US,
@@ -27,8 +26,8 @@ from edgetelemetry.bench.inference import (
     target_verdict,
 )
 from edgetelemetry.bench.measure import cpu_model
-from edgetelemetry.bench.stats import quantile, trimmed_mean, trimmed_mean_ci
 from edgetelemetry.bench.plot import chart_data, write_png_chart
+from edgetelemetry.bench.stats import quantile, trimmed_mean, trimmed_mean_ci
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -23,7 +23,7 @@ def _functions(text: str) -> dict[str, str]:
 
 
 def _struct_fields(text: str, name: str) -> list[str]:
-    body = re.search(r"typedef struct %s \{(.*?)\} %s;" % (name, name), _strip(text), re.S)
+    body = re.search(rf"typedef struct {name} \{{(.*?)\}} {name};", _strip(text), re.S)
     assert body, name
     fields = []
     for decl in body.group(1).split(";"):

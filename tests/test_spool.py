@@ -27,8 +27,6 @@ from hypothesis.stateful import (
 )
 
 import edgetelemetry.agent.spool as spool_mod
-from edgetelemetry.agent.spool.frames import encode_frame, scan
-from edgetelemetry.errors import EdgeTelemetryError
 from edgetelemetry.agent.spool import (
     FRAME_HEADER_SIZE,
     RecordTooLargeError,
@@ -38,6 +36,8 @@ from edgetelemetry.agent.spool import (
     SpoolLockedError,
     SpoolPermissionError,
 )
+from edgetelemetry.agent.spool.frames import encode_frame, scan
+from edgetelemetry.errors import EdgeTelemetryError
 
 FAST: dict[str, Any] = {"fsync": "never", "max_age_s": None}
 
@@ -74,7 +74,7 @@ def test_round_trip_oldest_first(tmp_path: Path) -> None:
     with Spool(tmp_path / "s", clock=clock, **FAST) as s:
         data = [b"", b"a", bytes(range(256)), b"x" * 5000, bytearray(b"ba"), memoryview(b"mv")]
         seqs = []
-        for i, p in enumerate(data):
+        for p in data:
             clock.now += 1
             seqs.append(s.append(p))
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)

@@ -128,13 +128,16 @@ class CoreRecorder:
         out = ffi.new("uint32_t *")
         dim = ffi.NULL if dimension is None else dimension.encode()
         check(
-            lib.et_series_add(self._ptr, model.encode(), version.encode(), metric.encode(), dim, out),
+            lib.et_series_add(
+                self._ptr, model.encode(), version.encode(), metric.encode(), dim, out
+            ),
             "et_series_add",
         )
         return int(out[0])
 
     def record_many(self, series_id: int, buffer: Any, n: int) -> int:
-        taken = lib.et_record_many(self._ptr, series_id, ffi.from_buffer("double[]", buffer), n)
+        values = ffi.from_buffer("double[]", buffer)
+        taken = int(lib.et_record_many(self._ptr, series_id, values, n))
         return taken if taken >= 0 else check(taken, "et_record_many")
 
     def count_reject(self, series_id: int) -> None:

@@ -291,20 +291,32 @@ class IotCredentialProvider(CredentialProvider):
 
 
 class CredentialSettings(Protocol):
-    """What ``configured_credentials`` reads (``AgentConfig`` has it all)."""
+    """What ``configured_credentials`` reads (``AgentConfig`` has it all, read-only)."""
 
-    credentials_source: str
-    profile: str | None
-    aws_access_key_id: str | None
-    aws_secret_access_key: str | None
-    aws_session_token: str | None
-    iot_endpoint: str | None
-    iot_role_alias: str | None
-    iot_thing_name: str | None
-    iot_cert_file: str | None
-    iot_key_file: str | None
-    iot_ca_file: str | None
-    iot_timeout_s: float
+    @property
+    def credentials_source(self) -> str: ...
+    @property
+    def profile(self) -> str | None: ...
+    @property
+    def aws_access_key_id(self) -> str | None: ...
+    @property
+    def aws_secret_access_key(self) -> str | None: ...
+    @property
+    def aws_session_token(self) -> str | None: ...
+    @property
+    def iot_endpoint(self) -> str | None: ...
+    @property
+    def iot_role_alias(self) -> str | None: ...
+    @property
+    def iot_thing_name(self) -> str | None: ...
+    @property
+    def iot_cert_file(self) -> str | None: ...
+    @property
+    def iot_key_file(self) -> str | None: ...
+    @property
+    def iot_ca_file(self) -> str | None: ...
+    @property
+    def iot_timeout_s(self) -> float: ...
 
 
 def configured_credentials(settings: CredentialSettings) -> Any:

@@ -197,7 +197,7 @@ def _headers_of(response: Any) -> Mapping[str, Any]:
 
 def _parse_http_date(value: str) -> float | None:
     try:
-        parsed = parsedate_to_datetime(value)
+        parsed: datetime | None = parsedate_to_datetime(value)  # None on Python < 3.10
     except (TypeError, ValueError, IndexError):
         return None
     if parsed is None:
@@ -292,7 +292,7 @@ class Sender:
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
         )
-        self._client = session.client(SERVICE_NAME, endpoint_url=endpoint_url,
+        self._client = session.client("sagemaker-edge", endpoint_url=endpoint_url,
                                       region_name=region, config=config, verify=verify)
         # Last, so any other before-sign handler has finished mutating the request.
         self._client.meta.events.register_last(f"before-sign.{SERVICE_NAME}", self._sign)
@@ -493,7 +493,7 @@ class Sender:
                 else Outcome.RETRY
             return _Attempt(outcome, stat, type(exc).__name__, self._clean(str(exc)))
         self._last_server_time = server_date(response)
-        self._last_status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+        self._last_status = response["ResponseMetadata"].get("HTTPStatusCode")
         return None
 
     def _classify_client_error(self, exc: Any) -> _Attempt:

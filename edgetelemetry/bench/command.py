@@ -5,7 +5,8 @@ In one run: Python ``record()``, ``time()``, ``group.record()``, ``record_many()
 path (a loop in C), drain + aggregate, and snapshot + heartbeat build, each beside a baseline
 measured in the same run; prometheus_client and OpenTelemetry when they are installed; and the
 overhead of 4 metrics per inference on real inference loops (numpy, and ONNX Runtime when
-installed), recorded with a group and the other ways, with a 95% confidence interval.  Progress goes to
+installed), recorded with a group and the other ways, with a 95% confidence interval.  Progress
+goes to
 stderr, the table to stdout; ``--json`` writes every figure with the machine's description and
 ``--plot`` a PNG chart (matplotlib if installed, else a built-in PNG writer).
 

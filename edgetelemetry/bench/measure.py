@@ -334,7 +334,6 @@ C_LOOP = 4096  # calls per C loop of the C record path's figure
 def micro_figures(settings: Settings, progress: Progress, skip_peers: bool = False) -> list[Figure]:
     """Every per-call, per-value and per-window figure, with baselines and peers."""
     from ..recording import Recorder
-
     from .cloops import CLoops
 
     figures: list[Figure] = []
@@ -502,9 +501,8 @@ def _drain_figures(settings: Settings) -> list[Figure]:
 def _window_figure(settings: Settings, heartbeat_interval_s: float = 60.0) -> Figure:
     """What the agent pays per heartbeat: close a window of 16 busy series, build the
     request.  Compared to the heartbeat interval: the share of one core it takes."""
-    from ..recording import Recorder
-
     from ..heartbeat import DeviceIdentity, build_heartbeat
+    from ..recording import Recorder
 
     identity = DeviceIdentity(device_name="bench-device", fleet_name="bench-fleet")
     values = _values(2000, 4)

@@ -91,7 +91,7 @@ def matmul_step(n: int, took_us: float, target_us: float) -> int:
     """The size whose time should be target_us, from size n's: the time goes as n**3.  One
     noisy probe moves the size by 2x at most; sizes are multiples of 8."""
     scale = min(max((target_us / took_us) ** (1 / 3), 0.5), 2.0)
-    return min(max(round(n * scale / 8) * 8, 8), 2048)
+    return min(max(int(round(n * scale / 8)) * 8, 8), 2048)
 
 
 def matmul_label(sizes: list[int]) -> str:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._version import __version__

@@ -10,7 +10,7 @@ import functools
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from botocore.model import OperationModel, ServiceModel, Shape
+    from botocore.model import OperationModel, ServiceModel, Shape, StructureShape
 
 __all__ = ["SERVICE_NAME", "SIGNING_NAME", "input_shape", "operations", "service_model", "shape"]
 
@@ -26,7 +26,7 @@ def service_model() -> ServiceModel:
     return botocore.session.get_session().get_service_model(SERVICE_NAME)
 
 
-def input_shape(operation: str) -> Shape:
+def input_shape(operation: str) -> StructureShape:
     """The input shape of ``operation`` (``SendHeartbeat``, ``GetDeployments``, ...)."""
     model = service_model()
     if operation not in model.operation_names:
@@ -34,8 +34,10 @@ def input_shape(operation: str) -> Shape:
             f"unknown sagemaker-edge operation {operation!r}; "
             f"known: {', '.join(model.operation_names)}"
         )
+    from botocore.model import StructureShape
+
     shape_ = model.operation_model(operation).input_shape
-    assert shape_ is not None  # every operation of this model has an input
+    assert isinstance(shape_, StructureShape)  # every operation of this model has an input
     return shape_
 
 

@@ -24,7 +24,7 @@ def on_fork_in_child(method: Callable[[], None]) -> None:
     global _fork_hook_installed
     with _hooks_lock:
         _hooks[:] = [h for h in _hooks if h() is not None]
-        _hooks.append(weakref.WeakMethod(method))  # type: ignore[arg-type]
+        _hooks.append(weakref.WeakMethod(method))
         if not _fork_hook_installed and hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=_after_fork_in_child)
             _fork_hook_installed = True

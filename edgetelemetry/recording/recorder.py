@@ -63,6 +63,7 @@ class Histogram(SeriesBase):
     metric: str
     dimension: str | None
     unit: str | None
+    _recorder: Recorder
 
     def record_many(self, values: Any) -> int:
         """Record a batch; returns how many entered the ring (the rest were dropped, counted).

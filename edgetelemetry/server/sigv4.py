@@ -30,8 +30,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.compat import HTTPHeaders
 from botocore.credentials import Credentials
 
-from ..heartbeat.service import SIGNING_NAME
 from .._fs import read_checked
+from ..heartbeat.service import SIGNING_NAME
 from .errors import CredentialsFileError, ServiceError
 
 __all__ = [

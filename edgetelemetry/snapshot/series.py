@@ -147,14 +147,13 @@ class SeriesSnapshot:
     @classmethod
     def from_dict(cls, raw: Any, layout: HistogramLayout, where: str) -> SeriesSnapshot:
         d = expect_map(raw, where)
-        names = {}
-        for key in ("model", "version", "metric"):
-            names[key] = expect_str(d, key, where)
+        model, version, metric = (expect_str(d, k, where) for k in ("model", "version", "metric"))
+        optional: dict[str, str | None] = {}
         for key in ("dimension", "unit"):
             value = d.get(key)
             if value is not None and not isinstance(value, str):
                 raise SnapshotFormatError(f"{where}.{key} must be a str or nil")
-            names[key] = value
+            optional[key] = value
         count = expect_int(d, "count", where, lo=0)
         total = d.get("sum")
         if not isinstance(total, float) or not math.isfinite(total):
@@ -165,16 +164,21 @@ class SeriesSnapshot:
                 raise SnapshotFormatError(f"{where}.min/max must be floats with min <= max")
         elif lo_v is not None or hi_v is not None:
             raise SnapshotFormatError(f"{where}: an empty series has nil min/max")
-        times = {
-            key: expect_opt_int(d, key, where)
+        first_mono, last_mono, first_wall, last_wall = (
+            expect_opt_int(d, key, where)
             for key in ("first_mono_ns", "last_mono_ns", "first_wall_ns", "last_wall_ns")
-        }
+        )
         zero = expect_int(d, "zero", where, lo=0)
         pos = from_runs(d.get("pos"), layout.buckets_per_sign, f"{where}.pos")
         neg = from_runs(d.get("neg"), layout.buckets_per_sign, f"{where}.neg")
         rejected = expect_counters(d.get("rejected"), f"{where}.rejected")
         dropped = expect_counters(d.get("dropped"), f"{where}.dropped")
         return cls(
+            model=model,
+            version=version,
+            metric=metric,
+            dimension=optional["dimension"],
+            unit=optional["unit"],
             layout=layout,
             count=count,
             sum=total,
@@ -185,6 +189,8 @@ class SeriesSnapshot:
             neg=neg,
             rejected=rejected,
             dropped=dropped,
-            **names,
-            **times,
+            first_mono_ns=first_mono,
+            last_mono_ns=last_mono,
+            first_wall_ns=first_wall,
+            last_wall_ns=last_wall,
         )

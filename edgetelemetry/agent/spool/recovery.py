@@ -106,7 +106,8 @@ class SpoolRecovery:
             self._drop(seg)  # fully acked; the cursor already says so
         last = self._segments[-1] if self._segments else None
         if last is not None and last.size < self._segment_bytes:
-            last.fd = open_private(os.path.join(self._dir, last.name), os.O_WRONLY | os.O_APPEND, error=SpoolPermissionError)
+            last.fd = open_private(os.path.join(self._dir, last.name), os.O_WRONLY | os.O_APPEND,
+                                   error=SpoolPermissionError)
             self._active = last
         if self._policy != "never":
             fsync_dir(self._dir)  # names a crashed owner created but had not yet synced
@@ -301,7 +302,8 @@ class SpoolRecovery:
                 name = f"q-{stamp + attempt:020d}-{source}@{offset}.bad"
                 try:
                     fd = open_private(
-                        os.path.join(self._qdir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, error=SpoolPermissionError)
+                        os.path.join(self._qdir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                        error=SpoolPermissionError)
                 except FileExistsError:
                     continue
                 try:

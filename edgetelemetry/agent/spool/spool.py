@@ -25,12 +25,13 @@ import threading
 import time
 import zlib
 from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import closing
 from itertools import islice
 from typing import Literal, Union
 
 from ..._fs import datasync, fsync_dir, open_private, replace_file, write_all
+from .bounds import SpoolBounds
 from .errors import (
     RecordTooLargeError,
     SpoolClosedError,
@@ -39,8 +40,17 @@ from .errors import (
     SpoolPermissionError,
 )
 from .frames import FRAME_HEADER_SIZE, FRAME_MAGIC, Record, Segment, encode_frame, frame_at
-from .layout import COUNTERS, CURSOR, CURSOR_TAG, DEAD, DEAD_RE, MAX_PAYLOAD, QUARANTINE, SEQ_BLOCK, ranges
-from .bounds import SpoolBounds
+from .layout import (
+    COUNTERS,
+    CURSOR,
+    CURSOR_TAG,
+    DEAD,
+    DEAD_RE,
+    MAX_PAYLOAD,
+    QUARANTINE,
+    SEQ_BLOCK,
+    ranges,
+)
 from .recovery import SpoolRecovery
 
 __all__ = [
@@ -373,7 +383,8 @@ class Spool(SpoolBounds, SpoolRecovery):
         name = f"seg-{first_seq:016x}.log"
         path = os.path.join(self._dir, name)
         try:
-            fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, error=SpoolPermissionError)
+            fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND,
+                              error=SpoolPermissionError)
             if self._policy != "never":
                 fsync_dir(self._dir)  # the new name must survive power loss with its data
         except OSError as exc:
@@ -484,7 +495,7 @@ class Spool(SpoolBounds, SpoolRecovery):
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _unacked_records(self, newest_first: bool) -> Iterator[Record]:
+    def _unacked_records(self, newest_first: bool) -> Generator[Record, None, None]:
         """The unacknowledged records that read back intact, oldest or newest first, one
         segment's descriptor open at a time.  A damaged record is quarantined and skipped
         (``_read``), an unreadable segment counted lost (``_open_read``).  The caller holds

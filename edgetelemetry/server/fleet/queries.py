@@ -1,4 +1,5 @@
-"""The fleet view's queries: which devices are connected, which models are active or sampling, and the latest
+"""The fleet view's queries: which devices are connected, which models are active or sampling,
+and the latest
 latency percentiles each model reported (``edgetelemetry fleet status``; ``GET /fleet``).
 
 Everything here is computed from the endpoint's store at a given ``now`` (server clock):

@@ -87,7 +87,8 @@ class WebAnswer:
 
 @functools.cache
 def _static(name: str) -> bytes:
-    return resources.files("edgetelemetry.server.fleet").joinpath("static", name).read_bytes()
+    static = resources.files("edgetelemetry.server.fleet").joinpath("static")
+    return static.joinpath(name).read_bytes()
 
 
 def _json(status: int, document: Any, *headers: tuple[str, str]) -> WebAnswer:

@@ -1,4 +1,5 @@
-"""The endpoint's SQLite store (the default backend of ``base.FleetStore``): registrations, deployment plans, heartbeats, models and metrics.
+"""The endpoint's SQLite store (the default backend of ``base.FleetStore``): registrations,
+deployment plans, heartbeats, models and metrics.
 
 Durability: a file store runs in WAL mode with ``synchronous=FULL``, so a write transaction that
 returned is on disk and survives a ``kill -9`` or a power cut; the server commits before it
