@@ -270,6 +270,12 @@ class IotCredentialProvider(CredentialProvider):
         if "ALERT" in reason:  # the server's verdict on our certificate
             return (f"{where}: the endpoint refused the device certificate {self.cert_file} "
                     "(is it registered, active and attached to the thing?)")
+        if isinstance(exc, ssl.SSLEOFError):
+            # TLS 1.3 checks the client certificate after the handshake: a server that refuses
+            # it may close before its alert is read, and the client sees only the EOF
+            return (f"{where}: the endpoint closed the connection, as it does when it refused "
+                    f"the device certificate {self.cert_file} (is it registered, active and "
+                    "attached to the thing?)")
         return where
 
     def _context(self) -> ssl.SSLContext:
