@@ -11,6 +11,7 @@ import os
 from bisect import bisect_left, bisect_right
 
 from .errors import SpoolClosedError
+from .fields import SpoolFields
 from .frames import Segment
 
 __all__ = ["SpoolBounds"]
@@ -18,23 +19,8 @@ __all__ = ["SpoolBounds"]
 log = logging.getLogger(__name__)
 
 
-class SpoolBounds:
+class SpoolBounds(SpoolFields):
     """Cursor and bounds of a ``Spool`` (a base class: it works on the spool's own state)."""
-
-    _dir: str
-    _closed: bool
-    _max_bytes: int
-    _max_age_s: float | None
-    _segments: list[Segment]
-    _active: Segment | None
-    _total_bytes: int
-    _unacked: int
-    _acked_upto: int
-    _acked_above: set[int]
-    _next_seq: int
-    _counters: dict[str, int]
-    _dirty: bool
-    _doomed: list[str]
 
     def _seal_active(self) -> None:
         raise NotImplementedError

@@ -14,13 +14,12 @@ import logging
 import os
 import re
 import stat
-import threading
 import time
 import zlib
-from collections.abc import Callable
 
 from ..._fs import TMP_SUFFIX, ensure_private_dir, fsync_dir, open_private, write_all
 from .errors import SpoolLockedError, SpoolPermissionError
+from .fields import SpoolFields
 from .frames import FRAME_HEADER_SIZE, Frame, Segment, scan
 from .layout import COUNTERS, CURSOR, CURSOR_TAG, LOCK, SEGMENT_RE, is_uint, unusable
 
@@ -29,28 +28,8 @@ __all__ = ["SpoolRecovery"]
 log = logging.getLogger(__name__)
 
 
-class SpoolRecovery:
+class SpoolRecovery(SpoolFields):
     """Start-up of a ``Spool`` (a base class: it works on the spool's own state)."""
-
-    _dir: str
-    _qdir: str
-    _ddir: str
-    _policy: str
-    _segment_bytes: int
-    _quarantine_max_bytes: int
-    _mutex: threading.RLock
-    _segments: list[Segment]
-    _active: Segment | None
-    _total_bytes: int
-    _unacked: int
-    _acked_upto: int
-    _acked_above: set[int]
-    _next_seq: int
-    _seq_floor: int
-    _counters: dict[str, int]
-    _dirty: bool
-    _lock_fd: int | None
-    _clock: Callable[[], float]
 
     def _write_atomic(self, dirpath: str, name: str, data: bytes) -> None:
         raise NotImplementedError

@@ -34,12 +34,10 @@ from ..._fs import datasync, fsync_dir, open_private, replace_file, write_all
 from .bounds import SpoolBounds
 from .errors import (
     RecordTooLargeError,
-    SpoolClosedError,
     SpoolError,
-    SpoolLockedError,
     SpoolPermissionError,
 )
-from .frames import FRAME_HEADER_SIZE, FRAME_MAGIC, Record, Segment, encode_frame, frame_at
+from .frames import FRAME_HEADER_SIZE, Record, Segment, encode_frame, frame_at
 from .layout import (
     COUNTERS,
     CURSOR,
@@ -53,18 +51,7 @@ from .layout import (
 )
 from .recovery import SpoolRecovery
 
-__all__ = [
-    "FRAME_HEADER_SIZE",
-    "FRAME_MAGIC",
-    "FsyncPolicy",
-    "Record",
-    "RecordTooLargeError",
-    "Spool",
-    "SpoolClosedError",
-    "SpoolError",
-    "SpoolLockedError",
-    "SpoolPermissionError",
-]
+__all__ = ["FsyncPolicy", "Spool"]
 
 log = logging.getLogger(__name__)
 
