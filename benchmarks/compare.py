@@ -109,7 +109,9 @@ def load(path: str, by: str = "median") -> Run:
             "python": info.get("python_version", ""),
         }
     else:
-        raise FormatError(f"{path}: not an edgetelemetry bench, summary.json or pytest-benchmark run")
+        raise FormatError(
+            f"{path}: not an edgetelemetry bench, summary.json or pytest-benchmark run"
+        )
     return Run(path, kind, machine, figures, overheads)
 
 

@@ -28,8 +28,9 @@ from math import hypot
 from time import perf_counter_ns, thread_time_ns
 from typing import Any, Callable
 
-from edgetelemetry._bench_inference import _Agent, _matmul, limit_blas_threads
-from edgetelemetry._bench_measure import trimmed_mean, trimmed_mean_ci
+from edgetelemetry.bench.inference import BenchAgent, limit_blas_threads
+from edgetelemetry.bench.stats import trimmed_mean, trimmed_mean_ci
+from edgetelemetry.bench.workloads import matmul_workload
 
 
 def _loops(infer: Any, inputs: list[Any], group: Any) -> list[Callable[[int], float]]:
@@ -83,10 +84,10 @@ def main() -> None:
     import edgetelemetry as et
 
     with et.Recorder() as rec:
-        agent = _Agent(rec, 1.0)
+        agent = BenchAgent(rec, 1.0)
         try:
             agent.settle(30.0)
-            w = _matmul(np, 100.0)
+            w = matmul_workload(np, 100.0)
             handles = [rec.histogram(metric, unit=unit, model="floor-model", version="1")
                        for metric, unit in (("latency", "ms"), ("confidence", ""),
                                             ("input-size", "bytes"), ("batch-size", ""))]

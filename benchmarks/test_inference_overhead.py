@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from conftest import report
 
-from edgetelemetry._bench_inference import (
+from edgetelemetry.bench.inference import (
     BUDGET_NS,
     TARGET_PCT,
     TARGET_US,
@@ -39,7 +39,7 @@ from edgetelemetry._bench_inference import (
     limit_blas_threads,
     run_inference_overhead,
 )
-from edgetelemetry._bench_measure import Progress
+from edgetelemetry.bench.measure import Progress
 
 BLAS_THREADS = limit_blas_threads(1)  # before numpy is imported, if it is not yet
 np = pytest.importorskip("numpy")

@@ -13,11 +13,10 @@ import threading
 import time
 
 import pytest
+from conftest import ns_per_call, report
 
 import edgetelemetry as et
-from edgetelemetry._binding import ffi, lib
-
-from conftest import ns_per_call, report
+from edgetelemetry.bench.cloops import CLoops
 
 N = 200_000
 
@@ -35,7 +34,7 @@ RECORD_RUN = 1 << 14
 
 
 def record_ns(rec: et.Recorder, env: dict) -> float:
-    return ns_per_call("lat.record(3.2)", env, RECORD_RUN, repeat=25, setup=rec._core.collect)
+    return ns_per_call("lat.record(3.2)", env, RECORD_RUN, repeat=25, setup=rec.drain)
 
 
 def noop(value: float) -> None:
@@ -44,11 +43,12 @@ def noop(value: float) -> None:
 
 def test_record_vs_baselines_and_peers(handle) -> None:
     rec, lat = handle
-    env = {"lat": lat, "noop": noop, "lib": lib, "ffi": ffi, "NULL": ffi.NULL}
+    loops = CLoops(rec)  # the bench's own cffi module: a cffi call that does nothing
+    env = {"lat": lat, "noop": noop, "lib": loops.lib, "NULL": loops.null}
     record = record_ns(rec, env)
     empty = ns_per_call("noop(3.2)", env, N)
     c_noop = ns_per_call("abs(3.2)", env, N)
-    cffi_noop = ns_per_call("lib.et_window_seq(NULL)", env, N)
+    cffi_noop = ns_per_call("lib.bench_nothing(NULL)", env, N)
     report("python record()", record)
     report("baseline: empty Python call", empty)
     report("baseline: METH_O C call (abs)", c_noop)
@@ -92,10 +92,10 @@ def test_record_many_per_value() -> None:
         # 4 batches half fill a cache-warm ring, as a regularly drained ring is; drain between
         # repeats, outside the timing
         per_batch = ns_per_call("lat.record_many(values)", env, 4, repeat=300,
-                                setup=rec._core.collect)
+                                setup=rec.drain)
         s = rec.snapshot().series[0]
         assert sum(s.dropped.values()) == 0
-        one = ns_per_call("lat.record(3.2)", env, 4096, repeat=25, setup=rec._core.collect)
+        one = ns_per_call("lat.record(3.2)", env, 4096, repeat=25, setup=rec.drain)
     per_value = per_batch / n
     report("python record_many(), n=1024", per_value, "ns/value")
     assert per_value <= one / 10, f"record_many costs {per_value:.2f} ns/value vs {one:.1f} ns"
@@ -111,9 +111,9 @@ def test_group_records_an_inference_cheaper_than_separate_calls() -> None:
                "batch": batch}
         run = RECORD_RUN // 4  # 4 ring slots per run: a quarter of the ring between drains
         group = ns_per_call("group.record(3.2, 0.5, 4096, 1)", env, run, repeat=25,
-                            setup=rec._core.collect)
+                            setup=rec.drain)
         four = ns_per_call("lat.record(3.2); conf.record(0.5); size.record(4096); "
-                           "batch.record(1)", env, run, repeat=25, setup=rec._core.collect)
+                           "batch.record(1)", env, run, repeat=25, setup=rec.drain)
         snap = rec.snapshot()
         assert all(sum(s.dropped.values()) == 0 for s in snap.series), "timed the drop path"
     report("python group.record(), 4 values", group, ratio_to_4_records=f"{group / four:.2f}")
@@ -130,7 +130,7 @@ def test_drain_and_aggregate_throughput() -> None:
         for _ in range(5):
             assert lat.record_many(values) == n
             t0 = time.perf_counter_ns()
-            rec._core.collect()
+            rec.drain()
             best = min(best, time.perf_counter_ns() - t0)
         assert rec.snapshot().series[0].count == 5 * n
     report("drain + aggregate", best / n, "ns/record", rate=f"{n / best * 1e3:.0f} M/s")

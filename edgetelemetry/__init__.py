@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .errors import CoreError, EdgeTelemetryError, RecorderClosedError, SnapshotFormatError
-from .recorder import Group, Histogram, Recorder, Timer
+from .recording import Group, Histogram, Recorder, Timer
 from .snapshot import HistogramLayout, SeriesSnapshot, Snapshot
-
-__version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .agent import Agent

@@ -1,4 +1,5 @@
-"""The ``edgetelemetry`` command."""
+"""The ``edgetelemetry`` command: the demo, the self-hosted endpoint and its fleet view, and the
+overhead benchmark.  Library users import ``edgetelemetry``; this is the operator's side."""
 
 from __future__ import annotations
 
@@ -6,6 +7,24 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+
+from ._version import __version__
+
+DESCRIPTION = """\
+Per-inference telemetry for edge devices.  A program records each inference with the
+edgetelemetry library (Python, or C/C++ through the native SDK); an agent closes a window
+every interval, keeps it in a durable spool on the device and sends it as SageMaker Edge
+Manager SendHeartbeat requests to an endpoint.  This command runs the demo, the self-hosted
+Edge Manager endpoint and its fleet view, and the overhead benchmark."""
+
+EPILOG = """\
+examples:
+  edgetelemetry demo --seconds 20          the main job on loopback: workload, agent, endpoint
+  edgetelemetry serve --credentials-file keys.json --store fleet.sqlite3
+  edgetelemetry fleet status --store fleet.sqlite3
+  edgetelemetry bench --quick
+
+'edgetelemetry COMMAND --help' describes each command."""
 
 # Subcommands with their own parser: everything after the name is theirs (``--help`` included).
 # Their modules are imported only when they run.
@@ -24,9 +43,9 @@ def _register(argv: Sequence[str]) -> int:
 
 
 def _fleet_status(argv: Sequence[str]) -> int:
-    from .server.fleet import main as fleet_main
+    from .server.cli import fleet_status_main
 
-    return fleet_main(argv)
+    return fleet_status_main(argv)
 
 
 def _bench(argv: Sequence[str]) -> int:
@@ -65,9 +84,15 @@ def main(argv: list[str] | None = None) -> int:
             )
         return run(rest)
 
-    parser = argparse.ArgumentParser(prog="edgetelemetry", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="edgetelemetry",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"edgetelemetry {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = commands.add_parser(
         "demo", help="the main job: an instrumented inference loop reporting to a local endpoint"
@@ -83,14 +108,24 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "bench", help="measure the overhead on this machine (see 'bench --help')"
     )
-    fleet = commands.add_parser("fleet", help="the fleet as an endpoint's store knows it")
-    fleet_commands = fleet.add_subparsers(dest="fleet_command", required=True)
+    fleet = commands.add_parser(
+        "fleet",
+        help="the fleet as an endpoint's store knows it (see 'fleet status --help')",
+        description="The fleet as a self-hosted endpoint's store knows it.",
+    )
+    fleet_commands = fleet.add_subparsers(dest="fleet_command", metavar="COMMAND")
     fleet_commands.add_parser(
         "status",
         help="devices connected or offline, models active, latency (see 'fleet status --help')",
     )
 
     args = parser.parse_args(argv)
+    if args.command is None:  # nothing to do: say what there is
+        parser.print_help()
+        return 2
+    if args.command == "fleet":  # a fleet command of its own would have been delegated
+        fleet.print_help()
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -102,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--seconds must be in (0, 3600]")
         return demo_module.main(seconds=args.seconds, keep=args.keep)
     parser.error(f"unknown command {args.command!r}")
-    return 2
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, TextIO
 
-from .recorder import Recorder
+from .recording import Recorder
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class DemoModel:
     input_shape: tuple[int, ...]
 
 
-def _make_models(seed: int = 7) -> list[DemoModel]:
+def make_models(seed: int = 7) -> list[DemoModel]:
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -71,7 +71,7 @@ def run_workload(
     """Run the models for ``seconds``; returns how many inferences were made."""
     import numpy as np
 
-    models = _make_models()
+    models = make_models()
     stop = threading.Event()
     done = [0]
     lock = threading.Lock()

@@ -223,7 +223,7 @@ build_and_test() {
   mkdir -p "$w/unpacked"
   (cd "$w/unpacked" && python -m zipfile -e "$wheel" .)
   local so
-  for so in "$w"/unpacked/edgetelemetry/*.so; do
+  for so in "$w"/unpacked/edgetelemetry/_native/*.so "$w"/unpacked/edgetelemetry/bench/*.so; do
     "$t-readelf" -h "$so" | grep -q "Machine:.*${ELFMACHINE[$a]}" ||
       die "$a: $(basename "$so") is not a ${ELFMACHINE[$a]} object"
     if "$t-nm" -D --undefined-only "$so" | grep -E '__atomic_|GLIBC_PRIVATE'; then

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# The whole test suite from a fresh machine: set-up, C tests (plain, clang, ASan+UBSan, TSan),
-# the instruction-count gates, the three wheels tested on their architectures, the benchmark
-# ratio gates, and the Python tests.
+# The whole test suite from a fresh machine: set-up, types and lint, C tests (plain, clang,
+# ASan+UBSan, TSan), the instruction-count gates, the three wheels tested on their
+# architectures, the benchmark ratio gates, and the Python tests.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
+
+echo "== types and lint: mypy --strict on the package, ruff (rules in pyproject.toml)"
+mypy
+ruff check edgetelemetry tests benchmarks scripts
 
 echo "== C core: unit tests, sanitizers, instruction counts"
 make -C csrc test

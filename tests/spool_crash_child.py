@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import sys
 
-from edgetelemetry.spool import Spool
+from edgetelemetry.agent.spool import Spool
 
 OPTIONS = {"segment_bytes": 400, "max_bytes": 64 << 20, "max_age_s": None}
 

@@ -8,8 +8,8 @@ records every request body, so the order and content of what the agent sent are 
 from __future__ import annotations
 
 import gc
-import logging
 import json
+import logging
 import os
 import signal
 import socket
@@ -26,12 +26,13 @@ import pytest
 from scripted_server import Action, ScriptedServer
 
 from edgetelemetry import Recorder, Snapshot
-from edgetelemetry.agent import Agent, AgentClosedError, _phase
-from edgetelemetry.agent_state import STATE_FILE
-from edgetelemetry.config import ConfigError
+from edgetelemetry.agent import Agent, AgentClosedError
+from edgetelemetry.agent.clock import phase
+from edgetelemetry.agent.config import ConfigError
+from edgetelemetry.agent.spool import Spool
+from edgetelemetry.agent.state import STATE_FILE
 from edgetelemetry.heartbeat import HeartbeatValidationError, SplitLimits
 from edgetelemetry.server import EndpointServer, Store
-from edgetelemetry.spool import Spool
 
 AKID = "AKIDAGENTTEST001"
 SECRET = "agent/test+secret-0001"
@@ -645,8 +646,8 @@ def test_settings_resolve_through_agent_config(tmp_path: Path, scripted: Scripte
 
 
 def test_the_phase_is_deterministic_per_device() -> None:
-    assert _phase("cam-1", FLEET) == _phase("cam-1", FLEET)
-    phases = {_phase(f"cam-{i}", FLEET) for i in range(200)}
+    assert phase("cam-1", FLEET) == phase("cam-1", FLEET)
+    phases = {phase(f"cam-{i}", FLEET) for i in range(200)}
     assert len(phases) == 200 and all(0 <= p < 1 for p in phases)
     assert sum(p < 0.5 for p in phases) in range(70, 131)  # spread over the interval
 

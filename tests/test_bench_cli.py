@@ -15,19 +15,19 @@ from typing import Any
 
 import pytest
 
-from edgetelemetry import bench
-from edgetelemetry import Recorder
-from edgetelemetry._bench_inference import (
+from edgetelemetry import Recorder, bench
+from edgetelemetry.bench.inference import (
     BUDGET_NS,
     TARGET_US,
     Workload,
-    _matmul_step,
-    _measure,
+    matmul_step,
+    measure_workload,
     onnx_mlp_model,
     target_verdict,
 )
-from edgetelemetry._bench_measure import cpu_model, quantile, trimmed_mean, trimmed_mean_ci
-from edgetelemetry._bench_plot import chart_data, write_png_chart
+from edgetelemetry.bench.measure import cpu_model
+from edgetelemetry.bench.plot import chart_data, write_png_chart
+from edgetelemetry.bench.stats import quantile, trimmed_mean, trimmed_mean_ci
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -297,7 +297,7 @@ def test_the_matmul_is_resized_to_the_target_while_measured() -> None:
     # size 128 takes 2.1x the target (more, with the spin's overshoot): the first check
     # moves it to about 100 (a step of 8 either way), where it stays
     with Recorder() as rec:
-        result = _measure(_spinning_workload(128), rec, seconds=1.5, block_s=0.002)
+        result = measure_workload(_spinning_workload(128), rec, seconds=1.5, block_s=0.002)
     assert 128 in result.sizes and len(result.sizes) >= 2, result.sizes
     assert result.last_size is not None and 88 <= result.last_size <= 104, result.sizes
     assert sum(result.sizes.values()) == result.pairs
@@ -309,18 +309,18 @@ def test_the_matmul_is_resized_to_the_target_while_measured() -> None:
 
 def test_a_matmul_at_the_target_keeps_its_size() -> None:
     with Recorder() as rec:
-        result = _measure(_spinning_workload(96), rec, seconds=1.2, block_s=0.002)
+        result = measure_workload(_spinning_workload(96), rec, seconds=1.2, block_s=0.002)
     assert result.sizes.keys() == {96}, result.sizes  # 88 us, with the overshoot about 100
     assert result.label == "numpy matmul 96x96 float32 (~100 us)"
 
 
 def test_matmul_step_follows_the_cube_law_in_steps_of_8_and_at_most_2x() -> None:
-    assert _matmul_step(184, 100.0, 100.0) == 184
-    assert _matmul_step(184, 800.0, 100.0) == 96  # half the size: an eighth of the time
-    assert _matmul_step(184, 1e6, 100.0) == 96  # never more than 2x in one step
-    assert _matmul_step(100, 1.0, 100.0) == 200
-    assert _matmul_step(8, 1e6, 100.0) == 8 and _matmul_step(2048, 1.0, 100.0) == 2048
-    assert all(_matmul_step(n, t, 100.0) % 8 == 0 for n in (64, 184) for t in (37.0, 260.0))
+    assert matmul_step(184, 100.0, 100.0) == 184
+    assert matmul_step(184, 800.0, 100.0) == 96  # half the size: an eighth of the time
+    assert matmul_step(184, 1e6, 100.0) == 96  # never more than 2x in one step
+    assert matmul_step(100, 1.0, 100.0) == 200
+    assert matmul_step(8, 1e6, 100.0) == 8 and matmul_step(2048, 1.0, 100.0) == 2048
+    assert all(matmul_step(n, t, 100.0) % 8 == 0 for n in (64, 184) for t in (37.0, 260.0))
 
 
 def test_target_verdict_needs_the_whole_ci_on_one_side() -> None:

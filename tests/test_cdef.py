@@ -5,7 +5,7 @@ import re
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HEADER = (ROOT / "csrc" / "include" / "edgetelemetry.h").read_text()
-CDEF = (ROOT / "edgetelemetry" / "_core_cdef.h").read_text()
+CDEF = (ROOT / "edgetelemetry" / "_native" / "core_cdef.h").read_text()
 
 
 def _strip(text: str) -> str:
@@ -23,7 +23,7 @@ def _functions(text: str) -> dict[str, str]:
 
 
 def _struct_fields(text: str, name: str) -> list[str]:
-    body = re.search(r"typedef struct %s \{(.*?)\} %s;" % (name, name), _strip(text), re.S)
+    body = re.search(rf"typedef struct {name} \{{(.*?)\}} {name};", _strip(text), re.S)
     assert body, name
     fields = []
     for decl in body.group(1).split(";"):

@@ -60,10 +60,10 @@ def test_short_lived_threads_reuse_rings_and_lose_nothing() -> None:
         h = rec.histogram("latency", unit="ms", model="resnet18", version="1.0")
 
         def burst() -> None:
-            for i in range(per_thread):
+            for _ in range(per_thread):
                 h.record(1.0)
 
-        for start in range(0, rounds, 4):  # four at a time, two rings: some must wait or drop
+        for _ in range(0, rounds, 4):  # four at a time, two rings: some must wait or drop
             batch = [threading.Thread(target=burst) for _ in range(4)]
             for t in batch:
                 t.start()

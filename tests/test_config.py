@@ -16,14 +16,14 @@ from botocore.credentials import Credentials
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgetelemetry import config as config_mod
-from edgetelemetry.config import (
+from edgetelemetry.agent import config as config_mod
+from edgetelemetry.agent.config import (
     SAGEMAKER_EDGE_KEYS,
     AgentConfig,
     ConfigError,
     default_spool_dir,
 )
-from edgetelemetry.credentials import IotCredentialProvider
+from edgetelemetry.agent.credentials import IotCredentialProvider
 
 BASE: dict[str, Any] = {"device_name": "cam-1", "fleet_name": "fleet-a", "endpoint_url": "http://127.0.0.1:8080"}
 SECRET = "cfg-secret/ABCDEFG+123"
@@ -318,7 +318,7 @@ SAGEMAKER = {
 def test_import_maps_the_original_keys(tmp_path: Path,
                                        caplog: pytest.LogCaptureFixture) -> None:
     path = write(tmp_path / "agent.json", SAGEMAKER, mode=0o644)
-    with caplog.at_level(logging.INFO, logger="edgetelemetry.config"):
+    with caplog.at_level(logging.INFO, logger="edgetelemetry.agent.config"):
         cfg = AgentConfig.from_sagemaker_edge_config(path, env={},
                                                      endpoint_url="https://edge.example.com")
     assert (cfg.device_name, cfg.fleet_name, cfg.region, cfg.log_verbose) == (

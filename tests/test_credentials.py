@@ -23,13 +23,13 @@ import pytest
 from botocore.credentials import RefreshableCredentials
 from scripted_server import Action, ScriptedServer
 
-from edgetelemetry.credentials import (
+from edgetelemetry.agent.credentials import (
     CredentialsError,
     IotCredentialProvider,
     IotCredentials,
     split_iot_credentials_url,
 )
-from edgetelemetry.sender import Outcome, Sender
+from edgetelemetry.agent.sender import Outcome, Sender
 
 x509 = pytest.importorskip("cryptography.x509")
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -327,7 +327,7 @@ def test_a_shared_device_key_is_warned_about(pki: Pki, tmp_path: Path,
     key = tmp_path / "open.key"
     key.write_bytes(pki.device_key.read_bytes())
     os.chmod(key, 0o644)
-    with caplog.at_level(logging.WARNING, logger="edgetelemetry.credentials"):
+    with caplog.at_level(logging.WARNING, logger="edgetelemetry.agent.credentials"):
         IotCredentialProvider("h.example", ALIAS, THING, pki.device_cert, key)
     assert "accessible by group or others" in caplog.text
 

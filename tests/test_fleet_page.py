@@ -23,7 +23,7 @@ from conftest_server import CREDENTIALS, REGION
 from test_fleet import ShiftedClock, figures, populate
 
 from edgetelemetry.server import EndpointServer
-from edgetelemetry.server.web import FleetPage
+from edgetelemetry.server.fleet.web import FleetPage
 
 POINTS = 9
 VIEWER = ("ops", "correct horse battery staple")

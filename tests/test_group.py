@@ -192,7 +192,7 @@ def test_repr_names_the_series(rec) -> None:
 def test_the_fast_path_refuses_a_table_without_record_group() -> None:
     import ctypes
 
-    from edgetelemetry._fastpath import GroupBase, SeriesBase
+    from edgetelemetry._native._fastpath import GroupBase, SeriesBase
 
     version_1 = (ctypes.c_uint32 * 16)(1)  # abi_version 1: no record_group entry
     with pytest.raises(RuntimeError, match="et_api version 1, need 2 or later"):

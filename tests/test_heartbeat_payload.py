@@ -6,8 +6,9 @@ import copy
 import json
 import math
 import re
+from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any
 
 import botocore.session
 import pytest
@@ -26,13 +27,13 @@ from edgetelemetry.heartbeat import (
     sanitize_agent_version,
     validate_send_heartbeat,
 )
-from edgetelemetry.naming import (
+from edgetelemetry.recording.naming import (
+    DIMENSION_RULE,
     METRIC_RULE,
     MODEL_RULE,
     STAT_SUFFIXES,
     UNIT_RULE,
     VERSION_RULE,
-    DIMENSION_RULE,
     check_series_names,
     heartbeat_metric_name,
 )

@@ -14,8 +14,9 @@ import re
 import string
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any
 
 import botocore.session
 import pytest

@@ -7,7 +7,7 @@ import botocore.session
 import pytest
 
 import edgetelemetry as et
-from edgetelemetry import naming
+from edgetelemetry.recording import naming
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scripted_server import Action, ScriptedServer, amz_date_epoch
 
-from edgetelemetry.config import AgentConfig
-from edgetelemetry.credentials import CredentialsError
-from edgetelemetry.sender import Outcome, Sender, SendResult, full_jitter, server_date
+from edgetelemetry.agent.config import AgentConfig
+from edgetelemetry.agent.credentials import CredentialsError
+from edgetelemetry.agent.sender import Outcome, Sender, SendResult, full_jitter, server_date
 
 AKID = "AKIDSENDERTEST01"
 SECRET = "sender/secret+0001xyz"
@@ -479,6 +479,6 @@ def test_importing_sender_and_config_loads_no_botocore() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, edgetelemetry.sender, edgetelemetry.config; "
+    code = ("import sys, edgetelemetry.agent.sender, edgetelemetry.agent.config; "
             "sys.exit('botocore' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=30).returncode == 0

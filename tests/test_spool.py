@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-import edgetelemetry.spool as spool_mod
-from edgetelemetry.errors import EdgeTelemetryError
-from edgetelemetry.spool import (
+import edgetelemetry.agent.spool as spool_mod
+from edgetelemetry.agent.spool import (
     FRAME_HEADER_SIZE,
     RecordTooLargeError,
     Spool,
@@ -36,6 +36,8 @@ from edgetelemetry.spool import (
     SpoolLockedError,
     SpoolPermissionError,
 )
+from edgetelemetry.agent.spool.frames import encode_frame, scan
+from edgetelemetry.errors import EdgeTelemetryError
 
 FAST: dict[str, Any] = {"fsync": "never", "max_age_s": None}
 
@@ -72,7 +74,7 @@ def test_round_trip_oldest_first(tmp_path: Path) -> None:
     with Spool(tmp_path / "s", clock=clock, **FAST) as s:
         data = [b"", b"a", bytes(range(256)), b"x" * 5000, bytearray(b"ba"), memoryview(b"mv")]
         seqs = []
-        for i, p in enumerate(data):
+        for p in data:
             clock.now += 1
             seqs.append(s.append(p))
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
@@ -282,7 +284,7 @@ def test_lost_cursor_resends_rather_than_skips(tmp_path: Path, damage: str) -> N
         cursor.write_bytes(cursor.read_bytes().replace(b'"acked_upto":3', b'"acked_upto":4'))
     else:
         body = b"{not json"
-        crc = spool_mod.zlib.crc32(body)
+        crc = zlib.crc32(body)
         cursor.write_bytes(b"edgetelemetry-spool-cursor 1 %08x\n%s" % (crc, body))
     with Spool(d, **FAST) as s:
         assert payloads(s) == [b"3", b"4"]  # segments of acked records were already deleted
@@ -420,7 +422,7 @@ def test_second_owner_gets_a_clear_error(tmp_path: Path) -> None:
     s = Spool(d, **FAST)
     with pytest.raises(SpoolLockedError, match="already open"):
         Spool(d, **FAST)
-    code = "import sys; from edgetelemetry.spool import Spool; Spool(sys.argv[1])"
+    code = "import sys; from edgetelemetry.agent.spool import Spool; Spool(sys.argv[1])"
     proc = subprocess.run(
         [sys.executable, "-c", code, str(d)],
         capture_output=True,
@@ -696,7 +698,7 @@ def test_writer_and_sender_threads_account_exactly(tmp_path: Path) -> None:
     draw=st.data(),
 )
 def test_scan_salvages_every_untouched_record(data: list[bytes], draw: st.DataObject) -> None:
-    frames = [spool_mod._encode_frame(i + 1, float(i), p) for i, p in enumerate(data)]
+    frames = [encode_frame(i + 1, float(i), p) for i, p in enumerate(data)]
     blob = b"".join(frames)
     bounds, pos = [], 0
     for f in frames:
@@ -707,7 +709,7 @@ def test_scan_salvages_every_untouched_record(data: list[bytes], draw: st.DataOb
     noise = draw.draw(st.binary(min_size=end - start, max_size=end - start))
     cut = draw.draw(st.integers(end, len(blob)))
     damaged = blob[:start] + noise + blob[end:cut]
-    found, bad, _ = spool_mod._scan(damaged, 0)
+    found, bad, _ = scan(damaged, 0)
     got = {
         f.seq: damaged[f.offset + FRAME_HEADER_SIZE : f.offset + FRAME_HEADER_SIZE + f.length]
         for f in found

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgetelemetry.spool import Spool
+from edgetelemetry.agent.spool import Spool
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from .. import __version__
-from ..naming import STAT_SUFFIXES, heartbeat_metric_name
+from .._version import __version__
+from ..recording.naming import STAT_SUFFIXES, heartbeat_metric_name
 from ..snapshot import SeriesSnapshot, Snapshot
+from .agent_metrics import window_seq_metric
 from .validate import HeartbeatValidationError, validate_input, validate_send_heartbeat
 
 __all__ = [
@@ -88,13 +90,16 @@ def build_heartbeat(
     deployment_result: Mapping[str, Any] | None = None,
     agent_version: str | None = None,
     options: PayloadOptions = PayloadOptions(),
+    window_seq: bool = False,
 ) -> dict[str, Any]:
     """The keyword arguments of ``client.send_heartbeat(**kwargs)`` for these snapshots.
 
     Each snapshot keeps its own window: its metrics carry its end time, so a backlog becomes
     one request with several points per metric (``split_heartbeat`` cuts it to size).  Merge
     snapshots first (``Snapshot.merge``) to report them as one window.  ``agent_version``
-    is sent as given; by default it is this package's version made valid.  The result always
+    is sent as given; by default it is this package's version made valid.  ``window_seq``
+    adds the last snapshot's ``window-seq`` AgentMetric (``agent_metrics.window_seq_metric``),
+    after ``agent_metrics``.  The result always
     passes ``validate_send_heartbeat``; otherwise ``HeartbeatValidationError`` says where.
     """
     states = model_state or {}
@@ -116,16 +121,20 @@ def build_heartbeat(
             for i, key in enumerate(sorted(groups))
         ],
     }
-    if agent_metrics:
+    if agent_metrics or (window_seq and snapshots):
         latest_end = max((s.end_wall_ns for s in snapshots), default=None)
         when = None if latest_end is None else _timestamp(latest_end, "AgentMetrics[0].Timestamp")
-        agent = []
+        agent: list[dict[str, Any]] = []
         for name, value in sorted(agent_metrics.items()):
             metric = {"MetricName": name, "Dimension": options.default_dimension, "Value": value}
             if when is not None:
                 metric["Timestamp"] = when
             agent.append(metric)
-        params["AgentMetrics"] = agent
+        seq = window_seq_metric(snapshots[-1], when) if window_seq and snapshots else None
+        if seq is not None:
+            agent.append(seq)
+        if agent:
+            params["AgentMetrics"] = agent
     if deployment_result is not None:
         params["DeploymentResult"] = copy.deepcopy(dict(deployment_result))
     validate_send_heartbeat(params)

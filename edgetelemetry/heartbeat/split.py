@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from functools import partial
+from typing import Any, Callable
 
-from .validate import HeartbeatValidationError, input_shape
+from .service import input_shape
+from .validate import HeartbeatValidationError
 
 __all__ = ["HeartbeatTooLargeError", "SplitLimits", "request_bytes", "split_heartbeat"]
 
@@ -113,9 +116,13 @@ class _Request:
 
 class _Splitter:
     def __init__(self, params: Mapping[str, Any], limits: SplitLimits) -> None:
+        from botocore.model import ListShape
+
         self.shape = input_shape("SendHeartbeat")
-        self.model_shape = self.shape.members["Models"].member
-        self.metric_shape = self.shape.members["AgentMetrics"].member
+        models, metrics = self.shape.members["Models"], self.shape.members["AgentMetrics"]
+        assert isinstance(models, ListShape) and isinstance(metrics, ListShape)
+        self.model_shape = models.member
+        self.metric_shape = metrics.member
         self.params = params
         self.limits = limits
         self.header = {k: v for k, v in params.items() if k not in _BODY_KEYS}
@@ -127,7 +134,8 @@ class _Splitter:
         for j, metric in enumerate(self.params.get("AgentMetrics", ())):
             size = _size(metric, self.metric_shape)
             req, cost = self.place(
-                req, lambda r: r.agent_cost(size, self.limits), f"AgentMetrics[{j}]", metric
+                req, partial(_Request.agent_cost, size=size, limits=self.limits),
+                f"AgentMetrics[{j}]", metric,
             )
             req.body["AgentMetrics"].append(dict(metric))
             req.size += cost
@@ -139,7 +147,8 @@ class _Splitter:
             head_size = _size(self.entry(head, metrics), self.model_shape)
             if not metrics:  # a model without metrics still appears once, as it was
                 req, cost = self.place(
-                    req, lambda r: r.entry_cost(head_size, self.limits), f"Models[{i}]", model
+                    req, partial(_Request.entry_cost, head_size=head_size, limits=self.limits),
+                    f"Models[{i}]", model,
                 )
                 req.open_entry(i, self.entry(head, metrics))
                 req.size += cost
@@ -148,7 +157,8 @@ class _Splitter:
                 size = _size(metric, self.metric_shape)
                 req, cost = self.place(
                     req,
-                    lambda r: r.metric_cost(i, head_size, size, self.limits),
+                    partial(_Request.metric_cost, index=i, head_size=head_size, size=size,
+                            limits=self.limits),
                     f"Models[{i}].ModelMetrics[{j}]",
                     metric,
                 )

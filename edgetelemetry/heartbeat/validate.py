@@ -7,7 +7,8 @@ later.  The rules are read from the model at run time (loaded once, on first use
 update that changes a rule changes this check too.
 
 Inputs may be Python values (``datetime`` timestamps) or JSON-decoded ones (epoch numbers), so
-the endpoint server can check incoming requests with the same code.
+the endpoint checks incoming requests, and what operators register (names, deployments), with
+the same code: this is the project's one checker of model shapes.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import EdgeTelemetryError
+from .service import input_shape
 
 __all__ = [
     "HeartbeatValidationError",
@@ -53,26 +56,8 @@ class HeartbeatValidationError(EdgeTelemetryError, ValueError):
 
 
 @functools.cache
-def _service_model() -> Any:
-    import botocore.session  # deferred: importing botocore is not free
-
-    return botocore.session.get_session().get_service_model("sagemaker-edge")
-
-
-@functools.cache
 def _pattern(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
-
-
-def input_shape(operation: str) -> Any:
-    """The botocore input shape of ``operation`` (``SendHeartbeat``, ``GetDeployments``, ...)."""
-    model = _service_model()
-    if operation not in model.operation_names:
-        raise ValueError(
-            f"unknown sagemaker-edge operation {operation!r}; "
-            f"known: {', '.join(model.operation_names)}"
-        )
-    return model.operation_model(operation).input_shape
 
 
 def validate_input(operation: str, params: Mapping[str, Any]) -> None:

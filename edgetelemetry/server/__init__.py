@@ -11,12 +11,18 @@ from __future__ import annotations
 from .app import DEFAULT_CACHE_TTL, DEFAULT_MAX_BODY, EndpointServer
 from .cli import main, register_main
 from .errors import STATUS, CredentialsFileError, RegistrationError, ServiceError
-from .sigv4 import MAX_SKEW_SECONDS, Credential, load_credentials_file, normalize_credentials
+from .sigv4 import (
+    MAX_SKEW_SECONDS,
+    Credential,
+    load_credentials_file,
+    normalize_credentials,
+)
 from .store import (
     SCHEMA_VERSION,
     DeploymentResultInfo,
     DeviceInfo,
     DeviceRefused,
+    FleetStore,
     MetricPoint,
     ModelInfo,
     Store,
@@ -36,6 +42,7 @@ __all__ = [
     "DeviceInfo",
     "DeviceRefused",
     "EndpointServer",
+    "FleetStore",
     "MetricPoint",
     "ModelInfo",
     "RegistrationError",

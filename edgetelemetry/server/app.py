@@ -37,13 +37,13 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ..heartbeat.validate import HeartbeatValidationError, validate_input
+from ..heartbeat import HeartbeatValidationError, validate_input
+from ..heartbeat.service import operations
 from .errors import ServiceError
-from .fleet import DEFAULT_OFFLINE_AFTER
-from .model import operations
+from .fleet.queries import DEFAULT_OFFLINE_AFTER
+from .fleet.web import FleetPage
 from .sigv4 import Credential, SigV4Verifier, normalize_credentials
-from .store import DeviceRefused, Store
-from .web import FleetPage
+from .store import DeviceRefused, FleetStore, Store
 
 __all__ = ["DEFAULT_CACHE_TTL", "DEFAULT_MAX_BODY", "EndpointServer"]
 
@@ -410,7 +410,7 @@ class EndpointServer:
         burst: int = 20,
         max_connections: int = 128,
         request_timeout: float = 20.0,
-        store: Store | None = None,
+        store: FleetStore | None = None,
         fleet_page: bool = True,
         fleet_viewers: Mapping[str, str] | None = None,
         offline_after: float = DEFAULT_OFFLINE_AFTER,
@@ -434,7 +434,7 @@ class EndpointServer:
         self.verifier = SigV4Verifier(self._credentials, region, clock)
         self.throttle = _TokenBucket(rate_limit, burst, time.monotonic) if rate_limit else None
         self._owns_store = store is None
-        self.store = store if store is not None else Store(store_path, clock=clock)
+        self.store: FleetStore = store if store is not None else Store(store_path, clock=clock)
         try:
             self.fleet_page = (
                 FleetPage(self.store, clock, viewers=fleet_viewers, offline_after=offline_after)

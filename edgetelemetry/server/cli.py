@@ -1,6 +1,7 @@
-"""Command-line entry points: ``edgetelemetry serve`` and ``edgetelemetry register``.
+"""Command-line entry points of the endpoint: ``edgetelemetry serve``, ``edgetelemetry register``
+and ``edgetelemetry fleet status``; every parser of the server lives here.
 
-Both are plain functions taking ``argv`` (without the subcommand) and returning an exit status, so
+Each is a plain function taking ``argv`` (without the subcommand) and returning an exit status, so
 the package's CLI dispatcher can call them and tests can run them in a subprocess.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -18,15 +20,13 @@ from typing import Any
 from ..errors import EdgeTelemetryError
 from .app import DEFAULT_CACHE_TTL, DEFAULT_MAX_BODY, EndpointServer
 from .errors import CredentialsFileError, RegistrationError
-from .fleet import DEFAULT_OFFLINE_AFTER
+from .fleet import DEFAULT_OFFLINE_AFTER, fleet_status, render_text
 from .sigv4 import load_credentials_file
-from .store import Store, StoreError, apply_registry
+from .store import DEFAULT_STORE, Store, StoreError, apply_registry, open_read_only
 
-__all__ = ["main", "register_main"]
+__all__ = ["fleet_status_main", "main", "register_main", "status_parser"]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_STORE = "edgetelemetry-endpoint.sqlite3"
 
 
 def _serve_parser() -> argparse.ArgumentParser:
@@ -160,3 +160,52 @@ def register_main(argv: Sequence[str] | None = None) -> int:
 def _read_json(path: str) -> Any:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+def status_parser(prog: str = "edgetelemetry fleet status") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Show the devices of a self-hosted endpoint's store: connected or offline, "
+        "each model active/sampling, and its latest latency percentiles. Reads the store "
+        "read-only, so it runs beside 'edgetelemetry serve'.",
+    )
+    p.add_argument(
+        "--store", default=DEFAULT_STORE, help=f"the endpoint's SQLite file ({DEFAULT_STORE})"
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON document instead of a table")
+    p.add_argument(
+        "--offline-after",
+        type=_positive,
+        default=DEFAULT_OFFLINE_AFTER,
+        metavar="SECONDS",
+        help="a heartbeat (LatestInference, LatestSampleTime) is recent within this many seconds "
+        f"(default {DEFAULT_OFFLINE_AFTER:g}: 3 x the 60 s heartbeat interval)",
+    )
+    p.add_argument("--fleet", help="only this device fleet")
+    p.add_argument("--device", help="only this device")
+    return p
+
+
+def fleet_status_main(argv: Sequence[str] | None = None) -> int:
+    """``edgetelemetry fleet status``: print the status (table or ``--json``); 2 on a bad store."""
+    args = status_parser().parse_args(argv)
+    try:
+        with open_read_only(args.store) as store:
+            status = fleet_status(
+                store, offline_after=args.offline_after, fleet=args.fleet, device=args.device
+            )
+    except StoreError as exc:
+        print(f"edgetelemetry fleet status: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(status.to_json(), indent=2))
+    else:
+        sys.stdout.write(render_text(status))
+    return 0

@@ -30,8 +30,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.compat import HTTPHeaders
 from botocore.credentials import Credentials
 
+from .._fs import read_checked
+from ..heartbeat.service import SIGNING_NAME
 from .errors import CredentialsFileError, ServiceError
-from .model import SIGNING_NAME
 
 __all__ = [
     "MAX_SKEW_SECONDS",
@@ -131,12 +132,8 @@ def load_credentials_file(path: str | os.PathLike[str]) -> dict[str, Credential]
     ``normalize_credentials``.  The checks are made on the opened descriptor, not the path.
     """
     name = os.fspath(path)
-    try:
-        fd = os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise CredentialsFileError(f"cannot open credentials file {name}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
+
+    def check(st: os.stat_result) -> None:
         if not stat.S_ISREG(st.st_mode):
             raise CredentialsFileError(f"credentials file {name} is not a regular file")
         if os.name == "posix":
@@ -151,7 +148,11 @@ def load_credentials_file(path: str | os.PathLike[str]) -> dict[str, Credential]
                 )
         if st.st_size > _CREDENTIALS_FILE_MAX:
             raise CredentialsFileError(f"credentials file {name} is larger than 1 MiB")
-        raw = fh.read(_CREDENTIALS_FILE_MAX + 1)
+
+    try:
+        raw, _ = read_checked(name, _CREDENTIALS_FILE_MAX + 1, check=check)
+    except OSError as exc:
+        raise CredentialsFileError(f"cannot open credentials file {name}: {exc.strerror}") from None
     try:
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -19,7 +19,8 @@ import threading
 
 def main() -> int:
     import edgetelemetry as et
-    from edgetelemetry import _core, _fastpath
+    from edgetelemetry._native import _core, _fastpath
+    from edgetelemetry.bench import _loops
 
     where = os.path.dirname(et.__file__)
     libc, libc_version = platform.libc_ver()
@@ -30,7 +31,7 @@ def main() -> int:
     problems = []
     if "site-packages" not in where:
         problems.append(f"imported from {where}, not from an installed wheel")
-    for module in (_core, _fastpath):
+    for module in (_core, _fastpath, _loops):
         if not module.__file__.endswith(".abi3.so"):
             problems.append(f"{module.__file__} is not an abi3 extension")
 

@@ -1,0 +1,103 @@
+/* cffi declarations of csrc/include/edgetelemetry.h, read by build_core.py.
+ * Constants are "..." so the compiler supplies them; structs end in "...;" so cffi takes
+ * their layout from the real header.  tests/test_cdef.py checks every declaration here
+ * against the header, because cffi silently converts mis-declared integer widths. */
+
+#define ET_OK ...
+#define ET_EINVAL ...
+#define ET_ENOMEM ...
+#define ET_ESERIESFULL ...
+#define ET_ENAME ...
+#define ET_ENOSERIES ...
+#define ET_ETHREAD ...
+#define ET_ERINGFULL ...
+#define ET_ENORING ...
+#define ET_DROP_RING_FULL ...
+#define ET_DROP_NO_RING ...
+#define ET_DROP_CLOSED ...
+#define ET_DROP_REASONS ...
+#define ET_REJECT_NAN ...
+#define ET_REJECT_INF ...
+#define ET_REJECT_TYPE ...
+#define ET_REJECT_REASONS ...
+#define ET_NAME_MAX ...
+#define ET_DIMENSION_MAX ...
+#define ET_MANTISSA_BITS ...
+#define ET_API_VERSION ...
+
+typedef struct et_recorder et_recorder;
+typedef struct et_window et_window;
+
+typedef struct et_config {
+    uint32_t ring_capacity;
+    uint32_t max_threads;
+    uint32_t max_series;
+    uint32_t buckets_per_octave;
+    int32_t min_exponent;
+    uint32_t octaves;
+    uint32_t names_bytes;
+    ...;
+} et_config;
+
+typedef struct et_info {
+    et_config config;
+    uint64_t memory_bytes;
+    double relative_error;
+    uint32_t series;
+    uint32_t threads_active;
+    uint32_t ring_high_water;
+    uint64_t records_drained;
+    uint64_t collector_passes;
+    uint64_t unknown_series;
+    uint64_t window_seq;
+    uint64_t collector_period_ns;
+    ...;
+} et_info;
+
+typedef struct et_series_stats {
+    uint64_t count;
+    double sum;
+    double min;
+    double max;
+    uint64_t zero;
+    uint64_t rejected[...];
+    uint64_t dropped[...];
+    int64_t first_mono_ns;
+    int64_t last_mono_ns;
+    int64_t first_wall_ns;
+    int64_t last_wall_ns;
+    uint32_t buckets;
+    ...;
+} et_series_stats;
+
+typedef struct et_api et_api;
+
+void et_config_default(et_config *cfg);
+int et_recorder_new(const et_config *cfg, et_recorder **out);
+void et_recorder_free(et_recorder *rec);
+int et_series_add(et_recorder *rec, const char *model, const char *version,
+                  const char *metric, const char *dimension, uint32_t *series_id);
+int et_record(et_recorder *rec, uint32_t series_id, double value);
+int64_t et_record_many(et_recorder *rec, uint32_t series_id, const double *values, size_t n);
+int64_t et_record_group(et_recorder *rec, const uint32_t *series_ids, const double *values,
+                        size_t n);
+int et_count_reject(et_recorder *rec, uint32_t series_id, int reason);
+int et_count_drop(et_recorder *rec, uint32_t series_id, int reason);
+int et_collect(et_recorder *rec);
+int et_collector_start(et_recorder *rec, uint64_t period_ns);
+int et_collector_stop(et_recorder *rec);
+int et_window_close(et_recorder *rec, et_window **out);
+void et_window_free(et_window *w);
+uint64_t et_window_seq(const et_window *w);
+void et_window_bounds(const et_window *w, int64_t *start_mono_ns, int64_t *end_mono_ns,
+                      int64_t *start_wall_ns, int64_t *end_wall_ns);
+uint32_t et_window_series_count(const et_window *w);
+int et_window_series_names(const et_window *w, uint32_t i, const char **model,
+                           const char **version, const char **metric, const char **dimension);
+int et_window_series_stats(const et_window *w, uint32_t i, et_series_stats *out);
+int et_window_buckets(const et_window *w, uint32_t i, uint32_t *indexes, uint64_t *counts,
+                      uint32_t capacity);
+int et_recorder_info(et_recorder *rec, et_info *out);
+int et_recorder_edges(const et_recorder *rec, uint32_t *edges, uint32_t capacity);
+const et_api *et_api_table(void);
+const char *et_strerror(int code);

@@ -1,0 +1,591 @@
+"""The agent's configuration: one frozen, validated ``AgentConfig`` from keyword arguments,
+``EDGETELEMETRY_*`` environment variables and a JSON file, in that order of precedence.
+
+``AgentConfig.load(path=None, env=None, **overrides)`` reads the file named by ``path`` or by
+``EDGETELEMETRY_CONFIG``; ``AgentConfig.from_sagemaker_edge_config(...)`` imports the original
+Edge Manager agent's JSON instead.  Every key and rule is in ``docs/configuration.md``.
+
+Errors are ``ConfigError`` and name the key, where its value came from and the rule it breaks;
+an unknown key gets the closest valid one suggested.  Secrets (``aws_secret_access_key``,
+``aws_session_token``, ``aws_access_key_id``) never appear in an error or a ``repr``, and a file
+that holds one must be private to its owner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import logging
+import math
+import os
+import re
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from .._fs import read_checked
+from ..errors import EdgeTelemetryError
+from . import iot_names
+
+__all__ = [
+    "AgentConfig",
+    "ConfigError",
+    "CONFIG_ENV",
+    "ENV_PREFIX",
+    "SAGEMAKER_EDGE_KEYS",
+    "default_spool_dir",
+]
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "EDGETELEMETRY_"
+CONFIG_ENV = "EDGETELEMETRY_CONFIG"  # path of the JSON config file
+SECRET_KEYS = frozenset({"aws_access_key_id", "aws_secret_access_key", "aws_session_token"})
+FSYNC_POLICIES = ("always", "batch", "never")
+CREDENTIAL_SOURCES = ("auto", "default", "profile", "static", "iot")
+# The service's rule for DeviceName and DeviceFleetName (botocore's model, the contract).
+NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*_*[a-zA-Z0-9])*$")
+_REGION = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_PROFILE = re.compile(r"^[\w.@+-]{1,64}$")
+_IOT_KEYS = ("iot_endpoint", "iot_role_alias", "iot_thing_name", "iot_cert_file",
+             "iot_key_file", "iot_ca_file")
+_PATH_KEYS = ("spool_dir", "ca_bundle", "iot_cert_file", "iot_key_file", "iot_ca_file")
+
+
+class ConfigError(EdgeTelemetryError, ValueError):
+    """A configuration that cannot be used; the message names the key and the rule."""
+
+
+def default_spool_dir() -> str:
+    """``/var/lib/edgetelemetry/spool`` for root (a system service), else the XDG state dir.
+
+    Both survive reboots (unlike ``/run`` or ``/tmp``), which the spool exists for.
+    """
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return "/var/lib/edgetelemetry/spool"
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"),
+                                                              ".local", "state")
+    return os.path.join(state, "edgetelemetry", "spool")
+
+
+# -- value rules ----------------------------------------------------------------------------
+
+# (raw, from_text) -> value, raises _RuleError.  from_text: the value came from an environment
+# variable, so "30" and "true" are read as a number and a bool; JSON and Python values must
+# already have the right type.
+Rule = Callable[[Any, bool], Any]
+
+
+class _RuleError(Exception):
+    def __init__(self, rule: str) -> None:
+        super().__init__(rule)
+        self.rule = rule
+
+
+def _from_text(value: Any, kind: str) -> Any:
+    """Environment variables (and the original agent's file) give text; read it as ``kind``."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if kind == "bool":
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise _RuleError("must be true or false (1/0, yes/no, on/off)")
+    try:
+        return int(text) if kind == "int" else float(text)
+    except ValueError:
+        raise _RuleError(f"must be {'an integer' if kind == 'int' else 'a number'}") from None
+
+
+def _number(lo: float, hi: float, *, integer: bool = False, lo_open: bool = False) -> Rule:
+    lo_text = f"greater than {lo:g}" if lo_open else f"at least {lo:g}"
+    what = "an integer" if integer else "a number"
+    rule = f"must be {what} {lo_text} and at most {hi:g}"
+
+    def check(raw: Any, from_text: bool) -> Any:
+        value = _from_text(raw, "int" if integer else "float") if from_text else raw
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _RuleError(rule)
+        if integer and (not isinstance(value, int) and not float(value).is_integer()):
+            raise _RuleError(rule)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _RuleError(rule)
+        if (value <= lo if lo_open else value < lo) or value > hi:
+            raise _RuleError(rule)
+        return int(value) if integer else float(value)
+
+    return check
+
+
+def _boolean(raw: Any, from_text: bool) -> bool:
+    value = _from_text(raw, "bool") if from_text else raw
+    if not isinstance(value, bool):
+        raise _RuleError("must be true or false")
+    return value
+
+
+def _string(pattern: re.Pattern[str] | None = None, rule: str = "",
+            max_len: int = 4096) -> Rule:
+    def check(raw: Any, from_text: bool) -> Any:
+        if not isinstance(raw, str) or not raw or len(raw) > max_len:
+            raise _RuleError(f"must be a non-empty string of at most {max_len} characters")
+        if pattern is not None and not pattern.match(raw):
+            raise _RuleError(rule)
+        return raw
+
+    return check
+
+
+def _choice(options: tuple[str, ...]) -> Rule:
+    def check(raw: Any, from_text: bool) -> Any:
+        if raw not in options:
+            raise _RuleError(f"must be one of {', '.join(repr(o) for o in options)}")
+        return raw
+
+    return check
+
+
+def _name(raw: Any, from_text: bool) -> str:
+    if not isinstance(raw, str) or not 1 <= len(raw) <= 63 or not NAME_PATTERN.match(raw):
+        raise _RuleError("must be 1-63 characters matching ^[a-zA-Z0-9](-*_*[a-zA-Z0-9])*$ "
+                   "(letters and digits, single '-'/'_' runs between them, e.g. 'cam-01')")
+    return raw
+
+
+def _url(raw: Any, from_text: bool) -> str:
+    if not isinstance(raw, str):
+        raise _RuleError("must be an http:// or https:// URL")
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _RuleError("must be an http:// or https:// URL with a host, e.g. https://edge.example.com")
+    if parts.username or parts.password:
+        raise _RuleError("must not contain a user or password (use the credentials settings)")
+    if parts.query or parts.fragment:
+        raise _RuleError("must not have a query or fragment")
+    return raw
+
+
+def _path(raw: Any, from_text: bool) -> str:
+    if isinstance(raw, os.PathLike):
+        raw = os.fspath(raw)
+    if not isinstance(raw, str) or not raw or "\0" in raw:
+        raise _RuleError("must be a non-empty path")
+    return os.path.expanduser(raw)
+
+
+def _secret(raw: Any, from_text: bool) -> str:
+    if not isinstance(raw, str) or not raw or len(raw) > 4096 or raw != raw.strip():
+        raise _RuleError("must be a non-empty string without surrounding spaces")
+    return raw
+
+
+@dataclass(frozen=True)
+class _Key:
+    rule: Rule
+    doc: str
+
+
+KEYS: dict[str, _Key] = {
+    "device_name": _Key(_name, "this device's name at the endpoint (required)"),
+    "fleet_name": _Key(_name, "the device fleet's name (required)"),
+    "endpoint_url": _Key(_url, "the Edge Manager-compatible endpoint (required)"),
+    "region": _Key(_string(_REGION, "must look like an AWS region, e.g. us-east-1", 32),
+                   "SigV4 signing region"),
+    "interval_s": _Key(_number(1, 86400), "seconds between heartbeats"),
+    "jitter": _Key(_number(0, 1), "random fraction added to or taken from each interval"),
+    "spool_dir": _Key(_path, "directory of the on-disk spool"),
+    "spool_max_bytes": _Key(_number(65536, 1 << 40, integer=True), "spool size bound"),
+    "spool_max_age_s": _Key(_number(60, 366 * 86400), "records older than this are dropped"),
+    "fsync": _Key(_choice(FSYNC_POLICIES), "spool durability policy"),
+    "backlog_rate": _Key(_number(0, 1000, lo_open=True), "requests/s while draining a backlog"),
+    "max_attempts": _Key(_number(1, 20, integer=True), "requests per send, corrections included"),
+    "connect_timeout_s": _Key(_number(0, 300, lo_open=True), "TCP/TLS connect timeout"),
+    "read_timeout_s": _Key(_number(0, 300, lo_open=True), "wait for an answer"),
+    "backoff_base_s": _Key(_number(0, 60), "first retry's full-jitter ceiling"),
+    "backoff_cap_s": _Key(_number(0, 3600), "largest backoff ceiling"),
+    "ca_bundle": _Key(_path, "CA bundle verifying endpoint_url's TLS (default: system)"),
+    "credentials_source": _Key(_choice(CREDENTIAL_SOURCES), "where credentials come from"),
+    "profile": _Key(_string(_PROFILE, r"must match [\w.@+-]{1,64}", 64),
+                    "AWS shared-config profile"),
+    "aws_access_key_id": _Key(_secret, "static access key id"),
+    "aws_secret_access_key": _Key(_secret, "static secret access key"),
+    "aws_session_token": _Key(_secret, "static session token"),
+    "iot_endpoint": _Key(_string(max_len=2048), "IoT credentials provider endpoint"),
+    "iot_role_alias": _Key(_string(iot_names.ROLE_ALIAS, r"must match [\w=,@-]{1,128}", 128),
+                           "IoT role alias"),
+    "iot_thing_name": _Key(_string(iot_names.THING_NAME, "must match [a-zA-Z0-9:_-]{1,128}",
+                                   128), "IoT thing name (default: device_name)"),
+    "iot_cert_file": _Key(_path, "device certificate (PEM)"),
+    "iot_key_file": _Key(_path, "device private key (PEM)"),
+    "iot_ca_file": _Key(_path, "CA verifying the IoT endpoint (default: system)"),
+    "iot_timeout_s": _Key(_number(0, 300, lo_open=True), "IoT credentials request timeout"),
+    "log_verbose": _Key(_boolean, "DEBUG logging"),
+}
+REQUIRED = ("device_name", "fleet_name", "endpoint_url")
+
+
+def _env_name(key: str) -> str:
+    return ENV_PREFIX + key.upper()
+
+
+# -- the original agent's keys ---------------------------------------------------------------
+
+# sagemaker key -> our key.  Everything else under sagemaker_edge_ is accepted and ignored.
+SAGEMAKER_EDGE_KEYS: dict[str, str] = {
+    "sagemaker_edge_core_device_name": "device_name",
+    "sagemaker_edge_core_device_fleet_name": "fleet_name",
+    "sagemaker_edge_core_region": "region",
+    "sagemaker_edge_provider_aws_iot_cred_endpoint": "iot_endpoint",
+    "sagemaker_edge_provider_aws_cert_file": "iot_cert_file",
+    "sagemaker_edge_provider_aws_cert_pk_file": "iot_key_file",
+    "sagemaker_edge_provider_aws_ca_cert_file": "iot_ca_file",
+    "sagemaker_edge_log_verbose": "log_verbose",
+}
+_SAGEMAKER_PREFIX = "sagemaker_edge_"
+_SAGEMAKER_PROVIDERS = ("Aws", "None", "Custom")
+
+
+# -- the config -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Validated agent settings; build with ``load``, ``from_sagemaker_edge_config`` or directly.
+
+    Direct construction validates too (``AgentConfig(device_name=..., ...)``).  ``repr``
+    masks secrets.  ``credentials_source`` is resolved: ``"auto"`` becomes ``"iot"``,
+    ``"static"``, ``"profile"`` or ``"default"`` by which keys are set.
+    """
+
+    device_name: str
+    fleet_name: str
+    endpoint_url: str
+    region: str = "us-east-1"
+    interval_s: float = 60.0
+    jitter: float = 0.1
+    spool_dir: str = field(default_factory=default_spool_dir)
+    spool_max_bytes: int = 64 << 20
+    spool_max_age_s: float = 7 * 86400.0
+    fsync: str = "always"
+    backlog_rate: float = 2.0
+    max_attempts: int = 3
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 10.0
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 60.0
+    ca_bundle: str | None = None
+    credentials_source: str = "auto"
+    profile: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+    iot_endpoint: str | None = None
+    iot_role_alias: str | None = None
+    iot_thing_name: str | None = None
+    iot_cert_file: str | None = None
+    iot_key_file: str | None = None
+    iot_ca_file: str | None = None
+    iot_timeout_s: float = 10.0
+    log_verbose: bool = False
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            object.__setattr__(self, f.name, _check(f.name, value, "argument"))
+        for key in REQUIRED:
+            if getattr(self, key) is None:
+                raise ConfigError(f"{key} is required")
+        if self.backoff_cap_s < self.backoff_base_s:
+            raise ConfigError(f"backoff_cap_s ({self.backoff_cap_s:g}) must be at least "
+                              f"backoff_base_s ({self.backoff_base_s:g})")
+        object.__setattr__(self, "credentials_source", self._resolve_credentials())
+
+    def _resolve_credentials(self) -> str:
+        iot = [k for k in _IOT_KEYS if getattr(self, k) is not None]
+        static = [k for k in sorted(SECRET_KEYS) if getattr(self, k) is not None]
+        profile = ["profile"] if self.profile is not None else []
+        groups = {"iot": iot, "static": static, "profile": profile}
+        source = self.credentials_source
+        if source == "auto":
+            present = [name for name, keys in groups.items() if keys]
+            if len(present) > 1:
+                raise ConfigError(
+                    "credentials: settings for more than one source are set ("
+                    + "; ".join(f"{n}: {', '.join(groups[n])}" for n in present)
+                    + "); keep one, or choose with credentials_source")
+            source = present[0] if present else "default"
+        if source == "iot":
+            # The original agent used the device name as the thing name.
+            if self.iot_thing_name is None:
+                object.__setattr__(self, "iot_thing_name", self.device_name)
+            missing = [k for k in ("iot_endpoint", "iot_role_alias", "iot_cert_file",
+                                   "iot_key_file") if getattr(self, k) is None]
+            if missing:
+                raise ConfigError(f"credentials_source 'iot' needs {', '.join(missing)}")
+            try:
+                _, alias = iot_names.split_url(str(self.iot_endpoint))
+            except ValueError as exc:
+                raise ConfigError(f"iot_endpoint: {exc}") from None
+            if alias is not None and alias != self.iot_role_alias:
+                raise ConfigError(f"iot_endpoint names role alias {alias!r} but "
+                                  f"iot_role_alias is {self.iot_role_alias!r}")
+        elif source == "static":
+            if self.aws_access_key_id is None or self.aws_secret_access_key is None:
+                raise ConfigError("credentials_source 'static' needs both aws_access_key_id "
+                                  "and aws_secret_access_key")
+        elif source == "profile" and self.profile is None:
+            raise ConfigError("credentials_source 'profile' needs profile")
+        return source
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            shown = "'***'" if f.name in SECRET_KEYS and value is not None else repr(value)
+            parts.append(f"{f.name}={shown}")
+        return f"AgentConfig({', '.join(parts)})"
+
+    __str__ = __repr__
+
+    # -- sources ------------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> AgentConfig:
+        """Keyword arguments > ``EDGETELEMETRY_*`` variables > the JSON file.
+
+        The file is ``path``, else ``$EDGETELEMETRY_CONFIG``, else none.  ``env`` defaults to
+        ``os.environ``.  Relative paths in the file are relative to the file's directory.
+        """
+        environ = os.environ if env is None else env
+        layers: list[tuple[dict[str, Any], str]] = []
+        file_path = path if path is not None else environ.get(CONFIG_ENV) or None
+        if file_path is not None:
+            data = _read_json_file(Path(file_path))
+            _refuse_unknown(data.keys(), f"config file {os.fspath(file_path)}")
+            layers.append((_relative_to(data, Path(file_path)), f"config file {file_path}"))
+        return cls._merge(layers, environ, overrides)
+
+    @classmethod
+    def from_sagemaker_edge_config(
+        cls,
+        source: str | os.PathLike[str] | Mapping[str, Any],
+        *,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> AgentConfig:
+        """Import the original Edge Manager agent's JSON config (a path or a decoded dict).
+
+        Mapped keys are listed in ``SAGEMAKER_EDGE_KEYS``; other ``sagemaker_edge_*`` keys are
+        accepted and reported once at INFO as ignored; any other key is refused.  The IoT role
+        alias defaults to ``SageMakerEdge-<fleet>`` (the alias Edge Manager created for a fleet)
+        unless the credentials endpoint URL names one.  ``endpoint_url`` is not in that file
+        (the hosted service is gone): pass it, or set ``EDGETELEMETRY_ENDPOINT_URL``.
+        Precedence: keyword arguments > environment > the imported file.
+        """
+        environ = os.environ if env is None else env
+        if isinstance(source, Mapping):
+            data, where, base = dict(source), "sagemaker_edge config", None
+        else:
+            data, where = _read_json_file(Path(source)), f"sagemaker_edge config {source}"
+            base = Path(source)
+        mapped: dict[str, Any] = {}
+        ignored: list[str] = []
+        unknown = []
+        for key, value in data.items():
+            if key in SAGEMAKER_EDGE_KEYS:
+                mapped[SAGEMAKER_EDGE_KEYS[key]] = _sagemaker_value(key, value, where)
+            elif key == "sagemaker_edge_provider_provider":
+                if value not in _SAGEMAKER_PROVIDERS:
+                    raise ConfigError(f"{key} (from {where}): must be one of "
+                                      f"{', '.join(_SAGEMAKER_PROVIDERS)}, got {value!r}")
+                ignored.append(key)
+            elif key.startswith(_SAGEMAKER_PREFIX):
+                ignored.append(key)
+            else:
+                unknown.append(key)
+        if unknown:
+            valid = list(SAGEMAKER_EDGE_KEYS) + ["sagemaker_edge_provider_provider"]
+            raise ConfigError(_unknown_message(unknown[0], valid, where)
+                              + " (only sagemaker_edge_* keys belong in that file; pass "
+                              "edgetelemetry settings as arguments or EDGETELEMETRY_* variables)")
+        if ignored:
+            log.info("%s: ignoring keys edgetelemetry does not use: %s", where,
+                     ", ".join(sorted(ignored)))
+        if "iot_endpoint" in mapped:
+            try:
+                origin, alias = iot_names.split_url(str(mapped["iot_endpoint"]))
+            except ValueError as exc:
+                raise ConfigError(f"sagemaker_edge_provider_aws_iot_cred_endpoint (from "
+                                  f"{where}): {exc}") from None
+            mapped["iot_endpoint"] = origin
+            if alias is not None:
+                mapped["iot_role_alias"] = alias
+            elif "fleet_name" in mapped:
+                mapped["iot_role_alias"] = f"SageMakerEdge-{mapped['fleet_name']}"
+        if base is not None:
+            mapped = _relative_to(mapped, base)
+        return cls._merge([(mapped, where)], environ, overrides)
+
+    @classmethod
+    def _merge(cls, layers: list[tuple[dict[str, Any], str]], environ: Mapping[str, str],
+               overrides: Mapping[str, Any]) -> AgentConfig:
+        values: dict[str, Any] = {}
+        for data, where in layers:
+            for key, raw in data.items():
+                values[key] = _check(key, raw, where)
+        env_values = _from_environ(environ)
+        for key, raw in env_values.items():
+            values[key] = _check(key, raw, f"environment variable {_env_name(key)}", True)
+        for key, raw in overrides.items():
+            values[key] = _check(key, raw, "argument")
+        missing = [k for k in REQUIRED if values.get(k) is None]
+        if missing:
+            hint = "; ".join(f"{k}: pass {k}=..., set {_env_name(k)} or put it in the "
+                             "config file" for k in missing)
+            raise ConfigError(f"missing required settings ({hint})")
+        return cls(**{k: v for k, v in values.items() if v is not None})
+
+    # -- for the agent ------------------------------------------------------------------------
+
+    def credentials(self) -> Any:
+        """What ``Sender(credentials=...)`` takes: ``None`` for the default chain, botocore
+        ``Credentials`` for static keys, a resolver for a profile, ``IotCredentialProvider``."""
+        from .credentials import configured_credentials
+
+        return configured_credentials(self)
+
+    def sender_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``Sender`` (endpoint, region, timeouts, retries, credentials)."""
+        return {
+            "endpoint_url": self.endpoint_url,
+            "region": self.region,
+            "credentials": self.credentials(),
+            "connect_timeout": self.connect_timeout_s,
+            "read_timeout": self.read_timeout_s,
+            "max_attempts": self.max_attempts,
+            "backoff_base": self.backoff_base_s,
+            "backoff_cap": self.backoff_cap_s,
+            "verify": self.ca_bundle,
+        }
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+def _check(key: str, raw: Any, where: str, from_text: bool = False) -> Any:
+    spec = KEYS.get(key)
+    if spec is None:
+        raise ConfigError(_unknown_message(key, list(KEYS), where))
+    if raw is None:
+        return None
+    try:
+        return spec.rule(raw, from_text)
+    except _RuleError as bad:
+        shown = "" if key in SECRET_KEYS else f", got {_short(raw)}"
+        raise ConfigError(f"{key} (from {where}): {bad.rule}{shown}") from None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _unknown_message(key: str, valid: list[str], where: str) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else \
+        "; see docs/configuration.md for the valid keys"
+    return f"unknown key {key!r} in {where}{hint}"
+
+
+def _refuse_unknown(keys: Any, where: str) -> None:
+    for key in keys:
+        if key not in KEYS:
+            raise ConfigError(_unknown_message(str(key), list(KEYS), where))
+
+
+def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    valid = {_env_name(k): k for k in KEYS}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        key = valid.get(name)
+        if key is None:
+            close = difflib.get_close_matches(name, list(valid) + [CONFIG_ENV], n=1,
+                                              cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else \
+                "; see docs/configuration.md for the valid names"
+            raise ConfigError(f"unknown environment variable {name}{hint}")
+        if value == "":
+            continue  # VAR= means "not set", as shells and systemd units write it
+        out[key] = value
+    return out
+
+
+def _read_json_file(path: Path) -> dict[str, Any]:
+    try:
+        # the descriptor we check is the one we read, not whatever the path names a moment later
+        raw, info = read_checked(path, 1 << 20)
+    except OSError as exc:
+        raise ConfigError(f"cannot open config file {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(
+            exc, json.JSONDecodeError) else ""
+        raise ConfigError(f"config file {path} is not valid JSON{where}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object of settings")
+    _check_private(path, info, [k for k in data if k in SECRET_KEYS and data[k] is not None])
+    return data
+
+
+def _check_private(path: Path, info: os.stat_result, secrets: list[str]) -> None:
+    """Refuse a file others can rewrite; refuse secrets in a file others can read."""
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o002:
+        raise ConfigError(f"config file {path} is writable by others (mode {mode:04o}): "
+                          f"anyone could redirect the agent; chmod o-w {path}")
+    if not secrets:
+        return
+    if mode & 0o077:
+        raise ConfigError(f"config file {path} holds {', '.join(sorted(secrets))} but is "
+                          f"accessible by group or others (mode {mode:04o}); chmod 600 {path}")
+    euid = os.geteuid() if hasattr(os, "geteuid") else info.st_uid
+    if info.st_uid not in (euid, 0):
+        raise ConfigError(f"config file {path} holds {', '.join(sorted(secrets))} but is owned "
+                          f"by uid {info.st_uid}, not by this user ({euid}) or root")
+
+
+def _relative_to(data: Mapping[str, Any], config_path: Path) -> dict[str, Any]:
+    base = config_path.resolve().parent
+    out = dict(data)
+    for key in _PATH_KEYS:
+        value = out.get(key)
+        if isinstance(value, str) and value and not value.startswith("~") \
+                and not os.path.isabs(value):
+            out[key] = str(base / value)
+    return out
+
+
+def _sagemaker_value(key: str, value: Any, where: str) -> Any:
+    """The original agent wrote some values as strings ("true"); read them as their kind."""
+    if key == "sagemaker_edge_log_verbose" and isinstance(value, str):
+        try:
+            return _from_text(value, "bool")
+        except _RuleError as bad:
+            raise ConfigError(f"{key} (from {where}): {bad.rule}, got {_short(value)}") from None
+    return value

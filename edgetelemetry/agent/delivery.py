@@ -1,0 +1,386 @@
+"""Delivery: spooled windows out through a sink, oldest backlog paced, failures backed off.
+
+A *sink* is where delivered records go.  Today there is one, ``HeartbeatSink``: each record
+becomes ``SendHeartbeat`` requests (``heartbeat.build_heartbeat`` + ``split_heartbeat``) sent by
+a ``Sender``.  ``DeliveryLoop`` is the send half of ``Agent``: per cycle, the newest record
+first, then pending ``DeploymentResult``s, then the backlog at ``backlog_rate``; a record is
+acked once every request it was split into got 200 (see ``agent.py`` for the whole cycle).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..errors import SnapshotFormatError
+from ..heartbeat import (
+    DeviceIdentity,
+    HeartbeatValidationError,
+    ModelState,
+    PayloadOptions,
+    SplitLimits,
+    build_heartbeat,
+    split_heartbeat,
+    window_metrics,
+)
+from ..recording.process import boot_id
+from ..snapshot import Snapshot
+from .clock import MIN_WALL_NS, SigningOffset, TimeKeeper, restamp
+from .config import AgentConfig
+from .sender import Outcome, Sender, SendResult
+from .spool import Record as SpoolRecord
+from .spool import Spool, SpoolError
+from .state import AgentState
+
+__all__ = ["Cycle", "Delivery", "DeliveryLoop", "HeartbeatSink", "TickResult"]
+
+log = logging.getLogger(__name__)
+
+PENDING_BATCH = 8  # backlog records read per pending() call: memory stays flat in an outage
+
+
+class HeartbeatSink:
+    """Records as ``SendHeartbeat`` requests, sent by a ``Sender``: build, split, send."""
+
+    name = "sagemaker-edge"
+
+    def __init__(self, sender: Sender, identity: DeviceIdentity, limits: SplitLimits,
+                 options: PayloadOptions, agent_version: str | None) -> None:
+        self.sender = sender
+        self.identity = identity
+        self.limits = limits
+        self.options = options
+        self.agent_version = agent_version
+
+    def window_requests(self, snap: Snapshot, metrics: Mapping[str, float],
+                        models: Mapping[tuple[str, str], ModelState]) -> list[dict[str, Any]]:
+        """One window with the agent's figures and ``window-seq``, cut to the limits."""
+        params = build_heartbeat([snap], self.identity, agent_metrics=metrics,
+                                 model_state=models, agent_version=self.agent_version,
+                                 options=self.options, window_seq=True)
+        return split_heartbeat(params, self.limits)
+
+    def status_requests(self, metrics: Mapping[str, float],
+                        models: Mapping[tuple[str, str], ModelState]) -> list[dict[str, Any]]:
+        """The agent's figures and model states only (no window)."""
+        params = build_heartbeat([], self.identity, agent_metrics=metrics, model_state=models,
+                                 agent_version=self.agent_version, options=self.options)
+        return split_heartbeat(params, self.limits)
+
+    def deployment_requests(self, result: Mapping[str, Any]) -> list[dict[str, Any]]:
+        params = build_heartbeat([], self.identity, deployment_result=result,
+                                 agent_version=self.agent_version)
+        return split_heartbeat(params, self.limits)
+
+    def send(self, request: Mapping[str, Any]) -> SendResult:
+        return self.sender.send(request)
+
+
+class Delivery(enum.Enum):
+    SENT = "sent"  # every request got 200; acked
+    DEAD = "dead"  # dead-lettered (never deliverable)
+    HELD = "held"  # no trusted time yet: stays in the spool, the cycle ends
+    FAILED = "failed"  # a request failed (retry later): stays, the cycle ends
+
+
+@dataclass(frozen=True)
+class TickResult:
+    """What one tick did.  ``window`` is the spooled window's source (recorder id, window seq)
+    and ``spooled_seq`` its spool sequence number (the ``spool-seq`` it is sent with); both
+    None when nothing was spooled.  ``failure`` is the send result that ended the cycle."""
+
+    spooled_seq: int | None = None
+    window: tuple[str, int] | None = None
+    requests_sent: int = 0
+    records_acked: int = 0
+    records_dead_lettered: int = 0
+    send_skipped: bool = False
+    failure: SendResult | None = None
+
+
+@dataclass
+class Cycle:
+    requests: int = 0
+    sent: int = 0
+    acked: int = 0
+    dead: int = 0
+    failure: SendResult | None = None
+
+
+class DeliveryLoop:
+    """The send half of ``Agent`` (a base class: it works on the agent's own state)."""
+
+    config: AgentConfig
+    _sink: HeartbeatSink
+    _spool: Spool
+    _time: TimeKeeper
+    _offset: SigningOffset
+    _lock: threading.Lock
+    _send_lock: threading.Lock
+    _stop: threading.Event
+    _state: AgentState
+    _state_dirty: bool
+    _raw_frame_upto: int | None
+    _partial: tuple[int, list[dict[str, Any]]] | None
+    _fail_streak: int
+    _send_not_before: float
+    _backoff_cap: float
+    _interval: float
+    _rng: random.Random
+    _monotonic: Callable[[], float]
+    _counters: dict[str, int]
+
+    def _bump(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counters[name] += n
+
+    def _state_metrics(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _note_models(self, snap: Snapshot) -> None:
+        raise NotImplementedError
+
+    def _save_state_locked(self) -> None:
+        raise NotImplementedError
+
+    def _send_step(self, result: TickResult, drain_until: float) -> TickResult:
+        with self._send_lock:
+            now = self._monotonic()
+            if now < self._send_not_before:
+                self._bump("send-cycles-skipped")
+                return replace(result, send_skipped=True)
+            cycle = Cycle()
+            ok = self._send_cycle(cycle, drain_until)
+            if ok:
+                if self._fail_streak:
+                    log.info("delivering again after %d failed cycles", self._fail_streak)
+                self._fail_streak = 0
+                self._send_not_before = -math.inf
+            else:
+                self._fail_streak += 1
+                self._bump("send-cycles-failed")
+                ceiling = min(self._backoff_cap,
+                              self._interval * (2.0 ** min(self._fail_streak - 1, 30) - 1))
+                delay = self._rng.uniform(0.0, ceiling)
+                retry_after = cycle.failure.retry_after_s if cycle.failure else None
+                if retry_after:
+                    delay = min(self._backoff_cap, max(delay, retry_after))
+                self._send_not_before = now + delay
+                failure = cycle.failure
+                level = logging.WARNING if self._fail_streak == 1 else logging.DEBUG
+                log.log(level, "send cycle failed (%s %s: %s); %d in a row, next try in >= %.0fs",
+                        failure.outcome.value if failure else "?",
+                        failure.error_code if failure else "", failure.message if failure else "",
+                        self._fail_streak, delay)
+            return replace(result, requests_sent=cycle.sent, records_acked=cycle.acked,
+                           records_dead_lettered=cycle.dead, failure=cycle.failure)
+
+    def _send_cycle(self, cycle: Cycle, drain_until: float) -> bool:
+        self._sync_sender_clock()
+        state_sent = False
+        if not self._time.server_known:
+            # Learn the endpoint's time before sending any window: a heartbeat of the agent's
+            # figures (no window timestamps) gets an answer with a Date (the Sender corrects
+            # its signing clock on "Signature expired" on the way).  Windows stamped by a clock
+            # that disagrees with it are then re-stamped before they go out.
+            if not self._send_status(cycle):
+                return False
+            state_sent = True
+            self._sync_sender_clock()
+        handled: set[int] = set()
+        rec = self._spool.newest()
+        if rec is not None:
+            handled.add(rec.seq)
+            delivery = self._deliver(rec, cycle, with_state=not state_sent)
+            if delivery is Delivery.FAILED:
+                return False
+            if delivery is Delivery.HELD:
+                return True
+            state_sent = state_sent or delivery is Delivery.SENT
+        if not state_sent and not self._send_status(cycle):
+            return False  # a heartbeat goes out every interval, window or not
+        if not self._send_deployments(cycle):
+            return False
+        budget = max(1, int(self.config.backlog_rate * self._interval * 0.5))
+        pace = 1.0 / self.config.backlog_rate
+        next_at = time.monotonic() + pace
+        while budget > 0 and not self._stop.is_set() and time.monotonic() < drain_until:
+            batch = [r for r in self._spool.pending(limit=min(PENDING_BATCH, budget))
+                     if r.seq not in handled]
+            if not batch:
+                break
+            for rec in batch:
+                if budget <= 0 or time.monotonic() >= drain_until:
+                    break
+                if self._stop.wait(max(0.0, next_at - time.monotonic())):
+                    break
+                handled.add(rec.seq)
+                before = cycle.requests
+                delivery = self._deliver(rec, cycle, with_state=False)
+                budget -= max(1, cycle.requests - before)
+                next_at = time.monotonic() + pace
+                if delivery is Delivery.FAILED:
+                    return False
+                if delivery is Delivery.HELD:
+                    return True
+            del batch
+        self._resolve_raw_frame()
+        return True
+
+    def _deliver(self, rec: SpoolRecord, cycle: Cycle, *, with_state: bool) -> Delivery:
+        partial = self._partial
+        if partial is not None and partial[0] == rec.seq:
+            requests = partial[1]  # the requests of this record that were not delivered yet
+        else:
+            prepared = self._prepare(rec, with_state)
+            if isinstance(prepared, Delivery):
+                if prepared is Delivery.DEAD:
+                    cycle.dead += 1
+                return prepared
+            requests = prepared
+        for i, request in enumerate(requests):
+            result = self._send(request, cycle)
+            if result.ok:
+                continue
+            if result.outcome is Outcome.FATAL:
+                self._forget_partial(rec.seq)
+                if self._dead_letter(rec.seq, f"{result.error_code}: {result.message}"):
+                    cycle.dead += 1
+                return Delivery.DEAD
+            self._partial = (rec.seq, requests[i:])
+            cycle.failure = result
+            return Delivery.FAILED
+        self._forget_partial(rec.seq)
+        if self._spool.ack(rec.seq):
+            cycle.acked += 1
+        return Delivery.SENT
+
+    def _forget_partial(self, seq: int) -> None:
+        if self._partial is not None and self._partial[0] == seq:
+            self._partial = None
+
+    def _prepare(self, rec: SpoolRecord, with_state: bool) -> list[dict[str, Any]] | Delivery:
+        try:
+            snap = Snapshot.from_msgpack(rec.payload)
+        except SnapshotFormatError as exc:
+            self._bump("records-undecodable")
+            self._dead_letter(rec.seq, f"snapshot does not decode: {exc}")
+            return Delivery.DEAD
+        trusted = self._trusted_snapshot(snap)
+        if trusted is None:
+            return Delivery.HELD
+        if isinstance(trusted, str):
+            self._bump("records-unrecoverable-time")
+            self._dead_letter(rec.seq, trusted)
+            return Delivery.DEAD
+        snap = trusted
+        self._note_models(snap)
+        metrics = window_metrics(snap, rec.seq)
+        if with_state:
+            metrics.update(self._state_metrics())
+        with self._lock:
+            models = dict(self._state.models)
+        try:
+            return self._sink.window_requests(snap, metrics, models)
+        except (HeartbeatValidationError, ValueError, OverflowError) as exc:
+            self._bump("records-unbuildable")
+            self._dead_letter(rec.seq, f"cannot build a heartbeat: {exc}")
+            return Delivery.DEAD
+
+    def _trusted_snapshot(self, snap: Snapshot) -> Snapshot | str | None:
+        """``snap`` stamped by the trusted clock; None to hold it; a reason to dead-letter it."""
+        base = self._time.trusted_base_ns()
+        src = snap.sources[-1]
+        same_boot = bool(src.boot_id) and src.boot_id == boot_id() \
+            and all(s.boot_id == src.boot_id for s in snap.sources)
+        if base is None:
+            return snap if snap.end_wall_ns >= MIN_WALL_NS else None
+        if same_boot:
+            # Our monotonic clock still counts from this window: re-derive its wall times if
+            # they were stamped by an unset or wrong clock (disagreeing with the trusted one).
+            if abs(snap.end_wall_ns - (snap.end_mono_ns + base)) > self._time.tolerance_ns:
+                self._bump("windows-restamped")
+                return restamp(snap, base)
+            return snap
+        if snap.end_wall_ns < MIN_WALL_NS:
+            return ("window stamped by an unset clock in an earlier boot: its wall time "
+                    "cannot be recovered")
+        return snap
+
+    def _send_status(self, cycle: Cycle) -> bool:
+        """A heartbeat of the agent's figures and model states only (no window)."""
+        with self._lock:
+            models = dict(self._state.models)
+        for request in self._sink.status_requests(self._state_metrics(), models):
+            result = self._send(request, cycle)
+            if not result.ok:
+                cycle.failure = result
+                return False
+        return True
+
+    def _send_deployments(self, cycle: Cycle) -> bool:
+        while True:
+            with self._lock:
+                pending = self._state.deployments[0] if self._state.deployments else None
+            if pending is None:
+                return True
+            try:
+                requests = self._sink.deployment_requests(pending)
+                failure = None
+            except HeartbeatValidationError as exc:
+                requests, failure = [], str(exc)
+            for request in requests:
+                result = self._send(request, cycle)
+                if result.ok:
+                    continue
+                if result.outcome is not Outcome.FATAL:
+                    cycle.failure = result
+                    return False
+                failure = f"{result.error_code}: {result.message}"
+                break
+            with self._lock:
+                if self._state.deployments and self._state.deployments[0] is pending:
+                    self._state.deployments.pop(0)
+                if failure is not None:
+                    self._counters["deployment-results-dropped"] += 1
+                    log.error("deployment result %s refused, dropped: %s",
+                              pending.get("DeploymentName"), failure)
+                self._save_state_locked()
+
+    def _send(self, request: Mapping[str, Any], cycle: Cycle) -> SendResult:
+        cycle.requests += 1
+        result = self._sink.send(request)
+        self._time.learn(result.server_time)
+        if result.ok:
+            cycle.sent += 1
+        return result
+
+    def _sync_sender_clock(self) -> None:
+        """Sign with the clock we stamp with: the endpoint's when ours disagrees with it."""
+        self._time.sync(self._offset)
+
+    def _dead_letter(self, seq: int, reason: str) -> bool:
+        try:
+            return self._spool.dead_letter(seq, reason)
+        except SpoolError as exc:  # disk trouble: it stays pending and is tried again
+            log.error("could not dead-letter record %d: %s", seq, exc)
+            return False
+
+    def _resolve_raw_frame(self) -> None:
+        upto = self._raw_frame_upto
+        if upto is None or self._time.trusted_base_ns() is None:
+            return
+        oldest = self._spool.pending(limit=1)
+        if not oldest or oldest[0].seq > upto:
+            with self._lock:
+                self._raw_frame_upto = None
+                self._state_dirty = True
+            log.info("records stamped by the unset clock are delivered; the spool now uses "
+                     "the trusted clock")

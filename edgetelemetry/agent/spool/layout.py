@@ -1,0 +1,78 @@
+"""What a spool directory holds: file names, the cursor's tag, the counters it keeps, and the
+small checks recovery and the cursor share (docs/spool-format.md)."""
+
+from __future__ import annotations
+
+import errno
+import re
+
+from .errors import SpoolPermissionError
+
+__all__ = [
+    "COUNTERS",
+    "CURSOR",
+    "CURSOR_TAG",
+    "DEAD",
+    "DEAD_RE",
+    "LOCK",
+    "MAX_PAYLOAD",
+    "QUARANTINE",
+    "SEGMENT_RE",
+    "SEQ_BLOCK",
+    "is_uint",
+    "ranges",
+    "unusable",
+]
+
+MAX_PAYLOAD = 0xFFFFFFFF
+
+SEGMENT_RE = re.compile(r"seg-([0-9a-f]{16})\.log")
+DEAD_RE = re.compile(r"dl-([0-9a-f]{16})\.rec")
+CURSOR = "cursor"
+CURSOR_TAG = b"edgetelemetry-spool-cursor 1"
+LOCK = "lock"
+QUARANTINE = "quarantine"
+DEAD = "dead"
+
+# Sequence numbers are reserved in blocks recorded in the cursor file, so a number handed out
+# and then lost with an unsynced tail (fsync="batch"/"never", power loss) is still never reused.
+SEQ_BLOCK = 4096
+
+COUNTERS = (
+    "evicted_records",
+    "evicted_bytes",
+    "evicted_by_size_records",
+    "evicted_by_age_records",
+    "corruption_events",
+    "torn_tails",
+    "quarantined_files",
+    "quarantined_bytes",
+    "dead_letters",
+    "dead_letters_dropped",
+    "cursor_resets",
+)
+
+
+def unusable(exc: OSError | SpoolPermissionError) -> bool:
+    """An entry to move aside rather than open: a symlink, not a regular file, not ours."""
+    return isinstance(exc, SpoolPermissionError) or exc.errno in (
+        errno.ELOOP,
+        errno.EISDIR,
+        errno.ENXIO,
+        errno.EACCES,
+        errno.EPERM,
+    )
+
+
+def ranges(seqs: set[int]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for s in sorted(seqs):
+        if out and out[-1][1] == s - 1:
+            out[-1][1] = s
+        else:
+            out.append([s, s])
+    return out
+
+
+def is_uint(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 64

@@ -1,0 +1,559 @@
+"""A durable, bounded spool of opaque records (snapshot bytes) with a durable delivery cursor.
+
+The recorder side appends; the agent side reads what is unacknowledged, sends it and acks it.
+Everything here must survive power loss, ``kill -9`` and days offline, so the rules are:
+
+* ``append`` returns a sequence number only once the record is durable per the fsync policy.
+* Damaged data never raises and never blocks start-up: it is salvaged up to (and past) the
+  damage, the damaged bytes are copied to ``quarantine/`` and the event is counted.
+* The cursor is "acked up to N" plus the acked sequence numbers above N, replaced atomically,
+  so a restart resends nothing acknowledged and skips nothing unacknowledged.
+* Disk use is bounded by bytes and by age, oldest first; losses are counted durably.
+
+The on-disk format, fsync policy and recovery rules are documented in ``docs/spool-format.md``.
+One process owns a spool at a time (an ``flock`` on ``<dir>/lock``); within it, every method
+is serialised by a lock so the recorder and the sender may run on different threads.
+Stdlib only; Linux/POSIX (``fcntl``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import zlib
+from bisect import bisect_right
+from collections.abc import Callable, Generator
+from contextlib import closing
+from itertools import islice
+from typing import Literal, Union
+
+from ..._fs import datasync, fsync_dir, open_private, replace_file, write_all
+from .bounds import SpoolBounds
+from .errors import (
+    RecordTooLargeError,
+    SpoolError,
+    SpoolPermissionError,
+)
+from .frames import FRAME_HEADER_SIZE, Record, Segment, encode_frame, frame_at
+from .layout import (
+    COUNTERS,
+    CURSOR,
+    CURSOR_TAG,
+    DEAD,
+    DEAD_RE,
+    MAX_PAYLOAD,
+    QUARANTINE,
+    SEQ_BLOCK,
+    ranges,
+)
+from .recovery import SpoolRecovery
+
+__all__ = ["FsyncPolicy", "Spool"]
+
+log = logging.getLogger(__name__)
+
+FsyncPolicy = Literal["always", "batch", "never"]
+Payload = Union[bytes, bytearray, memoryview]
+
+
+class Spool(SpoolBounds, SpoolRecovery):
+    """A directory of append-only segment files plus a cursor; see the module docstring.
+
+    ``fsync`` chooses what "durable" means when ``append`` returns:
+
+    * ``"always"`` (default): the record is fdatasync'ed, and the directory fsync'ed when a
+      segment file is created; survives power loss.
+    * ``"batch"``: the record is written (survives a process crash) and fdatasync'ed at most
+      ``batch_interval_s`` later, checked on each append, on ``sync()``, rotation and close.
+    * ``"never"``: never fsync on our own (tests, tmpfs); survives a process crash only.
+
+    Cursor writes (acks, evictions) are fsync'ed under "always" and "batch".
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        max_bytes: int = 64 << 20,
+        max_age_s: float | None = 7 * 86400.0,
+        segment_bytes: int | None = None,
+        fsync: FsyncPolicy = "always",
+        batch_interval_s: float = 1.0,
+        quarantine_max_bytes: int | None = None,
+        dead_letter_max_bytes: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if fsync not in ("always", "batch", "never"):
+            raise ValueError(f"fsync must be 'always', 'batch' or 'never', not {fsync!r}")
+        if max_bytes <= FRAME_HEADER_SIZE:
+            raise ValueError(f"max_bytes must exceed the {FRAME_HEADER_SIZE}-byte frame header")
+        if segment_bytes is None:
+            segment_bytes = max(min(1 << 20, max_bytes // 8), 1)
+        if not 0 < segment_bytes <= max_bytes:
+            raise ValueError("segment_bytes must be positive and at most max_bytes")
+        if max_age_s is not None and not max_age_s > 0:
+            raise ValueError("max_age_s must be positive, or None for no age bound")
+        if not batch_interval_s >= 0:
+            raise ValueError("batch_interval_s must be >= 0")
+        self._dir = os.path.abspath(os.fspath(directory))
+        self._qdir = os.path.join(self._dir, QUARANTINE)
+        self._ddir = os.path.join(self._dir, DEAD)
+        self._max_bytes = max_bytes
+        self._max_age_s = max_age_s
+        self._segment_bytes = segment_bytes
+        self._policy: FsyncPolicy = fsync
+        self._batch_interval_s = batch_interval_s
+        self._quarantine_max_bytes = (
+            max_bytes // 8 if quarantine_max_bytes is None else quarantine_max_bytes
+        )
+        self._dead_max_bytes = (
+            max_bytes // 8 if dead_letter_max_bytes is None else dead_letter_max_bytes
+        )
+        self._clock = clock
+        self._mutex = threading.RLock()
+
+        self._segments: list[Segment] = []
+        self._active: Segment | None = None
+        self._unsynced_since: float | None = None  # monotonic time of the first unsynced write
+        self._total_bytes = 0
+        self._unacked = 0
+        self._acked_upto = 0
+        self._acked_above: set[int] = set()
+        self._next_seq = 1
+        self._seq_floor = 1  # durable: every seq ever issued is below this
+        self._counters = dict.fromkeys(COUNTERS, 0)
+        self._dirty = False
+        self._doomed: list[str] = []  # segment paths to unlink once the cursor is written
+        self._lock_fd: int | None = None
+        self._closed = False
+        try:
+            self._open()
+        except BaseException:
+            self._release()
+            raise
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def directory(self) -> str:
+        return self._dir
+
+    def append(self, payload: Payload) -> int:
+        """Store one record; return its sequence number once durable per the fsync policy.
+
+        Evicts the oldest records first if the byte or age bound requires it.  Raises
+        ``RecordTooLargeError`` for a record that can never fit, ``SpoolError`` if it could not
+        be written (nothing is stored then and the caller still owns the snapshot).
+        """
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise TypeError(f"payload must be bytes-like, not {type(payload).__name__}")
+        payload = bytes(payload)  # no copy for bytes; byte length for any memoryview
+        size = FRAME_HEADER_SIZE + len(payload)
+        with self._mutex:
+            self._check_open()
+            if len(payload) > MAX_PAYLOAD or size > self._max_bytes:
+                raise RecordTooLargeError(
+                    f"a {len(payload)}-byte record needs {size} bytes with its header, more "
+                    f"than the spool's max_bytes={self._max_bytes}; it was not stored"
+                )
+            now = self._clock()
+            self._evict_by_age(now)
+            active = self._active
+            if active is not None and active.size and active.size + size > self._segment_bytes:
+                self._seal_active()
+            self._evict_by_size(size)
+            seq = self._next_seq
+            if seq >= self._seq_floor:
+                self._seq_floor = seq + SEQ_BLOCK
+                self._dirty = True
+            self._persist()
+            if self._active is None:
+                self._active = self._new_segment(seq)
+            seg = self._active
+            assert seg.fd is not None
+            self._next_seq = seq + 1  # consumed even on failure: a partial frame may survive
+            frame = encode_frame(seq, now, payload)
+            try:
+                write_all(seg.fd, frame)
+                self._after_write(seg.fd)
+            except OSError as exc:
+                self._abandon_active(seg)
+                raise SpoolError(f"could not write record {seq} to {seg.name}: {exc}") from exc
+            seg.seqs.append(seq)
+            seg.offsets.append(seg.size)
+            seg.lengths.append(len(payload))
+            seg.stamps.append(now)
+            seg.size += size
+            seg.unacked += 1
+            self._total_bytes += size
+            self._unacked += 1
+            return seq
+
+    def pending(self, limit: int | None = None) -> list[Record]:
+        """Unacknowledged records, oldest first (at most ``limit``)."""
+        if limit is not None and limit < 0:
+            raise ValueError("limit must be >= 0")
+        with self._mutex:
+            self._check_open()
+            self._evict_by_age(self._clock())
+            with closing(self._unacked_records(newest_first=False)) as records:
+                out = list(islice(records, limit))
+            self._compact()
+            self._persist()
+            return out
+
+    def newest(self) -> Record | None:
+        """The newest unacknowledged record: what to send first after an outage."""
+        with self._mutex:
+            self._check_open()
+            self._evict_by_age(self._clock())
+            with closing(self._unacked_records(newest_first=True)) as records:
+                found = next(records, None)
+            self._compact()
+            self._persist()
+            return found
+
+    def ack(self, seq: int) -> bool:
+        """Mark one record delivered, durably; True if it was pending.
+
+        Acks may come in any order (newest first, then the backlog).  Acking a record that
+        is already acked, evicted or dead-lettered is a no-op; one never issued is a
+        ``ValueError``.  If the cursor cannot be written this raises ``SpoolError``; the ack
+        is kept in memory and written with the next cursor write.
+        """
+        with self._mutex:
+            where = self._pending_location(seq)
+            if where is None:
+                return False
+            self._mark(where[0], seq)
+            self._compact()
+            self._persist()
+            return True
+
+    def _pending_location(self, seq: int) -> tuple[Segment, int] | None:
+        """Where the pending record ``seq`` lies, or None when it is acked, evicted or dead;
+        raises for a closed spool or a seq never issued.  Call with the mutex held."""
+        self._check_open()
+        self._check_issued(seq)
+        if seq <= self._acked_upto or seq in self._acked_above:
+            return None
+        return self._locate(seq)
+
+    def ack_upto(self, seq: int) -> int:
+        """Mark every record up to and including ``seq`` delivered; return how many were pending."""
+        with self._mutex:
+            self._check_open()
+            self._check_issued(seq)
+            count = 0
+            for seg in list(self._segments):  # _mark may drop segments
+                if not seg.unacked:
+                    continue
+                if seg.seqs[0] > seq:
+                    break
+                lo = bisect_right(seg.seqs, self._acked_upto)
+                hi = bisect_right(seg.seqs, seq)
+                for j in range(lo, hi):
+                    if seg.seqs[j] not in self._acked_above:
+                        self._mark(seg, seg.seqs[j])
+                        count += 1
+            if count:
+                self._compact()
+                self._persist()
+            return count
+
+    def dead_letter(self, seq: int, reason: str) -> bool:
+        """Move a pending record that can never be delivered to ``dead/`` and ack it.
+
+        Returns False if the record is no longer pending (acked or evicted meanwhile).
+        """
+        with self._mutex:
+            where = self._pending_location(seq)
+            if where is None:
+                return False
+            seg, j = where
+            fd = self._open_read(seg)
+            rec = None
+            if fd is not None:
+                try:
+                    rec = self._read(seg, j, fd)
+                finally:
+                    os.close(fd)
+            if rec is None:  # damaged or vanished: already counted and acked
+                self._compact()
+                self._persist()
+                return False
+            meta = {
+                "seq": seq,
+                "timestamp": rec.timestamp,
+                "dead_lettered_at": self._clock(),
+                "reason": str(reason),
+            }
+            line = json.dumps(meta, sort_keys=True).encode() + b"\n"
+            try:
+                self._write_atomic(self._ddir, f"dl-{seq:016x}.rec", line + rec.payload)
+            except OSError as exc:
+                raise SpoolError(f"could not dead-letter record {seq}: {exc}") from exc
+            log.warning("dead-lettered record %d: %s", seq, reason)
+            self._counters["dead_letters"] += 1
+            self._mark(seg, seq)
+            try:
+                self._counters["dead_letters_dropped"] += self._trim(
+                    self._ddir, DEAD_RE, self._dead_max_bytes
+                )
+            except OSError as exc:
+                log.error("spool %s: could not trim dead letters: %s", self._dir, exc)
+            self._compact()
+            self._persist()
+            return True
+
+    def stats(self) -> dict[str, int]:
+        """Gauges and cumulative counters for AgentMetrics.
+
+        Gauges: ``records`` (pending), ``bytes`` and ``files`` (segment files on disk),
+        ``oldest_unsent_age_s``.  Counters are cumulative since the spool was created (they
+        live in the cursor file, so they survive restarts); report deltas if you need them.
+        """
+        with self._mutex:
+            self._check_open()
+            now = self._clock()
+            self._evict_by_age(now)
+            self._persist()
+            oldest = self._first_unacked()
+            age = 0
+            if oldest is not None:
+                seg, j = oldest
+                age = max(0, int(now - seg.stamps[j]))
+            return {
+                "records": self._unacked,
+                "bytes": self._total_bytes,
+                "files": len(self._segments),
+                "oldest_unsent_age_s": age,
+                **self._counters,
+            }
+
+    def sync(self) -> None:
+        """Make every appended record durable now (the commit point under fsync="batch")."""
+        with self._mutex:
+            self._check_open()
+            if self._active is not None and self._active.fd is not None:
+                datasync(self._active.fd)
+            self._unsynced_since = None
+
+    def close(self) -> None:
+        """Sync, close files and release the directory lock.  Idempotent."""
+        with self._mutex:
+            if self._closed:
+                return
+            try:
+                if self._active is not None and self._policy != "never":
+                    self._sync_active()
+                self._persist()
+            finally:
+                self._release()
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self._unacked} pending"
+        return f"<Spool {self._dir!r} {state}>"
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _new_segment(self, first_seq: int) -> Segment:
+        name = f"seg-{first_seq:016x}.log"
+        path = os.path.join(self._dir, name)
+        try:
+            fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND,
+                              error=SpoolPermissionError)
+            if self._policy != "never":
+                fsync_dir(self._dir)  # the new name must survive power loss with its data
+        except OSError as exc:
+            raise SpoolError(f"could not create segment {path}: {exc}") from exc
+        seg = Segment(name, fd=fd)
+        self._segments.append(seg)
+        return seg
+
+    def _after_write(self, fd: int) -> None:
+        if self._policy == "always":
+            datasync(fd)
+        elif self._policy == "batch":
+            now = time.monotonic()
+            if self._unsynced_since is None:
+                self._unsynced_since = now
+            if now - self._unsynced_since >= self._batch_interval_s:
+                datasync(fd)
+                self._unsynced_since = None
+
+    def _sync_active(self) -> None:
+        seg = self._active
+        if seg is not None and seg.fd is not None and self._unsynced_since is not None:
+            datasync(seg.fd)
+        self._unsynced_since = None
+
+    def _seal_active(self) -> None:
+        seg = self._active
+        if seg is None:
+            return
+        try:
+            if self._policy != "never":
+                self._sync_active()
+        except OSError as exc:
+            log.error("spool %s: fsync of %s failed while sealing: %s", self._dir, seg.name, exc)
+        finally:
+            if seg.fd is not None:
+                os.close(seg.fd)
+            seg.fd = None
+            self._active = None
+        if not seg.unacked:
+            self._drop(seg)
+
+    def _abandon_active(self, seg: Segment) -> None:
+        """After a failed write or fsync, cut the partial frame off and stop using the file.
+
+        After a failed fsync the page cache may not match the disk, so we never append to that
+        file again; the next append starts a new segment.
+        """
+        try:
+            if seg.fd is not None:
+                os.ftruncate(seg.fd, seg.size)
+        except OSError as exc:
+            log.error("spool %s: could not cut partial frame off %s: %s", self._dir, seg.name, exc)
+        finally:
+            if seg.fd is not None:
+                os.close(seg.fd)
+            seg.fd = None
+            self._active = None
+            self._unsynced_since = None
+        if not seg.seqs:
+            self._segments.remove(seg)
+            self._doomed.append(os.path.join(self._dir, seg.name))
+
+    def _write_atomic(self, dirpath: str, name: str, data: bytes) -> None:
+        """Replace ``dirpath/name`` so that a crash leaves the old or the new file, never a mix."""
+        replace_file(dirpath, name, data, fsync=self._policy != "never",
+                     error=SpoolPermissionError)
+
+    def _write_cursor(self) -> None:
+        doc = {
+            "acked_upto": self._acked_upto,
+            "acked_above": ranges(self._acked_above),
+            "seq_floor": self._seq_floor,
+            "counters": self._counters,
+        }
+        body = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        data = b"%s %08x\n%s" % (CURSOR_TAG, zlib.crc32(body), body)
+        self._write_atomic(self._dir, CURSOR, data)
+
+    def _persist(self) -> None:
+        """Write the cursor if it changed, then unlink segments it no longer needs.
+
+        Unlinking after the cursor means a crash in between only leaves an acked segment to be
+        deleted at the next start.  If the cursor cannot be written (disk full) the segments are
+        unlinked anyway: their records are acked or evicted, and freeing space is what unblocks
+        the next cursor write.
+        """
+        error: OSError | None = None
+        if self._dirty:
+            try:
+                self._write_cursor()
+                self._dirty = False
+            except OSError as exc:
+                error = exc
+        doomed, self._doomed = self._doomed, []
+        for path in doomed:
+            self._unlink(path, sync=False)
+        if error is not None:
+            raise SpoolError(f"could not write the spool cursor in {self._dir}: {error}") from error
+
+    def _unlink(self, path: str, *, sync: bool) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        if sync and self._policy != "never":
+            fsync_dir(self._dir)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _unacked_records(self, newest_first: bool) -> Generator[Record, None, None]:
+        """The unacknowledged records that read back intact, oldest or newest first, one
+        segment's descriptor open at a time.  A damaged record is quarantined and skipped
+        (``_read``), an unreadable segment counted lost (``_open_read``).  The caller holds
+        the mutex and closes the generator, which closes the descriptor."""
+        segments = list(self._segments)  # _open_read may drop a segment
+        for seg in reversed(segments) if newest_first else segments:
+            if not seg.unacked:
+                continue
+            fd = self._open_read(seg)
+            if fd is None:
+                continue
+            try:
+                first = bisect_right(seg.seqs, self._acked_upto)
+                order = (range(len(seg.seqs) - 1, first - 1, -1) if newest_first
+                         else range(first, len(seg.seqs)))
+                for j in order:
+                    if seg.seqs[j] not in self._acked_above:
+                        record = self._read(seg, j, fd)
+                        if record is not None:
+                            yield record
+            finally:
+                os.close(fd)
+
+    def _open_read(self, seg: Segment) -> int | None:
+        """A read descriptor, or None if the file vanished (its records are then lost, counted)."""
+        try:
+            return os.open(
+                os.path.join(self._dir, seg.name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+            )
+        except OSError as exc:
+            log.error(
+                "spool %s: segment %s unreadable (%s); its records are lost",
+                self._dir,
+                seg.name,
+                exc,
+            )
+            self._counters["corruption_events"] += 1
+            for seq in seg.seqs:
+                if seq > self._acked_upto and seq not in self._acked_above:
+                    self._acked_above.add(seq)
+            self._unacked -= seg.unacked
+            seg.unacked = 0
+            self._dirty = True
+            if seg is self._active:
+                self._abandon_active(seg)
+            if seg in self._segments:
+                self._drop(seg)
+            return None
+
+    def _read(self, seg: Segment, j: int, fd: int) -> Record | None:
+        """Read and verify one record; damage found now is quarantined and the record acked."""
+        seq, offset, length = seg.seqs[j], seg.offsets[j], seg.lengths[j]
+        raw = os.pread(fd, FRAME_HEADER_SIZE + length, offset)
+        frame = frame_at(memoryview(raw), 0, seq - 1)
+        if frame is not None and frame.seq == seq and frame.length == length:
+            return Record(seq, raw[FRAME_HEADER_SIZE:], frame.timestamp)
+        log.error("spool %s: record %d in %s is damaged; quarantined", self._dir, seq, seg.name)
+        self._counters["corruption_events"] += 1
+        self._quarantine_bytes(seg.name, offset, raw)
+        self._mark(seg, seq)
+        return None
+
+    def _release(self) -> None:
+        self._closed = True
+        if self._active is not None and self._active.fd is not None:
+            try:
+                os.close(self._active.fd)
+            except OSError:
+                pass
+            self._active.fd = None
+        self._active = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None

@@ -1,0 +1,151 @@
+"""The agent's own figures as ``AgentMetrics``: every name in one place, and the pure functions
+that turn a window, the spool's and the sender's stats and the agent's counters into them.
+
+A window's heartbeat carries its figures (``window_metrics``) and, with ``build_heartbeat(...,
+window_seq=True)``, the ``window-seq`` metric: the window's sequence number, with the recorder
+id as its dimension, so (device, recorder id, window seq) names a window uniquely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from ..recording.naming import AGENT_METRIC_RULE, DIMENSION_RULE
+from ..snapshot import Snapshot
+
+__all__ = [
+    "AGENT_COUNTERS",
+    "RECORDER_FIGURES",
+    "SENDER_FIGURES",
+    "SPOOL_FIGURES",
+    "WINDOW_SEQ",
+    "agent_figures",
+    "window_metrics",
+    "window_seq_metric",
+]
+
+WINDOW_SEQ = "window-seq"
+
+# Snapshot.recorder figures reported with every window (the window's own values).
+RECORDER_FIGURES = {
+    "records_drained": "records-drained",
+    "ring_high_water": "ring-high-water",
+    "memory_bytes": "recorder-memory-bytes",
+    "unknown_series": "dropped-unknown-series",
+    "threads_active": "threads-active",
+    "collector_passes": "collector-passes",
+}
+_DROP_REASONS = ("ring_full", "no_ring", "closed")
+_REJECT_REASONS = ("nan", "inf", "type")
+
+# Spool stats() -> metric name.
+SPOOL_FIGURES = {
+    "records": "spool-records",
+    "bytes": "spool-bytes",
+    "files": "spool-files",
+    "oldest_unsent_age_s": "oldest-unsent-age-s",
+    "evicted_records": "evicted-records",
+    "evicted_bytes": "evicted-bytes",
+    "evicted_by_age_records": "evicted-by-age-records",
+    "torn_tails": "torn-tails",
+    "dead_letters": "dead-letters",
+    "dead_letters_dropped": "dead-letters-dropped",
+    "cursor_resets": "cursor-resets",
+}
+# Sender stats() -> metric name.
+SENDER_FIGURES = {
+    "attempts": "send-attempts",
+    "successes": "send-successes",
+    "retries": "send-retries",
+    "failures_throttled": "send-failures-throttled",
+    "failures_5xx": "send-failures-5xx",
+    "failures_timeout": "send-failures-timeout",
+    "failures_connection": "send-failures-connection",
+    "failures_validation": "send-failures-validation",
+    "failures_auth": "send-failures-auth",
+    "failures_clock_skew": "send-failures-clock-skew",
+    "failures_credentials": "send-failures-credentials",
+    "failures_other": "send-failures-other",
+    "clock_corrections": "clock-corrections",
+    "credential_refreshes": "credential-refreshes",
+    "clock_offset_s": "clock-offset-s",
+}
+# The agent's own counters (since this agent started).
+AGENT_COUNTERS = (
+    "clock-jumps",
+    "clock-unset",
+    "windows-restamped",
+    "windows-lost",
+    "spool-append-failures",
+    "records-undecodable",
+    "records-unbuildable",
+    "records-unrecoverable-time",
+    "send-cycles-failed",
+    "send-cycles-skipped",
+    "deployment-results-dropped",
+)
+
+
+def _reason_metric(prefix: str, reason: str) -> str | None:
+    name = f"{prefix}-{reason.replace('_', '-')}"
+    return name if AGENT_METRIC_RULE.problem(name) is None else None
+
+
+def window_metrics(snap: Snapshot, spool_seq: int) -> dict[str, float]:
+    """The AgentMetrics that describe one window (sent with that window's heartbeat)."""
+    out: dict[str, float] = {
+        "spool-seq": float(spool_seq),
+        "window-duration-s": max(0, snap.end_mono_ns - snap.start_mono_ns) / 1e9,
+    }
+    for key, name in RECORDER_FIGURES.items():
+        out[name] = float(snap.recorder.get(key, 0))
+    dropped, rejected = snap.dropped, snap.rejected
+    for prefix, counts, known in (("dropped", dropped, _DROP_REASONS),
+                                  ("rejected", rejected, _REJECT_REASONS)):
+        for reason in sorted(set(known) | set(counts)):
+            metric = _reason_metric(prefix, reason)
+            if metric is not None:
+                out[metric] = float(counts.get(reason, 0))
+    return out
+
+
+def agent_figures(
+    spool: Mapping[str, int],
+    sender: Mapping[str, int | float],
+    counters: Mapping[str, int],
+    *,
+    state_corruption_events: int,
+    deployments_pending: int,
+    uptime_s: float,
+) -> dict[str, float]:
+    """The agent's operating figures: ``spool`` and ``sender`` are their ``stats()`` (an empty
+    ``spool`` when it is closed), ``counters`` the agent's own (``AGENT_COUNTERS``)."""
+    out: dict[str, float] = {}
+    for key, name in SPOOL_FIGURES.items():
+        if key in spool:
+            out[name] = float(spool[key])
+    if spool:
+        out["corruption-events"] = float(spool["corruption_events"] + state_corruption_events)
+    for key, name in SENDER_FIGURES.items():
+        if key in sender:
+            out[name] = float(sender[key])
+    for name, value in counters.items():
+        out[name] = float(value)
+    out["deployment-results-pending"] = float(deployments_pending)
+    out["agent-uptime-s"] = round(uptime_s, 3)
+    return out
+
+
+def window_seq_metric(snap: Snapshot, when: datetime | None) -> dict[str, Any] | None:
+    """The ``window-seq`` metric of ``snap``'s (last) source, or None when its recorder id is
+    not a valid dimension (a hand-made snapshot)."""
+    src = snap.sources[-1]
+    if DIMENSION_RULE.problem(src.recorder_id) is not None:
+        return None
+    metric: dict[str, Any] = {"MetricName": WINDOW_SEQ, "Dimension": src.recorder_id,
+                              "Value": float(src.seq_last)}
+    if when is not None:
+        metric["Timestamp"] = when
+    return metric

@@ -1,0 +1,12 @@
+"""Recording: the public API an inference loop calls, on top of the native layer.
+
+``recorder`` (``Recorder`` and its bound handles ``Histogram``, ``Group``, ``Timer``),
+``naming`` (the rules a series' names follow), ``window`` (a closed C window as a
+``Snapshot``) and ``process`` (the boot id, fork hooks).
+"""
+
+from __future__ import annotations
+
+from .recorder import Group, Histogram, Recorder, Timer
+
+__all__ = ["Group", "Histogram", "Recorder", "Timer"]

@@ -1,0 +1,424 @@
+"""The public recording API: ``Recorder`` and its bound metric handles.
+
+    rec = Recorder()
+    lat = rec.histogram("latency", unit="ms", model="resnet18", version="1.0")
+    lat.record(3.2)              # one C call, never raises
+    with lat.time(): ...         # also a decorator, async def included
+    per_inference = rec.group(lat, conf, size)
+    start = per_inference.start()
+    per_inference.record_since(start, 0.93, 150528)   # all of one inference, one C call
+    snap = rec.snapshot()        # drains, closes the window
+    rec.close()
+
+A recorder is injected where it is needed; nothing is created at import time.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import inspect
+import logging
+import threading
+import time
+import uuid
+from array import array
+from time import perf_counter_ns
+from typing import Any, Callable, TypeVar
+
+from .. import _native
+from .._native import GROUP_MAX, CoreRecorder, GroupBase, SeriesBase, Timer
+from ..errors import CoreError, RecorderClosedError
+from ..snapshot import RECORDER_GAUGES, HistogramLayout, Snapshot
+from .naming import check_series_names
+from .process import boot_id, on_fork_in_child
+from .window import snapshot_of
+
+__all__ = ["Recorder", "Histogram", "Group", "Timer"]
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Nanoseconds to the unit ``time()`` records in.
+_NS_PER_UNIT = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
+
+_DEFAULT_COLLECTOR_PERIOD = 0.002  # seconds; adapts down to 1/8 of it under load
+
+
+class Histogram(SeriesBase):
+    """A bound handle on one series.
+
+    ``record(value)`` is inherited from the C base (``_native/fastpath.c``): one call, never raises.
+    NaN/Inf and non-numbers are counted as rejected, a full ring counts a drop, and after
+    ``Recorder.close()`` it does nothing.  ``time()`` (also C) returns a ``Timer`` that times a
+    ``with`` block, or a function as a decorator (``async def`` included), in the series'
+    unit (ns, us, ms or s; other units raise ValueError).
+    """
+
+    __slots__ = ("model", "version", "metric", "dimension", "unit", "_recorder", "__weakref__")
+
+    model: str
+    version: str
+    metric: str
+    dimension: str | None
+    unit: str | None
+    _recorder: Recorder
+
+    def record_many(self, values: Any) -> int:
+        """Record a batch; returns how many entered the ring (the rest were dropped, counted).
+
+        A C-contiguous buffer of float64 (``array('d')``, a numpy float64 array) is read in
+        place; anything else is converted to float64 first.  Never raises."""
+        recorder = self._recorder
+        view: memoryview | None
+        try:
+            view = memoryview(values)
+            if view.format != "d" or not view.c_contiguous:
+                view = _float64_copy(view.tolist() if view.ndim == 1 else None)
+        except TypeError:
+            view = _float64_copy(values)
+        if view is None:
+            recorder._count_reject(self)
+            return 0
+        n = view.nbytes >> 3
+        if n == 0:
+            return 0
+        # cffi releases the GIL during the call, so close() must not free the recorder under
+        # it.  deque.append/pop are atomic under the GIL and far cheaper than a lock: close()
+        # detaches the handles first, then waits for the deque to empty; a call that enters
+        # after that sees the handle detached here and never reaches C.
+        inflight = recorder._inflight
+        inflight.append(None)
+        try:
+            if not self.attached:
+                return 0
+            return recorder._core.record_many(self.series_id, view, n)
+        finally:
+            inflight.pop()
+
+    def __repr__(self) -> str:
+        dim = f", dimension={self.dimension!r}" if self.dimension else ""
+        unit = f", unit={self.unit!r}" if self.unit else ""
+        return (
+            f"Histogram({self.metric!r}{unit}, model={self.model!r}, "
+            f"version={self.version!r}{dim})"
+        )
+
+
+class Group(GroupBase):
+    """The series one inference feeds, recorded together: made by ``Recorder.group``.
+
+    ``record(*values)`` takes one value per series, in the group's order, and records them
+    with one call into C and one ring update: they land in the same window, and a full ring
+    drops all of them (each counted).  ``start()`` reads the monotonic clock (ns) and
+    ``record_since(start, *values)`` records the time since then into the first series, in
+    its unit (ns, us, ms or s), and one value per other series: a timed inference with all
+    its metrics costs two calls.  Like ``Histogram.record``, a bad value is counted as
+    rejected, never raised; a wrong number of values raises TypeError.  After
+    ``Recorder.close()`` both do nothing.
+    """
+
+    __slots__ = ("handles", "__weakref__")
+
+    handles: tuple[Histogram, ...]
+
+    def __repr__(self) -> str:
+        return f"Group({', '.join(repr(h) for h in self.handles)})"
+
+
+def _float64_copy(values: Any) -> memoryview | None:
+    """``values`` converted to a float64 buffer, or None when they are not numbers."""
+    try:
+        return memoryview(array("d", values))
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+# ``handle.time()`` is implemented in C and returns a ``Timer`` (``_native.Timer``): a context
+# manager whose __enter__/__exit__ read the monotonic clock and record in C.  As a decorator it
+# calls back here, where coroutine functions are told apart.
+def _decorate(handle: Histogram, ns_per_unit: float, fn: F) -> F:
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def timed_async(*args: Any, **kwargs: Any) -> Any:
+            start = perf_counter_ns()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                handle.record((perf_counter_ns() - start) / ns_per_unit)
+
+        return timed_async  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = perf_counter_ns()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            handle.record((perf_counter_ns() - start) / ns_per_unit)
+
+    return timed  # type: ignore[return-value]
+
+
+_native.set_decorator(_decorate)
+
+
+class Recorder:
+    """Owns the C recorder: fixed memory, per-thread rings, a background collector.
+
+    Sizes are fixed at creation: ``max_series`` series, ``max_threads`` threads recording at
+    once (a thread's ring is reclaimed after it exits), ``ring_capacity`` records per ring.
+    ``buckets_per_octave`` sets the histogram's accuracy (36: under 1% relative error).
+    ``collector_period`` (seconds, ``None`` for no background thread) is the longest pause
+    between drains; under load the collector drains up to 8 times as often.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_series: int = 16,
+        max_threads: int = 4,
+        ring_capacity: int = 2048,
+        buckets_per_octave: int = 36,
+        collector_period: float | None = _DEFAULT_COLLECTOR_PERIOD,
+    ) -> None:
+        for name, value in (
+            ("max_series", max_series),
+            ("max_threads", max_threads),
+            ("ring_capacity", ring_capacity),
+            ("buckets_per_octave", buckets_per_octave),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if ring_capacity & (ring_capacity - 1) or not 64 <= ring_capacity <= 1 << 24:
+            raise ValueError(
+                f"ring_capacity must be a power of two from 64 to 2**24, got {ring_capacity}"
+            )
+        if not 8 <= buckets_per_octave <= 255:
+            raise ValueError(f"buckets_per_octave must be 8..255, got {buckets_per_octave}")
+        if max_threads > 1024 or max_series > 65536:
+            raise ValueError("max_threads must be <= 1024 and max_series <= 65536")
+        if collector_period is not None and not 0.0001 <= collector_period <= 60:
+            raise ValueError(
+                f"collector_period must be None or 0.0001..60 seconds, got {collector_period!r}"
+            )
+        self._lock = threading.Lock()
+        self._core = CoreRecorder(
+            {
+                "max_series": max_series,
+                "max_threads": max_threads,
+                "ring_capacity": ring_capacity,
+                "buckets_per_octave": buckets_per_octave,
+            }
+        )
+        info = self._core.info()
+        self._layout = HistogramLayout(
+            buckets_per_octave=info["buckets_per_octave"],
+            mantissa_bits=_native.MANTISSA_BITS,
+            min_exponent=info["min_exponent"],
+            octaves=info["octaves"],
+            edges=self._core.edges(info["buckets_per_octave"]),
+        )
+        self._api_address = self._core.api_address()
+        self._handles: dict[int, Histogram] = {}
+        self._groups: dict[tuple[int, ...], Group] = {}
+        self._units: dict[int, str | None] = {}
+        self._inflight: collections.deque[None] = collections.deque()
+        self._closed = False
+        self._collector_period = collector_period
+        self._recorder_id = uuid.uuid4().hex
+        self._last_counters = {"records_drained": 0, "collector_passes": 0, "unknown_series": 0}
+        if collector_period is not None:
+            self._core.start_collector(int(collector_period * 1e9))
+        on_fork_in_child(self._after_fork_in_child)
+
+    # ---- handles ----
+
+    def histogram(
+        self,
+        metric: str,
+        *,
+        model: str,
+        version: str,
+        unit: str | None = None,
+        dimension: str | None = None,
+    ) -> Histogram:
+        """A handle on the series (model, version, metric, dimension); the same names give a
+        handle on the same series.  Names are checked against the heartbeat's rules now, with
+        an error that says which rule failed and what would pass."""
+        check_series_names(model, version, metric, dimension, unit)
+        unit = unit or None
+        with self._lock:
+            self._check_open()
+            try:
+                series_id = self._core.series_add(model, version, metric, dimension)
+            except CoreError as exc:
+                if exc.code == _native.E_SERIES_FULL:
+                    raise ValueError(
+                        f"series limit reached ({self._core.info()['max_series']} series): "
+                        "create the Recorder with a larger max_series"
+                    ) from exc
+                raise
+            known = self._handles.get(series_id)
+            if known is not None:
+                if self._units.get(series_id) != unit:
+                    raise ValueError(
+                        f"series {metric!r} of {model} {version} already has unit "
+                        f"{self._units.get(series_id)!r}, not {unit!r}"
+                    )
+                return known
+            handle = Histogram(self._api_address, self._core.address, series_id)
+            handle.model, handle.version, handle.metric = model, version, metric
+            handle.dimension, handle.unit = dimension, unit
+            _native.set_ns_per_unit(handle, _NS_PER_UNIT.get(unit or "", 0.0))
+            handle._recorder = self
+            self._handles[series_id] = handle
+            self._units[series_id] = unit
+            return handle
+
+    def group(self, *handles: Histogram) -> Group:
+        """A ``Group`` recording one value into each of ``handles`` (1 to 16 handles of this
+        recorder, each once) with one call; the same handles in the same order give the same
+        group.  For ``record_since`` the first handle's unit must be a time (ns, us, ms, s)."""
+        if not 1 <= len(handles) <= GROUP_MAX:
+            raise ValueError(f"a group has 1 to {GROUP_MAX} handles, got {len(handles)}")
+        for h in handles:
+            if not isinstance(h, Histogram):
+                raise TypeError(f"a group is made of Histogram handles, got {type(h).__name__}")
+            if h._recorder is not self:
+                raise ValueError(f"{h!r} belongs to another recorder")
+        ids = tuple(h.series_id for h in handles)
+        if len(set(ids)) != len(ids):
+            raise ValueError("each series may appear once in a group")
+        with self._lock:
+            self._check_open()
+            known = self._groups.get(ids)
+            if known is not None:
+                return known
+            group = Group(
+                self._api_address, self._core.address, ids, _native.ns_per_unit(handles[0])
+            )
+            group.handles = handles
+            self._groups[ids] = group
+            return group
+
+    def _count_reject(self, handle: Histogram) -> None:
+        with self._lock:
+            if handle.attached:
+                self._core.count_reject(handle.series_id)
+
+    # ---- windows ----
+
+    def snapshot(self) -> Snapshot:
+        """Drain every ring, close the current window and return it; the next one opens."""
+        with self._lock:
+            self._check_open()
+            return self._close_window()
+
+    def _close_window(self) -> Snapshot:
+        raw = self._core.close_window()
+        info = self._core.info()
+        counters = {key: info[key] - self._last_counters[key] for key in self._last_counters}
+        self._last_counters = {key: info[key] for key in self._last_counters}
+        figures = {key: int(info[key]) for key in RECORDER_GAUGES}
+        figures.update(counters)
+        return snapshot_of(raw, self._layout, self._units, (self._recorder_id, boot_id()),
+                           figures)
+
+    def drain(self) -> None:
+        """Drain every thread's ring into the current window now, as the collector thread
+        does every ``collector_period``; the window stays open.  For a recorder without a
+        collector thread (``collector_period=None``) that records more than its rings hold
+        between snapshots."""
+        with self._lock:
+            self._check_open()
+            self._core.collect()
+
+    # ---- introspection ----
+
+    @property
+    def recorder_id(self) -> str:
+        """Random per recorder, new in a fork child: tells snapshots' sources apart."""
+        return self._recorder_id
+
+    def native_handle(self) -> tuple[int, int]:
+        """``(et_api table address, et_recorder address)`` for a C/C++ module in this process
+        that records into this recorder (see docs/native-sdk.md).  Valid until ``close()``:
+        the native side must stop recording before the recorder closes."""
+        with self._lock:
+            self._check_open()
+            return self._api_address, self._core.address
+
+    @property
+    def layout(self) -> HistogramLayout:
+        return self._layout
+
+    @property
+    def relative_error(self) -> float:
+        return self._layout.relative_error
+
+    def info(self) -> dict[str, Any]:
+        """Configuration, memory in bytes and the collector's figures."""
+        with self._lock:
+            self._check_open()
+            return self._core.info()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ---- lifetime ----
+
+    def close(self) -> Snapshot | None:
+        """Stop recording and free the C recorder.  Returns the last window if anything was
+        recorded or counted in it since the last snapshot, so nothing is lost; else None.
+        Idempotent."""
+        with self._lock:
+            if self._closed:
+                return None
+            self._closed = True
+            for handle in self._handles.values():
+                _native.detach(handle)
+            for group in self._groups.values():
+                _native.detach(group)
+            while self._inflight:  # record_many calls still inside C (GIL released)
+                time.sleep(0.0001)
+            try:
+                self._core.stop_collector()
+                last = self._close_window()
+            finally:
+                self._core.free()
+        if any(s.count or s.rejected or s.dropped for s in last.series):
+            return last
+        return None
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # a safety net only: close() is the lifetime; the collector thread must stop first
+        if not getattr(self, "_closed", True):
+            try:
+                self.close()
+            except Exception:  # pragma: no cover - interpreter shutdown
+                pass
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RecorderClosedError("the recorder is closed")
+
+    def _after_fork_in_child(self) -> None:
+        # the C core already dropped what the parent recorded; the collector thread is gone
+        self._lock = threading.Lock()
+        self._inflight.clear()  # only the forking thread exists here
+        if self._closed:
+            return
+        self._recorder_id = uuid.uuid4().hex
+        self._last_counters = {key: 0 for key in self._last_counters}
+        if self._collector_period is not None:
+            self._core.start_collector(int(self._collector_period * 1e9))
