@@ -66,6 +66,13 @@ static inline void et__unlock(et_lock *l) {
  * while the process lives, so the core itself only ever calls et__lock. */
 bool et__lock_or_steal(et_lock *l, uint64_t timeout_ns);
 
+/* The shared segments' acquisition: et__lock_or_steal with steal_after_ns, that also gives up
+ * after give_up_ns (0: never), so that an agent never waits on a live but stuck holder.
+ * Returns ET_LOCK_TAKEN, ET_LOCK_STOLEN (the caller repairs) or ET_LOCK_GAVE_UP (not held).
+ * A waiter woken for a hand-off always takes it, deadline or not: nobody else would. */
+enum { ET_LOCK_TAKEN = 0, ET_LOCK_STOLEN = 1, ET_LOCK_GAVE_UP = -1 };
+int et__lock_shared(et_lock *l, uint64_t steal_after_ns, uint64_t give_up_ns);
+
 /* The owner's tid, 0 when free or handed off (for tests and diagnostics). */
 static inline uint32_t et__lock_owner(const et_lock *l) {
     const uint32_t v = atomic_load_explicit(&((et_lock *)l)->word, memory_order_relaxed);
