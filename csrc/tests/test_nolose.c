@@ -138,7 +138,7 @@ ET_TEST(pool_shared_by_many_series_stays_exact) {
 /* Bring series 0's bucket for `value` to UINT32_MAX - 2 in the active set, as if 4 billion
  * values had been recorded into it, and the set's fill with it (fill bounds every bucket). */
 static void nearly_full_bucket(et_recorder *rec, double value) {
-    const uint32_t set = rec->region->active & 1;
+    const uint32_t set = et__active(rec);
     et_aggregate *agg = et__agg(rec, set, 0);
     uint64_t bits;
     memcpy(&bits, &value, sizeof bits);
@@ -198,7 +198,7 @@ ET_TEST(scribbled_region_is_bounds_checked) {
     ET_CHECK_RC(et_record(rec, a, 2.0), ET_OK);
     ET_CHECK_RC(et_collect(rec), ET_OK);
     et_region *r = rec->region;
-    const uint32_t set = r->active & 1;
+    const uint32_t set = et__active(rec);
 
     /* a ring whose head runs far past its tail: resynchronised, not read 10 rings long */
     et_ring *ring = et__ring(rec, 0);
@@ -246,7 +246,7 @@ ET_TEST(scribbled_region_is_bounds_checked) {
     ET_CHECK(info.unknown_series >= 1);
 
     /* a touched list and count written over: bounded, and the close still works */
-    const uint32_t closing = r->active & 1;
+    const uint32_t closing = et__active(rec);
     rec->sets[closing]->touched_count = 1000000;
     for (uint32_t k = 0; k < rec->config.max_series; k++) rec->touched[closing][k] = 77777 + k;
     ET_CHECK_RC(et_window_close(rec, &w), ET_OK);
