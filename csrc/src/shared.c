@@ -355,12 +355,20 @@ void et__shared_after_fork_child(et_recorder *rec) {
 
 /* ---- reaping ---- */
 
+/* This process's slot as another thread may read it (the tag is set once the slot is). */
+static uint32_t own_slot(const et_recorder *rec) {
+    const uint64_t tag = atomic_load_explicit(&rec->own_tag, memory_order_acquire);
+    return tag ? (uint32_t)(tag >> ET_RING_SLOT_SHIFT) - 1 : ET_NO_SLOT;
+}
+
 /* Give back the slots whose process is gone: LIVE with nobody holding the slot's lock (or
- * REAPING: an agent died reaping it).  Only the agent reaps; its own slot it keeps. */
+ * REAPING: an agent died reaping it).  Only the agent reaps; its own slot it keeps (its own
+ * lock never conflicts with itself, so it would look dead). */
 static uint32_t reap(et_recorder *rec) {
     uint32_t n = 0;
+    const uint32_t mine = own_slot(rec);
     for (uint32_t i = 0; i < rec->max_processes; i++) {
-        if (i == rec->slot) continue;
+        if (i == mine) continue;
         et_proc *p = &rec->procs[i];
         uint32_t st = atomic_load_explicit(&p->state, memory_order_acquire);
         if (st == ET_PROC_LIVE) {
@@ -471,6 +479,13 @@ void et__guard_disarm(const et_guard *saved) {
 
 void et__guard_fault(et_recorder *rec, const et_guard *saved) {
     armed = *saved;
+    /* The jump left the handler without the kernel restoring the mask.  SA_NODEFER kept
+     * SIGBUS unblocked, unless someone installs the kernel-level handler for us with their
+     * own flags (TSan does): unblock it, or the next fault would kill without a handler. */
+    sigset_t bus;
+    sigemptyset(&bus);
+    sigaddset(&bus, SIGBUS);
+    pthread_sigmask(SIG_UNBLOCK, &bus, NULL);
     et__agg_forget(rec); /* this thread holds nothing of the dead mapping */
     if (atomic_exchange_explicit(&rec->dead, ET_ETRUNCATED, memory_order_acq_rel) == 0)
         atomic_fetch_add_explicit(&rec->truncations, 1, memory_order_relaxed);
@@ -792,7 +807,8 @@ int et_recorder_shared_info(et_recorder *rec, et_shared_info *out) {
     memset(out, 0, sizeof *out);
     out->owner = rec->owner;
     out->layout_version = ET_LAYOUT_VERSION;
-    out->process_slot = rec->slot == ET_NO_SLOT ? -1 : (int32_t)rec->slot;
+    const uint32_t slot = own_slot(rec);
+    out->process_slot = slot == ET_NO_SLOT ? -1 : (int32_t)slot;
     out->max_processes = rec->max_processes;
     out->segment_bytes = rec->map_bytes;
     out->truncations = atomic_load_explicit(&rec->truncations, memory_order_relaxed);

@@ -505,3 +505,133 @@ ET_TEST(shared_outside_the_group_cannot_attach) {
     unlink(path);
     rmdir(dir);
 }
+
+/* ---- threads of one process, one mapping: what TSan can follow ---- */
+
+typedef struct shared_thread {
+    pthread_t th;
+    et_recorder *rec;
+    uint32_t index, series;
+    uint64_t n, count[4];
+    double sum[4];
+} shared_thread;
+
+static void *shared_thread_main(void *arg) {
+    shared_thread *t = arg;
+    double batch[200];
+    uint32_t ids[4] = {0, 1, 2, 3};
+    for (uint64_t i = 0; i < t->n;) {
+        const uint32_t s = (uint32_t)((i + t->index) % t->series);
+        const double v = (double)(1 + (i * 7 + t->index) % 64);
+        if (i % 997 == 5) { /* larger than the ring: aggregated by the caller, journaled */
+            for (int k = 0; k < 200; k++) batch[k] = v;
+            ET_CHECK_EQ_I(et_record_many(t->rec, s, batch, 200), 200);
+            t->count[s] += 200;
+            t->sum[s] += 200 * v;
+            i += 200;
+        } else if (i % 11 == 4) {
+            const double g[4] = {v, v, v, v};
+            ET_CHECK_EQ_I(et_record_group(t->rec, ids, g, 4), 4);
+            for (int k = 0; k < 4; k++) {
+                t->count[k]++;
+                t->sum[k] += v;
+            }
+            i += 4;
+        } else {
+            ET_CHECK_RC(et_record(t->rec, s, v), ET_OK);
+            t->count[s]++;
+            t->sum[s] += v;
+            i++;
+        }
+    }
+    return NULL;
+}
+
+typedef struct shared_closer {
+    pthread_t th;
+    et_recorder *agent;
+    _Atomic bool stop;
+    test_totals totals[4];
+    uint64_t windows, repeats;
+} shared_closer;
+
+static void *shared_closer_main(void *arg) {
+    shared_closer *c = arg;
+    uint64_t i = 0;
+    while (!atomic_load(&c->stop)) {
+        et_window *w = NULL;
+        ET_CHECK_RC(et_window_close(c->agent, &w), ET_OK);
+        if (w == NULL) continue;
+        const uint64_t seq = et_window_seq(w);
+        if (i++ % 3 == 0) { /* not acknowledged yet: the same window comes back */
+            et_window *again = NULL;
+            ET_CHECK_RC(et_window_close(c->agent, &again), ET_OK);
+            ET_CHECK_EQ_U(et_window_seq(again), seq);
+            ET_CHECK_EQ_U(et_window_series_count(again), et_window_series_count(w));
+            et_window_free(again);
+            c->repeats++;
+        }
+        test_totals_add(c->totals, 4, w);
+        et_window_free(w);
+        ET_CHECK_RC(et_window_ack(c->agent, seq), ET_OK);
+        c->windows++;
+        test_sleep_us(200);
+    }
+    return NULL;
+}
+
+ET_TEST_FLAGS(shared_threads_record_while_the_agent_closes, ET_CONCURRENT) {
+    char path[512];
+    test_seg_path(path, sizeof path, "threads");
+    /* 2 rings for 4 threads: two of them aggregate through the lock, journaled */
+    et_recorder *agent = test_create_shared(path, 128, 2, 4, 2);
+    ET_REQUIRE(agent);
+    for (int s = 0; s < 4; s++) {
+        char name[8];
+        snprintf(name, sizeof name, "s%d", s);
+        test_series(agent, name);
+    }
+    ET_CHECK_RC(et_collector_start(agent, 100000), ET_OK);
+    shared_closer *c = calloc(1, sizeof *c);
+    ET_REQUIRE(c);
+    c->agent = agent;
+    test_totals_init(c->totals, 4);
+    ET_REQUIRE(pthread_create(&c->th, NULL, shared_closer_main, c) == 0);
+    enum { THREADS = 4 };
+    shared_thread t[THREADS];
+    memset(t, 0, sizeof t);
+    for (uint32_t k = 0; k < THREADS; k++) {
+        t[k].rec = agent;
+        t[k].index = k;
+        t[k].series = 4;
+        t[k].n = TEST_SANITIZED ? 20000 : 300000;
+        ET_REQUIRE(pthread_create(&t[k].th, NULL, shared_thread_main, &t[k]) == 0);
+    }
+    for (int k = 0; k < THREADS; k++) pthread_join(t[k].th, NULL);
+    atomic_store(&c->stop, true);
+    pthread_join(c->th, NULL);
+    ET_CHECK_RC(et_collector_stop(agent), ET_OK);
+    test_close_ack(agent, c->totals, 4);
+    for (uint32_t s = 0; s < 4; s++) {
+        uint64_t count = 0;
+        double sum = 0;
+        for (int k = 0; k < THREADS; k++) {
+            count += t[k].count[s];
+            sum += t[k].sum[s];
+        }
+        ET_CHECKF(c->totals[s].count == count, "series %u: %" PRIu64 " of %" PRIu64, s,
+                  c->totals[s].count, count);
+        ET_CHECK_EQ_D(c->totals[s].sum, sum);
+        ET_CHECK_EQ_U(c->totals[s].buckets_total, count);
+    }
+    et_info info;
+    ET_CHECK_RC(et_recorder_info(agent, &info), ET_OK);
+    ET_CHECK_EQ_U(info.integrity_errors, 0);
+    ET_CHECK(info.direct_values > 0);
+    printf("     %" PRIu64 " windows (%" PRIu64 " closed twice before the ack), %" PRIu64
+           " values through the lock\n",
+           c->windows, c->repeats, info.direct_values);
+    free(c);
+    et_recorder_free(agent);
+    unlink(path);
+}

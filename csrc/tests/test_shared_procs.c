@@ -676,7 +676,7 @@ ET_TEST(shared_fork_child_is_a_new_process) {
 
 /* ---- the file truncated under a running agent ---- */
 
-ET_TEST(shared_agent_survives_truncation) {
+ET_TEST_FLAGS(shared_agent_survives_truncation, ET_CONCURRENT) {
     char path[512];
     test_seg_path(path, sizeof path, "truncate");
     for (int round = 0; round < (TEST_SANITIZED ? 5 : 20); round++) {
@@ -795,7 +795,9 @@ static void guard_default_kills(void *arg) {
     et_test_fail(__FILE__, __LINE__, "survived a SIGBUS outside the guard");
 }
 
-ET_TEST(shared_sigbus_guard_catches_its_own_faults_only) {
+/* In the TSan set too: TSan installs the kernel-level handler itself, which is how the
+ * guard's need to unblock SIGBUS after a jump was found. */
+ET_TEST_FLAGS(shared_sigbus_guard_catches_its_own_faults_only, ET_CONCURRENT) {
     char path[512];
     test_seg_path(path, sizeof path, "guard");
     pid_t pid = test_spawn(guard_chains, path);
