@@ -279,29 +279,37 @@ static inline uint64_t region_off(const et_recorder *rec, const void *p) {
     return (uint64_t)((const char *)p - (const char *)rec->region);
 }
 
-/* Make slot (state & 1) valid: its fields are written; now state names them. */
+/* Make slot (seq & 1) valid: its fields are written; now the state names them. */
 static inline __attribute__((always_inline)) void journal_commit(et_journal *j, uint64_t state) {
     atomic_signal_fence(memory_order_seq_cst);
     atomic_store_explicit(&j->state, state, memory_order_relaxed);
     atomic_signal_fence(memory_order_seq_cst);
 }
 
-/* A run of journaled steps that are not ring entries: the sequence continues from the
- * state's, so the first step's slot is not the one the state names. */
-static inline uint64_t journal_next_seq(const et_journal *j) {
-    const uint64_t st = atomic_load_explicit(&j->state, memory_order_relaxed);
-    return (st & ET_J_SEQ_MASK) + 1;
+/* Start a run of journaled steps: whatever the state named is applied by now (this holder
+ * made it), so it is cleared before the run's shared fields change meaning under it.
+ * Returns the first step's sequence number for a run that is not a ring's. */
+static inline uint64_t journal_begin(et_journal *j, int64_t now) {
+    atomic_store_explicit(&j->state, 0, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst);
+    j->now = now;
+    atomic_signal_fence(memory_order_seq_cst);
+    return 1;
 }
 
-/* Everything aggregate_one's fast path does not cover, journaled: the structural steps first
- * (touch, a page, a coarse slot: each safe to die in and to redo), then the aggregate's new
- * head and its one cell go to the journal, then they are applied. */
+static inline uint64_t j_state(uint64_t seq, uint32_t kind) {
+    return seq << ET_J_KIND_BITS | kind;
+}
+
+/* Everything the fast path does not cover, journaled: the structural steps first (touch, a
+ * page, a coarse slot: each safe to die in and to redo), then the aggregate's new head and
+ * its one cell go to the journal, then they are applied.  ring: ET_J_RING or 0. */
 static __attribute__((noinline)) void aggregate_slow_j(et_recorder *rec, uint32_t set,
                                                        et_aggregate *agg, uint32_t id,
                                                        const double *at, int64_t now,
-                                                       uint64_t state) {
+                                                       uint64_t seq, uint32_t ring) {
     et_journal *j = &rec->region->journal;
-    et_journal_slot *js = &j->slot[state & 1];
+    et_journal_slot *js = &j->slot[seq & 1];
     uint64_t bits;
     memcpy(&bits, at, sizeof bits);
     const double value = *at;
@@ -367,7 +375,7 @@ static __attribute__((noinline)) void aggregate_slow_j(et_recorder *rec, uint32_
     nh->sum += value;
 commit:
     js->agg_off = region_off(rec, agg);
-    journal_commit(j, (uint64_t)ET_J_FULL << ET_J_KIND_SHIFT | state);
+    journal_commit(j, j_state(seq, ET_J_FULL | ring));
     memcpy(agg, nh, sizeof *nh);
     if (js->cell_width == 8) {
         uint64_t v = js->cell_val;
@@ -378,93 +386,129 @@ commit:
     }
 }
 
-/* One value into agg, journaled.  state: the step's kind flags (ET_J_RING or not) and
- * sequence, without the FAST/FULL kind, which is chosen here. */
+/* One value that is not a ring entry (a batch, a group, a thread without a ring) into agg,
+ * journaled, at time j->now. */
 static inline __attribute__((always_inline)) void aggregate_one_j(
     et_recorder *rec, uint32_t set, uint32_t *pool, et_aggregate *agg, uint32_t id,
-    const double *at, int64_t now, bool careful, uint64_t state) {
+    const double *at, int64_t now, bool careful, uint64_t seq) {
     const double value = *at;
-    const uint32_t slot = rec->slot_of[top_bits(at)];
-    const size_t sub = rec->sub_bucket_of[mantissa_bits(at)];
-    const uint64_t off = agg->pages[slot];
-    if (ET_LIKELY(off < rec->page_limit)) {
-        uint32_t *bucket = pool + off + sub;
-        const uint32_t b = *bucket;
-        if (!careful || ET_LIKELY(b != UINT32_MAX)) {
-            et_journal *j = &rec->region->journal;
-            et_journal_slot *js = &j->slot[state & 1];
-            const uint64_t count = agg->count + 1;
-            const double sum = agg->sum + value;
-            const double lo = value < agg->min ? value : agg->min;
-            const double hi = value > agg->max ? value : agg->max;
-            js->agg_off = region_off(rec, agg);
-            js->count = count;
-            js->sum = sum;
-            js->min = lo;
-            js->max = hi;
-            js->last_mono_ns = now;
-            js->cell_off = region_off(rec, bucket);
-            js->cell_val = b + 1u;
-            journal_commit(j, (uint64_t)ET_J_FAST << ET_J_KIND_SHIFT | state);
-            *bucket = b + 1u;
-            agg->count = count;
-            agg->sum = sum;
-            agg->min = lo;
-            agg->max = hi;
-            agg->last_mono_ns = now;
-            return;
-        }
+    const uint64_t off = agg->pages[rec->slot_of[top_bits(at)]];
+    uint32_t *bucket = pool + off + rec->sub_bucket_of[mantissa_bits(at)];
+    if (ET_UNLIKELY(off >= rec->page_limit) || (careful && *bucket == UINT32_MAX)) {
+        aggregate_slow_j(rec, set, agg, id, at, now, seq, 0);
+        return;
     }
-    aggregate_slow_j(rec, set, agg, id, at, now, state);
+    et_journal *j = &rec->region->journal;
+    et_journal_slot *js = &j->slot[seq & 1];
+    const uint32_t b = *bucket + 1u;
+    const uint64_t count = agg->count + 1;
+    const double sum = agg->sum + value;
+    const double lo = value < agg->min ? value : agg->min;
+    const double hi = value > agg->max ? value : agg->max;
+    js->count = count;
+    js->sum = sum;
+    js->min = lo;
+    js->max = hi;
+    js->cell_val = b;
+    js->agg_off = region_off(rec, agg);
+    js->cell_off = region_off(rec, bucket);
+    journal_commit(j, j_state(seq, ET_J_FAST));
+    *bucket = b;
+    agg->count = count;
+    agg->sum = sum;
+    agg->min = lo;
+    agg->max = hi;
+    agg->last_mono_ns = now;
 }
 
-/* An entry for a series nobody registered: counted, journaled like the rest (one word). */
-static __attribute__((noinline)) void unknown_j(et_recorder *rec, uint64_t state, uint64_t n) {
+/* n entries for a series nobody registered: counted, journaled like the rest (one word). */
+static __attribute__((noinline)) void unknown_j(et_recorder *rec, uint64_t seq, uint32_t ring,
+                                                uint64_t n) {
     et_region *r = rec->region;
     et_journal *j = &r->journal;
-    et_journal_slot *js = &j->slot[state & 1];
+    et_journal_slot *js = &j->slot[seq & 1];
     js->agg_off = ET_J_NONE;
     js->cell_off = ET_J_NONE;
     js->cell_width = 0;
     js->nops = 1;
     js->op_off[0] = offsetof(et_region, unknown_series);
     js->op_val[0] = r->unknown_series + n;
-    journal_commit(j, (uint64_t)ET_J_FULL << ET_J_KIND_SHIFT | state);
+    journal_commit(j, j_state(seq, ET_J_FULL | ring));
     r->unknown_series = js->op_val[0];
 }
 
 /* A ring's drain, journaled: entry by entry, the tail moves past each entry once its values
- * are applied, so a drain cut short by death resumes exactly where it stopped. */
-static __attribute__((noinline)) void drain_ring_j(et_recorder *rec, et_ring *ring,
-                                                   uint64_t tail, uint64_t head, int64_t now,
-                                                   bool careful) {
-    et_journal *j = &rec->region->journal;
-    /* the state may name a step of this section (another ring, a batch): clear it before
-     * the ring's index changes meaning under it */
-    atomic_store_explicit(&j->state, 0, memory_order_relaxed);
-    atomic_signal_fence(memory_order_seq_cst);
-    j->ring = (uint32_t)(((const char *)ring - rec->rings) / rec->layout.ring_stride);
-    atomic_signal_fence(memory_order_seq_cst);
+ * are applied, so a drain cut short by death resumes exactly where it stopped.  The fast
+ * path journals count, sum, min, max and the bucket's value: the aggregate and the bucket
+ * follow from the entry, and the time from the run.  Everything it reads from the handle is
+ * in locals: the journal's stores may alias the handle as far as C knows. */
+static inline __attribute__((always_inline)) void drain_ring_j_run(
+    et_recorder *rec, et_ring *ring, uint64_t tail, uint64_t head, int64_t now, bool careful) {
+    et_journal *const j = &rec->region->journal;
     const uint32_t set = et__active(rec);
     uint32_t *const pool = rec->pools[set];
     char *const aggregates = rec->aggregates[set];
     const uint64_t stride = rec->layout.agg_stride;
     const uint64_t mask = rec->config.ring_capacity - 1;
-    const et_entry *entries = et__ring_entries(ring);
+    const uint64_t page_limit = rec->page_limit;
+    const et_entry *const entries = et__ring_entries(ring);
+    et_journal_slot *const slots = j->slot;
     uint32_t series = et__series_count(rec);
-    const uint64_t ring_kind = (uint64_t)ET_J_RING << ET_J_KIND_SHIFT;
     for (uint64_t pos = tail; pos != head; pos++) {
         const et_entry *e = &entries[pos & mask];
         const uint32_t id = e->series;
-        const uint64_t state = ring_kind | ((pos + 1) & ET_J_SEQ_MASK);
-        if (ET_UNLIKELY(id >= series)) series = et__series_count(rec);
-        if (ET_UNLIKELY(id >= series))
-            unknown_j(rec, state, 1);
-        else
-            aggregate_one_j(rec, set, pool, (et_aggregate *)(aggregates + id * stride), id,
-                            &e->value, now, careful, state);
+        const uint64_t seq = pos + 1;
+        if (ET_UNLIKELY(id >= series)) {
+            series = et__series_count(rec);
+            if (id >= series) {
+                unknown_j(rec, seq, ET_J_RING, 1);
+                goto next;
+            }
+        }
+        et_aggregate *agg = (et_aggregate *)(aggregates + id * stride);
+        const double value = e->value;
+        const uint64_t off = agg->pages[rec->slot_of[top_bits(&e->value)]];
+        uint32_t *bucket = pool + off + rec->sub_bucket_of[mantissa_bits(&e->value)];
+        if (ET_UNLIKELY(off >= page_limit) || (careful && *bucket == UINT32_MAX)) {
+            aggregate_slow_j(rec, set, agg, id, &e->value, now, seq, ET_J_RING);
+            goto next;
+        }
+        {
+            const uint32_t b = *bucket + 1u;
+            const uint64_t count = agg->count + 1;
+            const double sum = agg->sum + value;
+            const double lo = value < agg->min ? value : agg->min;
+            const double hi = value > agg->max ? value : agg->max;
+            et_journal_slot *js = &slots[seq & 1];
+            js->count = count;
+            js->sum = sum;
+            js->min = lo;
+            js->max = hi;
+            js->cell_val = b;
+            journal_commit(j, j_state(seq, ET_J_FAST | ET_J_RING));
+            *bucket = b;
+            agg->count = count;
+            agg->sum = sum;
+            agg->min = lo;
+            agg->max = hi;
+            agg->last_mono_ns = now;
+        }
+    next:
         atomic_store_explicit(&ring->tail, pos + 1, memory_order_release);
     }
+}
+
+static __attribute__((noinline)) void drain_ring_j(et_recorder *rec, et_ring *ring,
+                                                   uint64_t tail, uint64_t head, int64_t now,
+                                                   bool careful) {
+    et_journal *const j = &rec->region->journal;
+    journal_begin(j, now);
+    j->ring = (uint32_t)(((const char *)ring - rec->rings) / rec->layout.ring_stride);
+    atomic_signal_fence(memory_order_seq_cst);
+    if (ET_LIKELY(!careful))
+        drain_ring_j_run(rec, ring, tail, head, now, false);
+    else
+        drain_ring_j_run(rec, ring, tail, head, now, true);
 }
 
 /* Free rings are drained too: an exited thread's last records wait there for us.  The
@@ -519,14 +563,14 @@ void et__aggregate_group(et_recorder *rec, const uint32_t *series_ids, const dou
     r->direct_values += n;
     const uint32_t series = et__series_count(rec);
     if (rec->shared) {
-        uint64_t seq = journal_next_seq(&r->journal);
+        uint64_t seq = journal_begin(&r->journal, now);
         for (size_t i = 0; i < n; i++, seq++) {
             const uint32_t id = series_ids[i];
             if (id >= series)
-                unknown_j(rec, seq & ET_J_SEQ_MASK, 1);
+                unknown_j(rec, seq, 0, 1);
             else
                 aggregate_one_j(rec, set, rec->pools[set], et__agg(rec, set, id), id,
-                                &values[i], now, careful, seq & ET_J_SEQ_MASK);
+                                &values[i], now, careful, seq);
         }
         return;
     }
@@ -585,7 +629,7 @@ void et__aggregate_batch(et_recorder *rec, uint32_t id, const double *values, si
     r->direct_values += n;
     if (id >= et__series_count(rec)) {
         if (rec->shared)
-            unknown_j(rec, journal_next_seq(&r->journal) & ET_J_SEQ_MASK, n);
+            unknown_j(rec, journal_begin(&r->journal, now), 0, n);
         else
             r->unknown_series += n;
         return;
@@ -597,10 +641,9 @@ void et__aggregate_batch(et_recorder *rec, uint32_t id, const double *values, si
     s->fill += n;
     uint32_t *const pool = rec->pools[set];
     if (rec->shared) { /* value by value, each journaled: a death keeps every value whole */
-        uint64_t seq = journal_next_seq(&r->journal);
+        uint64_t seq = journal_begin(&r->journal, now);
         for (size_t i = 0; i < n; i++, seq++)
-            aggregate_one_j(rec, set, pool, agg, id, &values[i], now, careful,
-                            seq & ET_J_SEQ_MASK);
+            aggregate_one_j(rec, set, pool, agg, id, &values[i], now, careful, seq);
         return;
     }
     if (careful) {
@@ -699,7 +742,7 @@ static void fold_series(et_recorder *rec, uint32_t set, uint32_t id, uint32_t re
             return;
         }
         et_journal *j = &r->journal;
-        const uint64_t seq = journal_next_seq(j) & ET_J_SEQ_MASK;
+        const uint64_t seq = journal_begin(j, 0);
         et_journal_slot *js = &j->slot[seq & 1];
         js->agg_off = ET_J_NONE;
         js->cell_off = ET_J_NONE;
@@ -711,7 +754,7 @@ static void fold_series(et_recorder *rec, uint32_t set, uint32_t id, uint32_t re
             js->op_off[1 + k] = region_off(rec, &c->folded[k]);
             js->op_val[1 + k] = now_at[k];
         }
-        journal_commit(j, (uint64_t)ET_J_FULL << ET_J_KIND_SHIFT | seq);
+        journal_commit(j, j_state(seq, ET_J_FULL));
         r->unknown_series = js->op_val[0];
         memcpy(c->folded, now_at, sizeof now_at);
         return;
@@ -725,7 +768,7 @@ static void fold_series(et_recorder *rec, uint32_t set, uint32_t id, uint32_t re
         return;
     }
     et_journal *j = &r->journal;
-    const uint64_t seq = journal_next_seq(j) & ET_J_SEQ_MASK;
+    const uint64_t seq = journal_begin(j, 0);
     et_journal_slot *js = &j->slot[seq & 1];
     et_aggregate *nh = (et_aggregate *)(void *)js->agg_new;
     memcpy(nh, agg, sizeof *nh);
@@ -739,7 +782,7 @@ static void fold_series(et_recorder *rec, uint32_t set, uint32_t id, uint32_t re
         js->op_off[k] = region_off(rec, &c->folded[k]);
         js->op_val[k] = now_at[k];
     }
-    journal_commit(j, (uint64_t)ET_J_FULL << ET_J_KIND_SHIFT | seq);
+    journal_commit(j, j_state(seq, ET_J_FULL));
     memcpy(agg, nh, sizeof *nh);
     memcpy(c->folded, now_at, sizeof now_at);
 }
@@ -756,7 +799,7 @@ static void fold_unknown(et_recorder *rec) {
         return;
     }
     et_journal *j = &r->journal;
-    const uint64_t seq = journal_next_seq(j) & ET_J_SEQ_MASK;
+    const uint64_t seq = journal_begin(j, 0);
     et_journal_slot *js = &j->slot[seq & 1];
     js->agg_off = ET_J_NONE;
     js->cell_off = ET_J_NONE;
@@ -766,7 +809,7 @@ static void fold_unknown(et_recorder *rec) {
     js->op_val[0] = r->unknown_series + delta;
     js->op_off[1] = offsetof(et_region, unknown_folded);
     js->op_val[1] = total;
-    journal_commit(j, (uint64_t)ET_J_FULL << ET_J_KIND_SHIFT | seq);
+    journal_commit(j, j_state(seq, ET_J_FULL));
     r->unknown_series = js->op_val[0];
     r->unknown_folded = total;
 }
@@ -856,30 +899,72 @@ static void put64(et_recorder *rec, uint64_t off, uint64_t v) {
     memcpy((char *)rec->region + off, &v, sizeof v);
 }
 
+/* A FAST ring step's aggregate and bucket, from its entry (still the ring's: the tail has
+ * not passed it), in the active set (no flip happens before a steal has replayed). */
+static bool journal_ring_cell(et_recorder *rec, const et_ring *ring, uint64_t pos,
+                              et_aggregate **agg, uint32_t **bucket) {
+    const et_entry *e = &et__ring_entries((et_ring *)ring)[pos & (rec->config.ring_capacity - 1)];
+    const uint32_t id = e->series;
+    if (id >= et__series_count(rec)) return false;
+    const uint32_t set = et__active(rec);
+    *agg = et__agg(rec, set, id);
+    const uint64_t off = (*agg)->pages[rec->slot_of[top_bits(&e->value)]];
+    if (off >= rec->page_limit) return false;
+    *bucket = rec->pools[set] + off + rec->sub_bucket_of[mantissa_bits(&e->value)];
+    return true;
+}
+
 void et__journal_replay(et_recorder *rec) {
     et_region *r = rec->region;
     et_journal *j = &r->journal;
     const uint64_t state = atomic_load_explicit(&j->state, memory_order_acquire);
     if (state == 0) return;
     atomic_fetch_add_explicit(&rec->seg->journal_replays, 1, memory_order_relaxed);
-    const uint32_t kind = (uint32_t)(state >> ET_J_KIND_SHIFT);
-    const uint64_t seq = state & ET_J_SEQ_MASK;
+    const uint32_t kind = (uint32_t)state & ET_J_KIND_MASK;
+    const uint64_t seq = state >> ET_J_KIND_BITS;
     const et_journal_slot *js = &j->slot[seq & 1];
     bool ok = true;
-    if (kind & ET_J_FAST) {
+    et_ring *ring = NULL;
+    uint64_t tail = 0;
+    if (kind & ET_J_RING) {
+        if (j->ring >= rec->config.max_threads) {
+            ok = false;
+        } else {
+            ring = et__ring(rec, j->ring);
+            tail = atomic_load_explicit(&ring->tail, memory_order_relaxed);
+            const uint64_t seq_bits = ~0ull >> ET_J_KIND_BITS;
+            if ((tail & seq_bits) == seq) goto done; /* the tail passed it: it is whole */
+            if (((tail + 1) & seq_bits) != seq) ok = false;
+        }
+    }
+    if (!ok) {
+    } else if (kind == (ET_J_FAST | ET_J_RING)) {
+        et_aggregate *agg;
+        uint32_t *bucket;
+        if (journal_ring_cell(rec, ring, tail, &agg, &bucket)) {
+            agg->count = js->count;
+            agg->sum = js->sum;
+            agg->min = js->min;
+            agg->max = js->max;
+            agg->last_mono_ns = j->now;
+            *bucket = (uint32_t)js->cell_val;
+        } else {
+            ok = false;
+        }
+    } else if (kind == ET_J_FAST) {
         et_aggregate *agg = journal_agg(rec, js->agg_off);
         if (agg != NULL && journal_cell_ok(rec, js->cell_off, 4)) {
             agg->count = js->count;
             agg->sum = js->sum;
             agg->min = js->min;
             agg->max = js->max;
-            agg->last_mono_ns = js->last_mono_ns;
+            agg->last_mono_ns = j->now;
             const uint32_t v = (uint32_t)js->cell_val;
             memcpy((char *)r + js->cell_off, &v, sizeof v);
         } else {
             ok = false;
         }
-    } else if (kind & ET_J_FULL) {
+    } else if ((kind & ~ET_J_RING) == ET_J_FULL) {
         et_aggregate *agg = js->agg_off == ET_J_NONE ? NULL : journal_agg(rec, js->agg_off);
         const bool cell = js->cell_off != ET_J_NONE;
         ok = (js->agg_off == ET_J_NONE || agg != NULL) &&
@@ -897,19 +982,9 @@ void et__journal_replay(et_recorder *rec) {
     } else {
         ok = false;
     }
-    if (ok && (kind & ET_J_RING)) {
-        /* the entry's values are in: move the tail past it, unless it already is */
-        if (j->ring < rec->config.max_threads) {
-            et_ring *ring = et__ring(rec, j->ring);
-            const uint64_t tail = atomic_load_explicit(&ring->tail, memory_order_relaxed);
-            if (((tail + 1) & ET_J_SEQ_MASK) == seq)
-                atomic_store_explicit(&ring->tail, tail + 1, memory_order_release);
-            else if ((tail & ET_J_SEQ_MASK) != seq)
-                ok = false;
-        } else {
-            ok = false;
-        }
-    }
+    /* the entry's values are in: move the tail past it */
+    if (ok && ring != NULL) atomic_store_explicit(&ring->tail, tail + 1, memory_order_release);
+done:
     if (!ok) r->integrity_errors++;
     atomic_signal_fence(memory_order_seq_cst);
     atomic_store_explicit(&j->state, 0, memory_order_relaxed);

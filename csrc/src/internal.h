@@ -133,31 +133,36 @@ typedef struct et_set {
  * A lock holder that another process may outlive (a producer killed inside its full-ring
  * drain, an agent killed mid-pass) must not leave an aggregate half-updated.  Before it
  * changes an aggregate for one value, it writes the *absolute new values* of every field
- * that value changes into a journal slot, then makes the slot valid by storing its state
+ * that value changes into a journal slot, then makes the slot valid by storing the state
  * word, then applies the values, then (for a ring entry) moves the ring's tail past the
  * entry.  Whoever steals the lock from a dead holder applies the valid slot again: the
- * values are absolute, so applying them twice is applying them once, and a ring's tail is
- * moved only when it still points at the journaled entry.  The two slots alternate with the
- * entry's sequence number, so the slot being filled is never the one the state names.
- * Process death does not lose stores already made, so only the compiler's order matters
- * (atomic_signal_fence).  Everything else a holder changes (touched list, page allocation,
- * coarse slots) is ordered so that dying anywhere leaves at worst a leaked page. */
-#define ET_J_FAST 1u /* count, sum, min, max, last_mono_ns and one 32-bit bucket */
+ * values are absolute, so applying them twice is applying them once, and a ring entry whose
+ * tail has moved is whole already.  The two slots alternate with the step's sequence number,
+ * so the slot being filled is never the one the state names; a holder sets the state to 0
+ * before a run of steps (its previous steps are all applied by then) and at the end of its
+ * section.  Process death does not lose stores already made, so only the compiler's order
+ * matters (atomic_signal_fence).  Everything else a holder changes (touched list, page
+ * allocation, coarse slots) is ordered so that dying anywhere leaves at worst a leaked page.
+ *
+ * state = seq << ET_J_KIND_BITS | kind.  A ring entry's seq is its position + 1; the
+ * aggregate and the bucket it changes follow from the entry itself (which its producer cannot
+ * overwrite before the tail passes it), so a FAST ring step journals five words. */
+#define ET_J_FAST 1u /* count, sum, min, max (last_mono_ns = now) and one 32-bit bucket */
 #define ET_J_FULL 2u /* the aggregate's head, one 32- or 64-bit cell, up to ET_J_OPS words */
-#define ET_J_RING 4u /* the value came from ring `ring`; seq is its position + 1 */
-#define ET_J_KIND_SHIFT 56
-#define ET_J_SEQ_MASK ((1ull << ET_J_KIND_SHIFT) - 1)
+#define ET_J_RING 4u /* the value came from ring `ring`, at position seq - 1 */
+#define ET_J_KIND_BITS 3
+#define ET_J_KIND_MASK 7u
 #define ET_J_OPS 5
 #define ET_J_NONE UINT64_MAX
 
 typedef struct et_journal_slot {
-    uint64_t agg_off;      /* region offset of the aggregate, or ET_J_NONE */
     uint64_t count;        /* FAST: the aggregate's fields as they will be */
     double sum, min, max;
-    int64_t last_mono_ns;
-    uint64_t cell_off;     /* region offset of the histogram cell, or ET_J_NONE */
-    uint64_t cell_val;
-    uint32_t cell_width;   /* FULL: 4 or 8 bytes (FAST: 4) */
+    uint64_t cell_val;     /* the cell's value as it will be */
+    uint64_t agg_off;      /* FULL, and FAST without RING: region offset of the aggregate
+                            * (FULL: ET_J_NONE for none) */
+    uint64_t cell_off;     /* likewise, of the cell (FULL: ET_J_NONE for none) */
+    uint32_t cell_width;   /* FULL: 4 or 8 bytes */
     uint32_t nops;         /* FULL: extra 64-bit writes */
     uint64_t op_off[ET_J_OPS], op_val[ET_J_OPS];
     /* FULL: the aggregate's head (everything but its page table) as it will be */
@@ -165,9 +170,10 @@ typedef struct et_journal_slot {
 } et_journal_slot;
 
 typedef struct et_journal {
-    _Atomic uint64_t state; /* 0: nothing to redo; else kind << ET_J_KIND_SHIFT | seq */
+    _Atomic uint64_t state; /* 0: nothing to redo; else seq << ET_J_KIND_BITS | kind */
     uint32_t ring;          /* the ring being drained (for ET_J_RING) */
     uint32_t reserved;
+    int64_t now;            /* the run's time: FAST steps' last_mono_ns */
     et_journal_slot slot[2]; /* slot[seq & 1] */
 } et_journal;
 
@@ -466,7 +472,7 @@ void et__guard_fault(et_recorder *rec, const et_guard *saved);
             break;                                                                             \
         }                                                                                      \
         sigjmp_buf et_jb_;                                                                     \
-        et_guard et_saved_;                                                                    \
+        et_guard et_saved_ = {0};                                                              \
         if (sigsetjmp(et_jb_, 0) == 0) {                                                       \
             et__guard_arm((rec), &et_jb_, &et_saved_);                                         \
             __VA_ARGS__;                                                                       \

@@ -495,7 +495,7 @@ void et__guard_fault(et_recorder *rec, const et_guard *saved) {
 #define PRODUCER_GUARDED(rec, result, ...)                                                    \
     do {                                                                                       \
         sigjmp_buf jb_;                                                                        \
-        et_guard saved_;                                                                       \
+        et_guard saved_ = {0};                                                                 \
         if (sigsetjmp(jb_, 0) == 0) {                                                          \
             et__guard_arm((rec), &jb_, &saved_);                                               \
             __VA_ARGS__;                                                                       \

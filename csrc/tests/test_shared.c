@@ -587,7 +587,7 @@ ET_TEST_FLAGS(shared_threads_record_while_the_agent_closes, ET_CONCURRENT) {
     et_recorder *agent = test_create_shared(path, 128, 2, 4, 2);
     ET_REQUIRE(agent);
     for (int s = 0; s < 4; s++) {
-        char name[8];
+        char name[16];
         snprintf(name, sizeof name, "s%d", s);
         test_series(agent, name);
     }
