@@ -393,8 +393,12 @@ static inline __attribute__((always_inline)) void aggregate_one_j(
     const double *at, int64_t now, bool careful, uint64_t seq) {
     const double value = *at;
     const uint64_t off = agg->pages[rec->slot_of[top_bits(at)]];
+    if (ET_UNLIKELY(off >= rec->page_limit)) { /* before pool + off is formed */
+        aggregate_slow_j(rec, set, agg, id, at, now, seq, 0);
+        return;
+    }
     uint32_t *bucket = pool + off + rec->sub_bucket_of[mantissa_bits(at)];
-    if (ET_UNLIKELY(off >= rec->page_limit) || (careful && *bucket == UINT32_MAX)) {
+    if (careful && *bucket == UINT32_MAX) {
         aggregate_slow_j(rec, set, agg, id, at, now, seq, 0);
         return;
     }
@@ -468,8 +472,12 @@ static inline __attribute__((always_inline)) void drain_ring_j_run(
         et_aggregate *agg = (et_aggregate *)(aggregates + id * stride);
         const double value = e->value;
         const uint64_t off = agg->pages[rec->slot_of[top_bits(&e->value)]];
+        if (ET_UNLIKELY(off >= page_limit)) { /* before pool + off is formed */
+            aggregate_slow_j(rec, set, agg, id, &e->value, now, seq, ET_J_RING);
+            goto next;
+        }
         uint32_t *bucket = pool + off + rec->sub_bucket_of[mantissa_bits(&e->value)];
-        if (ET_UNLIKELY(off >= page_limit) || (careful && *bucket == UINT32_MAX)) {
+        if (careful && *bucket == UINT32_MAX) {
             aggregate_slow_j(rec, set, agg, id, &e->value, now, seq, ET_J_RING);
             goto next;
         }

@@ -257,8 +257,9 @@ static void build_window(et_recorder *rec, uint32_t set, et_window *w) {
         st->first_mono_ns = agg->first_mono_ns;
         st->last_mono_ns = agg->last_mono_ns;
         if (agg->first_mono_ns) {
-            int64_t first = agg->first_mono_ns + wall_offset;
-            int64_t last = agg->last_mono_ns + wall_offset;
+            /* unsigned: the times are data, and clamped to the window's bounds next */
+            int64_t first = (int64_t)((uint64_t)agg->first_mono_ns + (uint64_t)wall_offset);
+            int64_t last = (int64_t)((uint64_t)agg->last_mono_ns + (uint64_t)wall_offset);
             if (first < w->start_wall_ns) first = w->start_wall_ns;
             if (first > w->end_wall_ns) first = w->end_wall_ns;
             if (last > w->end_wall_ns) last = w->end_wall_ns;
