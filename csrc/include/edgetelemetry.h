@@ -24,12 +24,14 @@
  *     thread without a ring take the aggregate lock for at most ring_capacity values at a
  *     time (a group longer than the ring: its length, so it stays whole); docs/core.md has
  *     the bound on the wait.  Nothing is dropped.
- *   - et_collect, et_window_close, et_collector_*: any thread; they drain one ring per hold of
- *     the aggregate lock, and closes are serialised among themselves.  Building a closed
- *     window happens outside the aggregate lock: producers keep recording into the next one.
+ *   - et_collect, et_window_close, et_window_ack, et_collector_*: any thread; they drain one
+ *     ring per hold of the aggregate lock, and closes are serialised among themselves.
+ *     Building a closed window happens outside the aggregate lock: producers keep recording
+ *     into the next one.  On a shared recorder only its agent may call them.
  *   - et_series_add / et_series_add_unit: any thread; take the registry lock (not the hot
  *     path).
- *   - et_recorder_free: exactly once, after every other call on the recorder has returned.
+ *   - et_recorder_free: exactly once, after every other call on the recorder has returned
+ *     (on an attached recorder: detach; other processes and the agent go on).
  *   - Signal handlers may call et_record, et_record_many, et_record_group, et_count_reject
  *     and et_count_drop (nothing else), as long as the interrupted code is not itself
  *     recording into the same recorder from that thread; a record that would have to wait for
@@ -224,7 +226,11 @@ ET_API int et_recorder_new(const et_config *cfg, et_recorder **out);
 /* Stop the collector thread and free everything; records still in the rings are discarded
  * (close a window first to keep them).  NULL is ignored.  Exactly once, after every other
  * call on this recorder, from any thread, has returned: no thread may record into it any
- * more.  No errors. */
+ * more.  No errors.
+ * A shared recorder's handle: this process detaches (its slot and its threads' rings are
+ * given back; what they hold stays in the segment for the agent), the mapping and the file
+ * descriptor are closed, the file stays.  The agent's handle leaves the segment to the next
+ * agent (a window closed and not acknowledged is returned again by its first close). */
 ET_API void et_recorder_free(et_recorder *rec);
 
 /* Register (or find) a series with a unit and set *series_id, a small dense id (0, 1, 2, ...)
@@ -236,7 +242,10 @@ ET_API void et_recorder_free(et_recorder *rec);
  * Errors: ET_EINVAL (rec or series_id NULL), ET_ENAME (a name empty, longer than ET_NAME_MAX
  * (unit too) / ET_DIMENSION_MAX bytes, or with a control character), ET_EUNIT (the series
  * exists with another unit), ET_ESERIESFULL (max_series series exist), ET_ENAMESFULL (the
- * names do not fit in what is left of names_bytes).  *series_id is untouched on error. */
+ * names do not fit in what is left of names_bytes).  *series_id is untouched on error.
+ * A shared recorder's registry is the segment's: every process gets the same ids.  The
+ * agent's call waits for the registry lock at most lock_timeout_ns (ET_ETIMEDOUT); a dead
+ * holder's lock is taken over and the registry repaired; ET_ETRUNCATED (the file shrank). */
 ET_API int et_series_add_unit(et_recorder *rec, const char *model, const char *version,
                               const char *metric, const char *dimension, const char *unit,
                               uint32_t *series_id);
@@ -293,14 +302,21 @@ ET_API int et_count_drop(et_recorder *rec, uint32_t series_id, int reason);
 
 /* Drain every ring into the current window's aggregates now, one ring per hold of the
  * aggregate lock.  Not needed with a collector thread; without one, rings that fill are
- * drained by their producers.  Any thread.  Errors: ET_EINVAL (rec NULL). */
+ * drained by their producers.  Any thread.  A shared recorder's agent also reaps dead
+ * processes here when reap_period_ns has passed.  Errors: ET_EINVAL (rec NULL), and on a
+ * shared recorder ET_ENOTOWNER (an attached one), ET_ETIMEDOUT (a live process held the
+ * aggregate lock past lock_timeout_ns: the pass stopped there; later passes go on),
+ * ET_ETRUNCATED (the file shrank: this handle is dead). */
 ET_API int et_collect(et_recorder *rec);
 
 /* Start a background thread that drains every period_ns at most (it adapts between
  * period_ns/8 and period_ns to the rings' fill, so an idle device wakes rarely); starting a
  * running collector does nothing.  Stop joins it; stopping a stopped one does nothing.  Any
- * thread; start and stop are serialised.  Errors: ET_EINVAL (rec NULL, period_ns outside
- * 80 us..60 s), ET_ETHREAD (pthread_create / pthread_join failed). */
+ * thread; start and stop are serialised.  A shared recorder's collector also reaps dead
+ * processes (every reap_period_ns), waits a bounded time for its lock, and stops touching a
+ * segment that shrank under it (et_recorder_shared_info says so: truncated).
+ * Errors: ET_EINVAL (rec NULL, period_ns outside 80 us..60 s), ET_ETHREAD (pthread_create /
+ * pthread_join failed), ET_ENOTOWNER (an attached recorder). */
 ET_API int et_collector_start(et_recorder *rec, uint64_t period_ns);
 ET_API int et_collector_stop(et_recorder *rec);
 
@@ -311,7 +327,13 @@ ET_API int et_collector_stop(et_recorder *rec);
  * that had activity, not with the series registered.  Producers are never stopped; a record
  * is in exactly one window or counted as dropped.  Any thread; closes are serialised among
  * themselves.  Errors: ET_EINVAL (a NULL argument), ET_ENOMEM (the window stays open,
- * nothing is lost: try again later). */
+ * nothing is lost: try again later).
+ * A shared recorder (the agent only): the closed window's aggregates stay in the segment
+ * until et_window_ack(rec, its seq); until then every close returns that window again, the
+ * same seq, bounds and values, also after the agent restarted, and producers record into the
+ * next one.  More errors: ET_ENOTOWNER (an attached recorder), ET_ETIMEDOUT (a live process
+ * held the aggregate lock past lock_timeout_ns: nothing changed, close again next tick),
+ * ET_ETRUNCATED (the file shrank: this handle is dead, create a fresh segment). */
 ET_API int et_window_close(et_recorder *rec, et_window **out);
 /* Free a closed window.  A window holds copies of everything it reports, so it may outlive
  * its recorder.  NULL is ignored.  No errors. */
@@ -362,7 +384,10 @@ ET_API int et_window_buckets(const et_window *w, uint32_t i, uint32_t *indexes,
 /* ---- introspection ---- */
 
 /* What the recorder is and holds (configuration, memory, counters) into *out.  Any thread;
- * takes the aggregate lock briefly.  Errors: ET_EINVAL (a NULL argument). */
+ * takes the aggregate lock briefly (a shared recorder's: at most lock_timeout_ns, then it
+ * reads the counters without it).  On a shared recorder the figures are the segment's, from
+ * every process; memory_bytes is this process's (handle and mapping).  Errors: ET_EINVAL (a
+ * NULL argument), ET_ETRUNCATED (a shared recorder whose file shrank under it). */
 ET_API int et_recorder_info(et_recorder *rec, et_info *out);
 /* The histogram's mantissa edges: buckets_per_octave + 1 increasing values from 0 to
  * 2^ET_MANTISSA_BITS, so bucket j of an octave holds mantissas [edges[j], edges[j+1]).
