@@ -635,3 +635,94 @@ ET_TEST_FLAGS(shared_threads_record_while_the_agent_closes, ET_CONCURRENT) {
     et_recorder_free(agent);
     unlink(path);
 }
+
+/* ---- the fragment at the top of docs/shared-recorder.md, compiled and run ---- */
+
+/* The block between the markers below must be the doc's ```c block, line for line: a test
+ * reads both (from the repository; an sdist has no docs/, and says so). */
+static void docs_example(const char *path, et_config cfg, int *checks) {
+    /* docs/shared-recorder.md: begin */
+    /* the agent: one per device */
+    et_shared_options opts;
+    et_shared_options_default(&opts);                 /* 0660, the agent's group, 64 processes */
+    et_recorder *agent;
+    et_recorder_create_shared(path, &cfg, &opts, &agent); /* or open and recover it */
+    et_collector_start(agent, 1000000);               /* drains, and reaps dead processes */
+
+    /* a producer, in any process that may open the file */
+    et_recorder *rec;
+    uint32_t latency;
+    et_recorder_attach(path, &rec);
+    et_series_add_unit(rec, "resnet18-int8", "1.0", "latency", NULL, "ms", &latency);
+    et_record(rec, latency, 3.2);                     /* the in-process fast path */
+    et_recorder_free(rec);                            /* detach: the records stay */
+
+    /* the agent, every period */
+    et_window *w;
+    if (et_window_close(agent, &w) == ET_OK) {        /* the same window until it is acked */
+        /* store it durably, keyed by (segment id, et_window_seq(w)), then: */
+        et_window_ack(agent, et_window_seq(w));
+        et_window_free(w);
+    }
+    /* docs/shared-recorder.md: end */
+    /* what the fragment did, checked */
+    et_shared_info si;
+    ET_CHECK_RC(et_recorder_shared_info(agent, &si), ET_OK);
+    ET_CHECK_EQ_U(si.pending_seq, UINT64_MAX); /* acked */
+    ET_CHECK_EQ_U(si.processes, 0);            /* detached */
+    et_info info;
+    ET_CHECK_RC(et_recorder_info(agent, &info), ET_OK);
+    ET_CHECK_EQ_U(info.window_seq, 1);
+    ET_CHECK_EQ_U(info.records_drained, 1);
+    (*checks)++;
+    et_recorder_free(agent);
+}
+
+/* The lines of the file at path between a line containing `from` and one containing `to`
+ * (exclusive), each with its leading indent up to `indent` spaces removed. */
+static char *lines_between(const char *path, const char *from, const char *to, int indent) {
+    FILE *f = fopen(path, "r");
+    if (f == NULL) return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *out = calloc(1, cap), line[512];
+    bool in = false;
+    while (out && fgets(line, sizeof line, f)) {
+        if (!in) {
+            in = strstr(line, from) != NULL;
+            continue;
+        }
+        if (strstr(line, to)) break;
+        const char *p = line;
+        for (int i = 0; i < indent && *p == ' '; i++) p++;
+        const size_t k = strlen(p);
+        if (n + k + 1 > cap) break;
+        memcpy(out + n, p, k + 1);
+        n += k;
+    }
+    fclose(f);
+    return out;
+}
+
+ET_TEST(docs_shared_recorder_example) {
+    char path[512];
+    test_seg_path(path, sizeof path, "docs");
+    et_config cfg;
+    et_config_default(&cfg);
+    int checks = 0;
+    docs_example(path, cfg, &checks);
+    ET_CHECK_EQ_I(checks, 1);
+    unlink(path);
+    /* the doc shows what ran: run from csrc/ (make -C csrc) in the repository */
+    char *doc = lines_between("../docs/shared-recorder.md", "```c", "```", 0);
+    char *code = lines_between("tests/test_shared.c", "docs/shared-recorder.md: begin",
+                               "docs/shared-recorder.md: end", 4);
+    if (doc == NULL || code == NULL) {
+        printf("     the doc was not compared: ../docs/shared-recorder.md or "
+               "tests/test_shared.c not found from here (an sdist has no docs/)\n");
+    } else {
+        ET_CHECKF(strcmp(doc, code) == 0, "docs/shared-recorder.md's example differs from "
+                  "docs_example() in tests/test_shared.c:\n%s\n---\n%s", doc, code);
+    }
+    free(doc);
+    free(code);
+}
