@@ -806,6 +806,33 @@ void et__shared_release(et_recorder *rec) {
 
 /* ---- what a segment is and has seen ---- */
 
+/* The segment's figures (the guarded part of et_recorder_shared_info). */
+static void shared_info_read(et_recorder *rec, et_shared_info *o) {
+    const et_segment *s = rec->seg;
+    memcpy(o->segment_id, s->id, sizeof o->segment_id);
+    o->generation = atomic_load_explicit(&rec->seg->generation, memory_order_relaxed);
+    o->agent_pid = atomic_load_explicit(&rec->seg->agent_pid, memory_order_relaxed);
+    o->attaches = atomic_load_explicit(&rec->seg->attaches, memory_order_relaxed);
+    o->attach_refusals = atomic_load_explicit(&rec->seg->attach_refusals, memory_order_relaxed);
+    o->slotless = atomic_load_explicit(&rec->seg->slotless, memory_order_relaxed);
+    o->processes_reaped = atomic_load_explicit(&rec->seg->reaped, memory_order_relaxed);
+    o->lock_steals = atomic_load_explicit(&rec->seg->lock_steals, memory_order_relaxed);
+    o->journal_replays = atomic_load_explicit(&rec->seg->journal_replays, memory_order_relaxed);
+    o->lock_timeouts = atomic_load_explicit(&rec->seg->lock_timeouts, memory_order_relaxed);
+    o->integrity_errors = rec->region->integrity_errors;
+    for (uint32_t i = 0; i < rec->max_processes; i++)
+        if (atomic_load_explicit(&rec->procs[i].state, memory_order_relaxed) != ET_PROC_FREE)
+            o->processes++;
+    const uint64_t ws = atomic_load_explicit(&rec->region->window_state, memory_order_acquire);
+    if (ET_WS_PHASE(ws) != ET_PHASE_NONE) o->pending_seq = ET_WS_SEQ(ws) - 1;
+}
+
+static int shared_info_guarded(et_recorder *rec, et_shared_info *out) {
+    volatile int rc = ET_OK;
+    PRODUCER_GUARDED(rec, rc, shared_info_read(rec, out));
+    return rc;
+}
+
 int et_recorder_shared_info(et_recorder *rec, et_shared_info *out) {
     if (rec == NULL || out == NULL || !rec->shared) return ET_EINVAL;
     memset(out, 0, sizeof *out);
@@ -815,41 +842,13 @@ int et_recorder_shared_info(et_recorder *rec, et_shared_info *out) {
     out->process_slot = slot == ET_NO_SLOT ? -1 : (int32_t)slot;
     out->max_processes = rec->max_processes;
     out->segment_bytes = rec->map_bytes;
-    out->truncations = atomic_load_explicit(&rec->truncations, memory_order_relaxed);
     out->pending_seq = UINT64_MAX;
     if (rec->owner) et__shared_size_ok(rec);
-    if (atomic_load_explicit(&rec->dead, memory_order_acquire)) {
-        out->truncated = 1;
-        return ET_OK;
-    }
-    volatile int rc = ET_OK;
-    et_shared_info *volatile o = out;
-    PRODUCER_GUARDED(rec, rc, {
-        const et_segment *s = rec->seg;
-        memcpy(o->segment_id, s->id, sizeof o->segment_id);
-        o->generation = atomic_load_explicit(&rec->seg->generation, memory_order_relaxed);
-        o->agent_pid = atomic_load_explicit(&rec->seg->agent_pid, memory_order_relaxed);
-        o->attaches = atomic_load_explicit(&rec->seg->attaches, memory_order_relaxed);
-        o->attach_refusals = atomic_load_explicit(&rec->seg->attach_refusals,
-                                                  memory_order_relaxed);
-        o->slotless = atomic_load_explicit(&rec->seg->slotless, memory_order_relaxed);
-        o->processes_reaped = atomic_load_explicit(&rec->seg->reaped, memory_order_relaxed);
-        o->lock_steals = atomic_load_explicit(&rec->seg->lock_steals, memory_order_relaxed);
-        o->journal_replays = atomic_load_explicit(&rec->seg->journal_replays,
-                                                  memory_order_relaxed);
-        o->lock_timeouts = atomic_load_explicit(&rec->seg->lock_timeouts, memory_order_relaxed);
-        o->integrity_errors = rec->region->integrity_errors;
-        for (uint32_t i = 0; i < rec->max_processes; i++)
-            if (atomic_load_explicit(&rec->procs[i].state, memory_order_relaxed) != ET_PROC_FREE)
-                o->processes++;
-        const uint64_t ws = atomic_load_explicit(&rec->region->window_state,
-                                                 memory_order_acquire);
-        if (ET_WS_PHASE(ws) != ET_PHASE_NONE) o->pending_seq = ET_WS_SEQ(ws) - 1;
-    });
-    if (rc != ET_OK) {
-        out->truncated = 1;
-        out->truncations = atomic_load_explicit(&rec->truncations, memory_order_relaxed);
-    }
+    if (!atomic_load_explicit(&rec->dead, memory_order_acquire) &&
+        shared_info_guarded(rec, out) != ET_OK)
+        memset(out->segment_id, 0, sizeof out->segment_id);
+    out->truncated = atomic_load_explicit(&rec->dead, memory_order_acquire) != 0;
+    out->truncations = atomic_load_explicit(&rec->truncations, memory_order_relaxed);
     return ET_OK;
 }
 
