@@ -434,10 +434,10 @@ ET_API int et_recorder_edges(const et_recorder *rec, uint32_t *edges, uint32_t c
  * ET_ETRUNCATED and should create a fresh segment.  Producers attached to a truncated file
  * fault when they next record: keep the directory to the agent's user and group (0750).
  *
- * Pid namespaces: processes in other pid namespaces (containers) attach and are reaped
- * correctly (reaping does not use pids), but a lock left by a dead holder is only recovered
- * by a process that sees the holder's thread id: run the agent in the producers' namespace
- * (or the producers in the host's). */
+ * Pid namespaces: processes in other pid namespaces (containers) attach, record, are reaped
+ * and have the locks they die holding recovered: liveness is the file locks', not pids'.
+ * Only a fork child that has no slot yet holds a lock under its thread id, checked with
+ * kill(); such a child's lock left in another namespace waits for the child's reaping. */
 
 #define ET_SEGMENT_LAYOUT 2 /* the segment's layout version; a segment of another is refused */
 

@@ -27,9 +27,28 @@ uint64_t et__agg_enter(et_recorder *rec) {
     atomic_signal_fence(memory_order_seq_cst);
     if (ET_LIKELY(!rec->shared))
         et__lock(&rec->region->agg_lock);
-    else if (et__lock_shared(&rec->region->agg_lock, rec->steal_ns, 0) == ET_LOCK_STOLEN)
+    else if (et__lock_shared(&rec->region->agg_lock, et__shared_lock_id(rec), rec->steal_ns, 0,
+                             et__shared_owner_dead, rec) == ET_LOCK_STOLEN)
         after_steal(rec);
     return previous;
+}
+
+bool et__agg_take_over(et_recorder *rec, uint32_t dead_owner) {
+    et_lock *l = &rec->region->agg_lock;
+    uint32_t v = atomic_load_explicit(&l->word, memory_order_relaxed);
+    if ((v & ET_LOCK_TID_MASK) != dead_owner || (v & ET_LOCK_HANDOFF)) return false;
+    const uint64_t previous = agg_holder;
+    agg_holder = rec->id;
+    atomic_signal_fence(memory_order_seq_cst);
+    const uint32_t me = et__shared_lock_id(rec) | (v & ET_LOCK_WAITERS);
+    if (!atomic_compare_exchange_strong_explicit(&l->word, &v, me, memory_order_acquire,
+                                                 memory_order_relaxed)) {
+        agg_holder = previous; /* a waiter stole it first: it repairs */
+        return false;
+    }
+    after_steal(rec);
+    et__agg_leave(rec, previous);
+    return true;
 }
 
 bool et__agg_enter_timed(et_recorder *rec, uint64_t *previous) {
@@ -40,7 +59,8 @@ bool et__agg_enter_timed(et_recorder *rec, uint64_t *previous) {
     *previous = agg_holder;
     agg_holder = rec->id;
     atomic_signal_fence(memory_order_seq_cst);
-    const int got = et__lock_shared(&rec->region->agg_lock, rec->steal_ns, rec->give_up_ns);
+    const int got = et__lock_shared(&rec->region->agg_lock, et__shared_lock_id(rec),
+                                    rec->steal_ns, rec->give_up_ns, et__shared_owner_dead, rec);
     if (got == ET_LOCK_GAVE_UP) {
         atomic_signal_fence(memory_order_seq_cst);
         agg_holder = *previous;
@@ -55,8 +75,10 @@ void et__agg_leave(et_recorder *rec, uint64_t previous) {
     if (rec->shared) { /* every journaled step is applied: nothing left to redo */
         atomic_signal_fence(memory_order_seq_cst);
         atomic_store_explicit(&rec->region->journal.state, 0, memory_order_relaxed);
+        et__unlock_any(&rec->region->agg_lock);
+    } else {
+        et__unlock(&rec->region->agg_lock);
     }
-    et__unlock(&rec->region->agg_lock);
     atomic_signal_fence(memory_order_seq_cst);
     agg_holder = previous;
 }

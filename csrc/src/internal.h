@@ -398,6 +398,9 @@ void et__agg_leave(et_recorder *rec, uint64_t previous); /* what et__agg_enter r
 bool et__agg_held(const et_recorder *rec);
 /* After a SIGBUS jump out of rec's section: this thread no longer holds rec's lock. */
 void et__agg_forget(const et_recorder *rec);
+/* The aggregate lock is held by dead_owner, known dead: take it now, repair, release.
+ * false when the word says otherwise (someone else took it over first). */
+bool et__agg_take_over(et_recorder *rec, uint32_t dead_owner);
 /* Drain one ring into the active set; returns the records it held. */
 uint64_t et__drain_ring(et_recorder *rec, et_ring *ring, int64_t now);
 /* Aggregate n values of one series straight into the active set (a batch past the ring). */
@@ -447,6 +450,13 @@ void et__live_add(et_recorder *rec);
 int et__process_init(void);
 /* The registry lock, taken the way the recorder's mode needs: true when held. */
 bool et__registry_enter(et_recorder *rec);
+void et__registry_leave(et_recorder *rec);
+/* The registry lock is held by dead_owner, known dead: take it, repair, release. */
+bool et__registry_take_over(et_recorder *rec, uint32_t dead_owner);
+/* What this process takes a shared segment's locks as: ET_LOCK_BY_SLOT | 0 for the agent,
+ * | 1 + its slot for a producer with a slot, else its tid; and whether an owner is gone. */
+uint32_t et__shared_lock_id(const et_recorder *rec);
+bool et__shared_owner_dead(void *rec, uint32_t owner);
 
 /* The SIGBUS guard (shared.c): a thread-local jump buffer armed around the agent's accesses
  * to a segment; a fault inside the armed range jumps back instead of killing the process. */

@@ -72,7 +72,14 @@ static uint64_t mono_ns(void) {
  * waiter that gives up leaves at most a stale WAITERS bit, which the next unlock clears (its
  * wake finds nobody).  A sleeper woken by a hand-off returns from the wait without a timeout
  * and takes the lock on its next turn of the loop, before it looks at the deadline. */
-static int lock_sleep(et_lock *l, uint32_t me, uint64_t steal_ns, uint64_t deadline) {
+static bool owner_gone(uint32_t owner, et_lock_dead_fn dead, void *ctx) {
+    if (owner == 0) return false;
+    if (dead != NULL) return dead(ctx, owner);
+    return kill((pid_t)owner, 0) == -1 && errno == ESRCH;
+}
+
+static int lock_sleep(et_lock *l, uint32_t me, uint64_t steal_ns, uint64_t deadline,
+                      et_lock_dead_fn dead, void *ctx) {
     bool waited = false;
     for (;;) {
         uint32_t v = atomic_load_explicit(&l->word, memory_order_relaxed);
@@ -104,36 +111,45 @@ static int lock_sleep(et_lock *l, uint32_t me, uint64_t steal_ns, uint64_t deadl
              * it like any waiter that has waited. */
             if (handed) continue;
             /* Held: is its owner still there? */
-            const pid_t owner = (pid_t)(v & ET_LOCK_TID_MASK);
-            if (owner != 0 && kill(owner, 0) == -1 && errno == ESRCH &&
+            if (owner_gone(v & ET_LOCK_TID_MASK, dead, ctx) &&
                 try_take(l, v, me | ET_LOCK_WAITERS))
                 return ET_LOCK_STOLEN;
         }
     }
 }
 
-static int lock_contended(et_lock *l, uint32_t me, uint64_t steal_ns, uint64_t deadline) {
+static int lock_contended(et_lock *l, uint32_t me, uint64_t steal_ns, uint64_t deadline,
+                          et_lock_dead_fn dead, void *ctx) {
     for (int i = 0; i < SPIN_ROUNDS; i++) {
         if (atomic_load_explicit(&l->word, memory_order_relaxed) == 0 && try_take(l, 0, me))
             return ET_LOCK_TAKEN;
         cpu_relax();
     }
-    return lock_sleep(l, me, steal_ns, deadline);
+    return lock_sleep(l, me, steal_ns, deadline, dead, ctx);
 }
 
-void et__lock_slow(et_lock *l, uint32_t me) { (void)lock_contended(l, me, 0, 0); }
+void et__lock_slow(et_lock *l, uint32_t me) { (void)lock_contended(l, me, 0, 0, NULL, NULL); }
 
 bool et__lock_or_steal(et_lock *l, uint64_t timeout_ns) {
     const uint32_t me = et__tid();
     if (try_take(l, 0, me)) return false;
-    return lock_contended(l, me, timeout_ns, 0) == ET_LOCK_STOLEN;
+    return lock_contended(l, me, timeout_ns, 0, NULL, NULL) == ET_LOCK_STOLEN;
 }
 
-int et__lock_shared(et_lock *l, uint64_t steal_after_ns, uint64_t give_up_ns) {
-    const uint32_t me = et__tid();
+int et__lock_shared(et_lock *l, uint32_t me, uint64_t steal_after_ns, uint64_t give_up_ns,
+                    et_lock_dead_fn dead, void *ctx) {
     if (try_take(l, 0, me)) return ET_LOCK_TAKEN;
     const uint64_t deadline = give_up_ns ? mono_ns() + give_up_ns : 0;
-    return lock_contended(l, me, steal_after_ns, deadline);
+    return lock_contended(l, me, steal_after_ns, deadline, dead, ctx);
+}
+
+void et__unlock_any(et_lock *l) {
+    uint32_t v = atomic_load_explicit(&l->word, memory_order_relaxed);
+    if (!(v & ET_LOCK_WAITERS) &&
+        atomic_compare_exchange_strong_explicit(&l->word, &v, 0, memory_order_release,
+                                                memory_order_relaxed))
+        return;
+    et__unlock_slow(l); /* someone sleeps, or set the bit meanwhile */
 }
 
 /* Someone sleeps (WAITERS): give the lock to a sleeper rather than to whoever comes next. */

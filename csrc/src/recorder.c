@@ -457,13 +457,34 @@ static void registry_repair(et_recorder *rec) {
         r->arena_used = (uint32_t)end;
 }
 
+bool et__registry_take_over(et_recorder *rec, uint32_t dead_owner) {
+    et_lock *l = &rec->region->registry_lock;
+    uint32_t v = atomic_load_explicit(&l->word, memory_order_relaxed);
+    if ((v & ET_LOCK_TID_MASK) != dead_owner || (v & ET_LOCK_HANDOFF)) return false;
+    const uint32_t me = et__shared_lock_id(rec) | (v & ET_LOCK_WAITERS);
+    if (!atomic_compare_exchange_strong_explicit(&l->word, &v, me, memory_order_acquire,
+                                                 memory_order_relaxed))
+        return false;
+    registry_repair(rec);
+    et__unlock_any(l);
+    return true;
+}
+
+void et__registry_leave(et_recorder *rec) {
+    if (rec->shared)
+        et__unlock_any(&rec->region->registry_lock);
+    else
+        et__unlock(&rec->region->registry_lock);
+}
+
 bool et__registry_enter(et_recorder *rec) {
     if (!rec->shared) {
         et__lock(&rec->region->registry_lock);
         return true;
     }
-    const int got = et__lock_shared(&rec->region->registry_lock, rec->steal_ns,
-                                    rec->owner ? rec->give_up_ns : 0);
+    const int got = et__lock_shared(&rec->region->registry_lock, et__shared_lock_id(rec),
+                                    rec->steal_ns, rec->owner ? rec->give_up_ns : 0,
+                                    et__shared_owner_dead, rec);
     if (got == ET_LOCK_GAVE_UP) {
         atomic_fetch_add_explicit(&rec->seg->lock_timeouts, 1, memory_order_relaxed);
         return false;
@@ -486,7 +507,7 @@ static int series_add_guarded(et_recorder *rec, const char *key, size_t key_len,
             rc = ET_ETIMEDOUT;
         } else {
             rc = series_add_locked(rec, key, key_len, hash, unit, unit_len, strict, series_id);
-            et__unlock(&rec->region->registry_lock);
+            et__registry_leave(rec);
         }
     });
     return rc;

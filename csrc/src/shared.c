@@ -365,6 +365,34 @@ static uint32_t own_slot(const et_recorder *rec) {
     return tag ? (uint32_t)(tag >> ET_RING_SLOT_SHIFT) - 1 : ET_NO_SLOT;
 }
 
+uint32_t et__shared_lock_id(const et_recorder *rec) {
+    if (rec->owner) return ET_LOCK_BY_SLOT;
+    const uint32_t slot = own_slot(rec);
+    return slot != ET_NO_SLOT ? ET_LOCK_BY_SLOT | (slot + 1) : et__tid();
+}
+
+/* Whether a shared lock's owner is gone.  A slot's (or the agent's) owner: its OFD lock is
+ * free.  That is right across pid namespaces, where a tid means nothing to this process, and
+ * whatever happened to the owner's pid since; the slot itself cannot have passed to another
+ * process meanwhile, because the reaper takes a dead slot's locks over before freeing it
+ * (and a new agent its predecessor's).  A tid owner (a process without a slot): kill(). */
+bool et__shared_owner_dead(void *arg, uint32_t owner) {
+    const et_recorder *rec = arg;
+    if (!(owner & ET_LOCK_BY_SLOT)) return kill((pid_t)owner, 0) == -1 && errno == ESRCH;
+    const uint32_t index = owner & ~ET_LOCK_BY_SLOT;
+    if (index > rec->max_processes) return true; /* no such byte: written over */
+    if (owner == et__shared_lock_id(rec)) return false; /* this process: alive */
+    if (rec->fd < 0) return false; /* cannot tell: never steal on a guess */
+    return ofd_held(rec->fd, ET_LOCK_AGENT + index) == 0;
+}
+
+/* A dead process's (or agent's) locks, taken over and repaired before its slot (or the agent
+ * role) passes to another: afterwards its owner value would name a live process. */
+static void take_over_locks(et_recorder *rec, uint32_t dead_owner) {
+    et__agg_take_over(rec, dead_owner); /* each counted in lock_steals */
+    et__registry_take_over(rec, dead_owner);
+}
+
 /* Give back the slots whose process is gone: LIVE with nobody holding the slot's lock (or
  * REAPING: an agent died reaping it).  Only the agent reaps; its own slot it keeps (its own
  * lock never conflicts with itself, so it would look dead). */
@@ -384,6 +412,7 @@ static uint32_t reap(et_recorder *rec) {
         } else if (st != ET_PROC_REAPING) {
             continue;
         }
+        take_over_locks(rec, ET_LOCK_BY_SLOT | (i + 1));
         free_slot_rings(rec, i);
         atomic_store_explicit(&p->pid, 0, memory_order_relaxed);
         atomic_store_explicit(&p->state, ET_PROC_FREE, memory_order_release);
@@ -651,6 +680,9 @@ static int adopt(const char *path, int fd, const struct stat *st, const et_segme
             et_region *r = rec->region;
             /* only agents take the close lock, and we are the only agent now */
             et__lock_reset(&r->close_lock);
+            /* the previous agent is dead (we hold the agent's lock): what it held is ours to
+             * repair now, before anyone reads "the agent" as this one */
+            take_over_locks(rec, ET_LOCK_BY_SLOT);
             atomic_fetch_add_explicit(&rec->seg->generation, 1, memory_order_relaxed);
             atomic_store_explicit(&rec->seg->agent_pid, (int32_t)getpid(),
                                   memory_order_relaxed);

@@ -10,6 +10,7 @@
 
 #include "../src/internal.h"
 
+#include <sched.h>
 #include <setjmp.h>
 
 #define MAX_INCARNATIONS 512
@@ -59,6 +60,16 @@ static void producer_body(void *arg) {
         sched_yield();
     }
     et_recorder_free(rec);
+}
+
+/* The process holding the aggregate lock (0: none): its owner value names the holder's slot
+ * (or the agent), whose pid the process table has. */
+static pid_t lock_owner_pid(const et_recorder *agent) {
+    const uint32_t owner = et__lock_owner(&agent->region->agg_lock);
+    if (!(owner & ET_LOCK_BY_SLOT)) return (pid_t)owner;
+    const uint32_t index = owner & ~ET_LOCK_BY_SLOT;
+    if (index == 0) return atomic_load(&agent->seg->agent_pid);
+    return index <= agent->max_processes ? atomic_load(&agent->procs[index - 1].pid) : 0;
 }
 
 static pid_t start_producer(producer_page *page, uint32_t k) {
@@ -255,13 +266,13 @@ ET_TEST(shared_producers_killed_at_random_lose_nothing) {
         int v = (int)(test_rand(&seed) % LIVE);
         if (n % 3 == 0) {
             /* inside its own full-ring drain: whichever producer holds the aggregate lock
-             * (a single-threaded producer's tid is its pid), as soon as one does */
+             * (the lock names its slot), as soon as one does */
             targeted++;
             const int64_t by = test_now_ns() + 300000000ll;
             for (bool found = false; !found && test_now_ns() < by;) {
-                const uint32_t owner = et__lock_owner(&agent->region->agg_lock);
+                const pid_t owner = lock_owner_pid(agent);
                 for (int i = 0; i < LIVE && !found; i++)
-                    if (owner == (uint32_t)live[i]) {
+                    if (owner == live[i]) {
                         v = i;
                         found = true;
                     }
@@ -1010,4 +1021,122 @@ ET_TEST(shared_journal_replayed_by_the_next_taker) {
     et_recorder_free(p);
     et_recorder_free(agent);
     unlink(path);
+}
+
+/* ---- locks of dead processes, named by slot: recovered across pid namespaces, at reap,
+ * and by the next agent ---- */
+
+typedef struct ns_page {
+    char path[512];
+    _Atomic uint32_t holding, die, skipped;
+    _Atomic int32_t ns_pid;
+    char why[128];
+} ns_page;
+
+/* Attach, take the aggregate lock, hold it until told to die, die holding it. */
+static void hold_then_die(ns_page *page) {
+    et_recorder *rec = NULL;
+    if (et_recorder_attach(page->path, &rec) != ET_OK) _exit(2);
+    et_record(rec, 0, 1.0);
+    (void)et__agg_enter(rec);
+    atomic_store(&page->ns_pid, (int32_t)getpid());
+    atomic_store(&page->holding, 1);
+    while (!atomic_load(&page->die)) test_sleep_us(500);
+    _exit(0);
+}
+
+static void in_new_pid_namespace(void *arg) {
+    ns_page *page = arg;
+    if (unshare(CLONE_NEWPID) != 0) {
+        snprintf(page->why, sizeof page->why, "unshare(CLONE_NEWPID): %s", strerror(errno));
+        atomic_store(&page->skipped, 1);
+        return;
+    }
+    const pid_t pid = fork(); /* pid 1 of the new namespace */
+    if (pid == 0) hold_then_die(page);
+    ET_CHECK_EQ_I(test_wait_child(pid, 60), 0);
+}
+
+ET_TEST(shared_lock_of_a_process_in_another_pid_namespace) {
+    if (!test_as_root()) {
+        printf("     skipped: needs root to make a pid namespace (a container's); not root\n");
+        return;
+    }
+    ns_page *page = test_shared_page(sizeof *page);
+    ET_REQUIRE(page);
+    test_seg_path(page->path, sizeof page->path, "pidns");
+    et_recorder *agent = test_create_shared(page->path, 64, 2, 2, 4);
+    ET_REQUIRE(agent);
+    const pid_t pid = test_spawn(in_new_pid_namespace, page);
+    while (!atomic_load(&page->holding) && !atomic_load(&page->skipped)) test_sleep_us(200);
+    if (atomic_load(&page->skipped)) {
+        printf("     skipped: %s\n", page->why);
+        ET_CHECK_EQ_I(test_wait_child(pid, 30), 0);
+    } else {
+        /* its pid means nothing here (1: init, alive, in this namespace) */
+        ET_CHECK_EQ_I(atomic_load(&page->ns_pid), 1);
+        ET_CHECK(et__lock_owner(&agent->region->agg_lock) & ET_LOCK_BY_SLOT);
+        /* alive: never stolen, the agent gives up */
+        ET_CHECK_RC(et_collect(agent), ET_ETIMEDOUT);
+        ET_CHECK_EQ_U(test_shared_info(agent).lock_steals, 0);
+        /* dead: recovered, though no pid of this namespace names it */
+        atomic_store(&page->die, 1);
+        ET_CHECK_EQ_I(test_wait_child(pid, 30), 0);
+        ET_CHECK_RC(TEST_RETRY_TIMEOUT(et_collect(agent)), ET_OK);
+        ET_CHECK_EQ_U(test_shared_info(agent).lock_steals, 1);
+        ET_CHECK_EQ_U(et__lock_owner(&agent->region->agg_lock), 0);
+    }
+    et_recorder_free(agent);
+    unlink(page->path);
+    munmap(page, sizeof *page);
+}
+
+static void hold_then_die_body(void *arg) { hold_then_die(arg); }
+
+ET_TEST(shared_dead_holders_locks_are_taken_over_at_reap_and_by_the_next_agent) {
+    ns_page *page = test_shared_page(sizeof *page);
+    ET_REQUIRE(page);
+    test_seg_path(page->path, sizeof page->path, "takeover");
+    et_recorder *agent = test_create_shared(page->path, 64, 2, 2, 4);
+    ET_REQUIRE(agent);
+    /* a producer dies holding the lock: the reaper takes it over before freeing its slot,
+     * at once, without waiting for anyone to notice an unchanged word */
+    pid_t pid = test_spawn(hold_then_die_body, page);
+    while (!atomic_load(&page->holding)) test_sleep_us(200);
+    atomic_store(&page->die, 1);
+    waitpid(pid, NULL, 0);
+    ET_CHECK(et__lock_owner(&agent->region->agg_lock) & ET_LOCK_BY_SLOT);
+    ET_CHECK_EQ_I(et_shared_reap(agent), 1);
+    ET_CHECK_EQ_U(et__lock_owner(&agent->region->agg_lock), 0);
+    ET_CHECK_EQ_U(test_shared_info(agent).lock_steals, 1);
+    /* the slot is someone else's now, and its lock byte with it: a lock still naming it
+     * would look alive forever; it is free */
+    et_recorder *p = test_attach(page->path);
+    ET_REQUIRE(p);
+    ET_CHECK_RC(et_collect(agent), ET_OK);
+    et_recorder_free(p);
+    et_recorder_free(agent);
+
+    /* an agent dies holding the lock: the next agent takes it over when it adopts the
+     * segment (the agent's lock byte is its own by then: it could not tell otherwise) */
+    fflush(stdout);
+    pid = fork();
+    if (pid == 0) {
+        et_recorder *a = test_create_shared(page->path, 64, 2, 2, 4);
+        if (a == NULL) _exit(1);
+        (void)et__agg_enter(a);
+        _exit(0); /* holding it */
+    }
+    ET_CHECK_EQ_I(test_wait_child(pid, 30), 0);
+    et_segment_info gi;
+    ET_CHECK_RC(et_segment_inspect(page->path, &gi), ET_OK);
+    ET_CHECK_EQ_U(gi.agent_running, 0);
+    agent = test_create_shared(page->path, 64, 2, 2, 4);
+    ET_REQUIRE(agent);
+    ET_CHECK_EQ_U(et__lock_owner(&agent->region->agg_lock), 0);
+    ET_CHECK_EQ_U(test_shared_info(agent).lock_steals, 2);
+    ET_CHECK_RC(et_collect(agent), ET_OK);
+    et_recorder_free(agent);
+    unlink(page->path);
+    munmap(page, sizeof *page);
 }
