@@ -233,7 +233,8 @@ static void build_window(et_recorder *rec, uint32_t set, et_window *w) {
     if (n > w->cap_series) n = w->cap_series; /* bounded by need_of: never */
     memcpy(w->ids, rec->touched[set], n * sizeof(uint32_t));
     qsort(w->ids, n, sizeof(uint32_t), cmp_u32);
-    const int64_t wall_offset = w->end_wall_ns - w->end_mono_ns;
+    /* unsigned: a pending window's bounds are read back from the region, which is data */
+    const int64_t wall_offset = (int64_t)((uint64_t)w->end_wall_ns - (uint64_t)w->end_mono_ns);
     uint32_t listed = 0;
     for (uint32_t i = 0; i < n; i++) {
         const uint32_t id = w->ids[i];
