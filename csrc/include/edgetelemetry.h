@@ -84,6 +84,8 @@ extern "C" {
                              * aggregates directly); kept for bindings that count their own */
 #define ET_EUNIT (-9)       /* et_series_add_unit: the series exists with another unit */
 #define ET_ENAMESFULL (-10) /* the series' names do not fit in names_bytes */
+#define ET_ENAMECLASH (-11) /* another series of the model, version and dimension has the same
+                             * display name, metric-unit (see et_series_add_unit) */
 
 /* Drop reasons: a dropped record never enters the aggregates but is counted per series.
  * With no loss for lack of ring space, the core itself drops only RING_FULL records: made by
@@ -211,10 +213,16 @@ ET_API void et_recorder_free(et_recorder *rec);
  * first (C, C++ or Python); asking for them with another unit is an error, so one series
  * never carries two units.  Lookup is by hash, so registering thousands of series is linear.
  * Any thread; takes the registry lock, so not for the hot path: register once, keep the id.
+ * A series' display name is "metric-unit", or "metric" without a unit: it is what a report
+ * names the series by (the heartbeat's "latency-ms-p99").  Two series of one model, version
+ * and dimension may not share it: "latency" in "ms" and "latency-ms" without a unit would
+ * report under one name, so the second is refused with ET_ENAMECLASH, whoever registers it.
  * Errors: ET_EINVAL (rec or series_id NULL), ET_ENAME (a name empty, longer than ET_NAME_MAX
  * (unit too) / ET_DIMENSION_MAX bytes, or with a control character), ET_EUNIT (the series
- * exists with another unit), ET_ESERIESFULL (max_series series exist), ET_ENAMESFULL (the
- * names do not fit in what is left of names_bytes).  *series_id is untouched on error. */
+ * exists with another unit), ET_ENAMECLASH (*series_id is set to the series that has the
+ * display name: et_series_names names it), ET_ESERIESFULL (max_series series exist),
+ * ET_ENAMESFULL (the names do not fit in what is left of names_bytes).  *series_id is
+ * untouched on any other error. */
 ET_API int et_series_add_unit(et_recorder *rec, const char *model, const char *version,
                               const char *metric, const char *dimension, const char *unit,
                               uint32_t *series_id);
@@ -225,6 +233,13 @@ ET_API int et_series_add_unit(et_recorder *rec, const char *model, const char *v
  * ET_EUNIT. */
 ET_API int et_series_add(et_recorder *rec, const char *model, const char *version,
                          const char *metric, const char *dimension, uint32_t *series_id);
+
+/* The names and unit of registered series series_id ("" for no dimension or unit; pointers
+ * valid until et_recorder_free); any output pointer may be NULL.  Any thread; no lock.
+ * Errors: ET_EINVAL (rec NULL), ET_ENOSERIES (series_id not registered). */
+ET_API int et_series_names(et_recorder *rec, uint32_t series_id, const char **model,
+                           const char **version, const char **metric, const char **dimension,
+                           const char **unit);
 
 /* ---- hot path (any thread) ---- */
 
@@ -430,6 +445,13 @@ ET__OFF(int) et__off_series_add_unit(et_recorder *rec, const char *model, const 
     if (series_id != NULL) *series_id = 0;
     return ET_OK;
 }
+ET__OFF(int) et__off_series_names(et_recorder *rec, uint32_t series_id, const char **model,
+                                 const char **version, const char **metric,
+                                 const char **dimension, const char **unit) {
+    (void)rec, (void)series_id, (void)model, (void)version, (void)metric, (void)dimension;
+    (void)unit;
+    return ET_ENOSERIES;
+}
 ET__OFF(int) et__off_record(et_recorder *rec, uint32_t series_id, double value) {
     (void)rec, (void)series_id, (void)value;
     return ET_OK;
@@ -531,6 +553,7 @@ ET__OFF(const et_api *) et__off_api_table(void) {
 #define et_recorder_free et__off_recorder_free
 #define et_series_add et__off_series_add
 #define et_series_add_unit et__off_series_add_unit
+#define et_series_names et__off_series_names
 #define et_record et__off_record
 #define et_record_many et__off_record_many
 #define et_record_group et__off_record_group

@@ -348,6 +348,14 @@ static int check_name(const char *s, size_t max, bool optional, size_t *len) {
     return (n == 0 && !optional) ? ET_ENAME : ET_OK;
 }
 
+/* Count a scribbled registry record: integrity_errors is guarded by the aggregate lock, which
+ * may be taken inside the registry lock (the order before_fork uses). */
+static void count_integrity_error(et_recorder *rec) {
+    const uint64_t previous = et__agg_enter(rec);
+    rec->region->integrity_errors++;
+    et__agg_leave(rec, previous);
+}
+
 /* FNV-1a over the key bytes (the four names with their NULs). */
 static uint32_t hash_key(const char *key, size_t n) {
     uint32_t h = 2166136261u;
@@ -367,7 +375,7 @@ static int64_t registry_find(et_recorder *rec, const char *key, size_t key_len, 
     for (uint32_t steps = 0; link != 0 && steps < registered; steps++) {
         const uint32_t id = link - 1;
         if (id >= registered) {
-            rec->region->integrity_errors++;
+            count_integrity_error(rec);
             return -1;
         }
         const et_series_rec *s = &rec->series[id];
@@ -388,6 +396,54 @@ static const char *series_unit(const et_recorder *rec, uint32_t id, size_t key_l
     return memchr(unit, '\0', s->name_len - key_len) ? unit : "";
 }
 
+/* The key (model, version, metric, dimension, NULs included) into key; returns its length. */
+static size_t make_key(char *key, const char *const parts[4], const size_t lens[4]) {
+    size_t n = 0;
+    for (int i = 0; i < 4; i++) {
+        memcpy(key + n, parts[i], lens[i]);
+        key[n + lens[i]] = '\0';
+        n += lens[i] + 1;
+    }
+    return n;
+}
+
+/* A registered series of the same model, version and dimension whose display name,
+ * "metric-unit" (or "metric" without a unit), is also metric[-unit], or -1.  Such a name
+ * splits at one of its hyphens into the other series' metric and unit, or not at all (no
+ * unit): one hash lookup per hyphen, so registration stays linear.  Registry lock held. */
+static int64_t display_name_clash(et_recorder *rec, const char *model, const char *version,
+                                  const char *metric, const char *dimension, const char *unit,
+                                  const size_t lens[5], uint32_t registered) {
+    char name[2 * ET_NAME_MAX + 2];
+    size_t name_len = lens[2];
+    memcpy(name, metric, lens[2]);
+    if (lens[4] > 0) {
+        name[name_len++] = '-';
+        memcpy(name + name_len, unit, lens[4]);
+        name_len += lens[4];
+    }
+    char key[3 * (ET_NAME_MAX + 1) + ET_DIMENSION_MAX + 1];
+    for (size_t cut = 1; cut <= name_len; cut++) {
+        if (cut < name_len && name[cut] != '-') continue;
+        /* the other series: metric name[0, cut), unit name(cut, end) or none */
+        const size_t metric_len = cut, unit_len = cut < name_len ? name_len - cut - 1 : 0;
+        if (metric_len > ET_NAME_MAX || unit_len > ET_NAME_MAX) continue;
+        if (cut < name_len && unit_len == 0) continue; /* a trailing hyphen: no unit "" */
+        if (metric_len == lens[2] && unit_len == lens[4]) continue; /* this very series */
+        const char *const parts[4] = {model, version, name, dimension};
+        const size_t part_lens[4] = {lens[0], lens[1], metric_len, lens[3]};
+        const size_t key_len = make_key(key, parts, part_lens);
+        const int64_t other = registry_find(rec, key, key_len, hash_key(key, key_len),
+                                            registered);
+        if (other < 0) continue;
+        const char *other_unit = series_unit(rec, (uint32_t)other, key_len);
+        if (strlen(other_unit) == unit_len &&
+            memcmp(other_unit, name + name_len - unit_len, unit_len) == 0)
+            return other;
+    }
+    return -1;
+}
+
 static int series_add(et_recorder *rec, const char *model, const char *version,
                       const char *metric, const char *dimension, const char *unit, bool strict,
                       uint32_t *series_id) {
@@ -401,12 +457,8 @@ static int series_add(et_recorder *rec, const char *model, const char *version,
         return ET_ENAME;
     const char *parts[5] = {model, version, metric, dimension ? dimension : "",
                             unit ? unit : ""};
-    char key[3 * (ET_NAME_MAX + 1) + ET_DIMENSION_MAX + 1 + ET_NAME_MAX + 1];
-    size_t key_len = 0;
-    for (int i = 0; i < 4; i++) {
-        memcpy(key + key_len, parts[i], lens[i] + 1);
-        key_len += lens[i] + 1;
-    }
+    char key[3 * (ET_NAME_MAX + 1) + ET_DIMENSION_MAX + 1];
+    const size_t key_len = make_key(key, parts, lens);
     const uint32_t hash = hash_key(key, key_len);
 
     et_region *r = rec->region;
@@ -419,6 +471,13 @@ static int series_add(et_recorder *rec, const char *model, const char *version,
             rc = ET_EUNIT;
         else
             *series_id = (uint32_t)found;
+        goto out;
+    }
+    const int64_t clash =
+        display_name_clash(rec, model, version, metric, parts[3], parts[4], lens, n);
+    if (clash >= 0) {
+        *series_id = (uint32_t)clash;
+        rc = ET_ENAMECLASH;
         goto out;
     }
     const uint64_t need = key_len + lens[4] + 1;
@@ -458,6 +517,34 @@ int et_series_add_unit(et_recorder *rec, const char *model, const char *version,
                        const char *metric, const char *dimension, const char *unit,
                        uint32_t *series_id) {
     return series_add(rec, model, version, metric, dimension, unit, true, series_id);
+}
+
+int et_series_names(et_recorder *rec, uint32_t series_id, const char **model,
+                    const char **version, const char **metric, const char **dimension,
+                    const char **unit) {
+    if (rec == NULL) return ET_EINVAL;
+    if (series_id >= et__series_count(rec)) return ET_ENOSERIES;
+    /* names are written before the count that publishes them, and never change; the
+     * record is data like the rest of the region, so it is checked before it is read */
+    const et_series_rec *s = &rec->series[series_id];
+    const char *found[5] = {"", "", "", "", ""};
+    const uint64_t off = s->name_off, len = s->name_len;
+    if (off + len <= rec->config.names_bytes && len > 0 && rec->arena[off + len - 1] == '\0') {
+        const char *p = rec->arena + off, *end = p + len;
+        int k = 0;
+        for (; k < 5 && p < end; k++) {
+            found[k] = p;
+            p += strlen(p) + 1;
+        }
+        if (k < 5) found[0] = found[1] = found[2] = found[3] = found[4] = "";
+    }
+    if (found[0][0] == '\0') count_integrity_error(rec); /* a model is never empty */
+    if (model) *model = found[0];
+    if (version) *version = found[1];
+    if (metric) *metric = found[2];
+    if (dimension) *dimension = found[3];
+    if (unit) *unit = found[4];
+    return ET_OK;
 }
 
 /* ---- introspection ---- */
@@ -519,6 +606,9 @@ const char *et_strerror(int code) {
     case ET_ENORING: return "no ring free for this thread: record dropped and counted";
     case ET_EUNIT: return "the series exists with another unit";
     case ET_ENAMESFULL: return "series names use up names_bytes (raise names_bytes)";
+    case ET_ENAMECLASH:
+        return "another series of this model, version and dimension has the same metric-unit "
+               "name";
     default: return "unknown error code";
     }
 }
