@@ -26,7 +26,7 @@ import threading
 import time
 
 import pytest
-from conftest import report
+from conftest import kept_and_dropped, report, run_threads
 
 import edgetelemetry as et
 from edgetelemetry.bench.cloops import CLoops
@@ -63,36 +63,26 @@ def before_and_after() -> dict[str, dict[str, float]]:
     return best
 
 
-def test_one_thread_flat_out_keeps_everything_at_the_cost_of_before(before_and_after) -> None:
+@pytest.mark.parametrize("threads, key", [(1, ""), (2, "2")])
+def test_flat_out_keeps_everything_at_about_the_cost_of_before(before_and_after, threads: int,
+                                                               key: str) -> None:
     before, after = before_and_after["before"], before_and_after["after"]
     runs = before_and_after["runs"]
-    assert all(r["kept"] == 1_000_000 and r["dropped"] == 0 for r in runs["after"]), runs
-    ratio = after["flat_ns"] / before["flat_ns"]
-    report("Python record() flat out, default Recorder, 1 thread", after["flat_ns"],
-           before=f"{before['flat_ns']:.1f} ns", ratio_to_before=f"{ratio:.2f}",
+    assert all(r[f"kept{key}"] == 1_000_000 and r[f"dropped{key}"] == 0
+               for r in runs["after"]), runs
+    cost = f"flat{key}_ns"
+    ratio = after[cost] / before[cost]
+    extra = {"ratio_to_non_full": f"{after[cost] / after['nonfull_ns']:.2f}"} if threads == 1 \
+        else {}
+    report(f"Python record() flat out, default Recorder, {threads} thread(s)", after[cost],
+           before=f"{before[cost]:.1f} ns", ratio_to_before=f"{ratio:.2f}",
            target=f"<= {TARGET} x before: {'met' if ratio <= TARGET else 'missed'}",
-           ratio_to_non_full=f"{after['flat_ns'] / after['nonfull_ns']:.2f}",
-           kept_of_1M=f"{int(after['kept'])} (before: {int(before['kept'])})",
-           pairs=int(after["pairs"]))
-    report("1M records flat out, 1 thread, wall", after["million_ns"], "ns/record",
-           before=f"{before['million_ns']:.1f}")
-    assert ratio <= GATES["flat_ns"], (
-        f"a record flat out costs {ratio:.2f}x what it did before issue 11")
-
-
-def test_two_threads_flat_out_keep_everything_at_the_cost_of_before(before_and_after) -> None:
-    before, after = before_and_after["before"], before_and_after["after"]
-    runs = before_and_after["runs"]
-    assert all(r["kept2"] == 1_000_000 and r["dropped2"] == 0 for r in runs["after"]), runs
-    ratio = after["flat2_ns"] / before["flat2_ns"]
-    report("Python record() flat out, default Recorder, 2 threads", after["flat2_ns"],
-           before=f"{before['flat2_ns']:.1f} ns", ratio_to_before=f"{ratio:.2f}",
-           target=f"<= {TARGET} x before: {'met' if ratio <= TARGET else 'missed'}",
-           kept_of_1M=f"{int(after['kept2'])} (before: {int(before['kept2'])})")
-    report("1M records flat out, 2 threads, wall", after["million2_ns"], "ns/record",
-           before=f"{before['million2_ns']:.1f}")
-    assert ratio <= GATES["flat2_ns"], (
-        f"two threads flat out cost {ratio:.2f}x what they did before issue 11")
+           kept_of_1M=f"{int(after[f'kept{key}'])} (before: {int(before[f'kept{key}'])})",
+           pairs=int(after["pairs"]), **extra)
+    report(f"1M records flat out, {threads} thread(s), wall", after[f"million{key}_ns"],
+           "ns/record", before=f"{before[f'million{key}_ns']:.1f}")
+    assert ratio <= GATES[cost], (
+        f"{threads} thread(s) flat out: a record costs {ratio:.2f}x what it did before issue 11")
 
 
 def test_c_producers_flat_out_through_the_python_recorder_lose_nothing() -> None:
@@ -103,17 +93,10 @@ def test_c_producers_flat_out_through_the_python_recorder_lose_nothing() -> None
         loops = CLoops(rec)
         lost: list[int] = []
         # cffi releases the GIL for the call: the two loops run at once, in C
-        threads = [threading.Thread(target=lambda h=h: lost.append(
-            loops.record_loop(h.series_id, 1.5, per_thread))) for h in handles]
-        t0 = time.perf_counter_ns()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter_ns() - t0
+        elapsed = run_threads([threading.Thread(target=lambda h=h: lost.append(
+            loops.record_loop(h.series_id, 1.5, per_thread))) for h in handles])
         snap = rec.snapshot()
-    kept = sum(s.count for s in snap.series)
-    dropped = sum(sum(s.dropped.values()) for s in snap.series)
+    kept, dropped = kept_and_dropped(snap)
     report("C et_record flat out, 2 threads x 10M, default Recorder", elapsed / per_thread,
            "ns/record", kept=kept, dropped=dropped,
            full_drains=snap.recorder["full_drains"])

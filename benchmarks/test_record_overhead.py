@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from conftest import ns_per_call, report
+from conftest import kept_and_dropped, ns_per_call, report, run_threads
 
 import edgetelemetry as et
 from edgetelemetry.bench.cloops import CLoops
@@ -167,16 +167,10 @@ def _sustained_trial(seconds: float, per_tick: int) -> tuple[int, int, float, in
                 if delay > 0:
                     time.sleep(delay)
 
-        threads = [threading.Thread(target=produce, args=(h,)) for h in handles]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - t0
+        elapsed = run_threads([threading.Thread(target=produce, args=(h,))
+                               for h in handles]) / 1e9
         snap = rec.snapshot()
-    count = sum(s.count for s in snap.series)
-    dropped = sum(sum(s.dropped.values()) for s in snap.series)
+    count, dropped = kept_and_dropped(snap)
     assert count + dropped == 2 * per_tick * int(seconds * 1000)
     return count, dropped, elapsed, snap.recorder["ring_high_water"]
 

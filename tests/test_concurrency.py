@@ -16,6 +16,28 @@ def _totals(snaps: list[et.Snapshot]) -> tuple[int, int]:
     return count, dropped
 
 
+def _run_with_snapshots(rec: et.Recorder, snaps: list[et.Snapshot],
+                        workers: list[threading.Thread], pause: float = 0.0) -> None:
+    """Run ``workers`` to the end while another thread takes snapshots into ``snaps`` (every
+    ``pause`` seconds), then take the last one."""
+    stop = threading.Event()
+
+    def snapshot_loop() -> None:
+        while not stop.is_set():
+            snaps.append(rec.snapshot())
+            time.sleep(pause)
+
+    snapper = threading.Thread(target=snapshot_loop)
+    snapper.start()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    stop.set()
+    snapper.join()
+    snaps.append(rec.snapshot())
+
+
 def test_threads_with_concurrent_snapshots_account_exactly() -> None:
     threads, per_thread = 4, 50_000
     with et.Recorder(max_threads=4, ring_capacity=1024, collector_period=0.001) as rec:
@@ -23,11 +45,6 @@ def test_threads_with_concurrent_snapshots_account_exactly() -> None:
             rec.histogram(f"metric-{i}", model="resnet18", version="1.0") for i in range(threads)
         ]
         snaps: list[et.Snapshot] = []
-        stop = threading.Event()
-
-        def snapshot_loop() -> None:
-            while not stop.is_set():
-                snaps.append(rec.snapshot())
 
         def produce(h: et.Histogram) -> None:
             for i in range(per_thread):
@@ -39,16 +56,8 @@ def test_threads_with_concurrent_snapshots_account_exactly() -> None:
                     while len(snaps) == seen and time.monotonic() < deadline:
                         time.sleep(0.0005)
 
-        snapper = threading.Thread(target=snapshot_loop)
-        snapper.start()
-        workers = [threading.Thread(target=produce, args=(h,)) for h in handles]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        stop.set()
-        snapper.join()
-        snaps.append(rec.snapshot())
+        _run_with_snapshots(rec, snaps,
+                            [threading.Thread(target=produce, args=(h,)) for h in handles])
     count, dropped = _totals(snaps)
     assert (count, dropped) == (threads * per_thread, 0)
     assert len(snaps) > 2
@@ -122,13 +131,7 @@ def test_record_many_accounts_for_every_value_across_threads(work) -> None:
         handles = [rec.histogram(f"thread-{i}", model="resnet18", version="1.0")
                    for i in range(len(work))]
         snaps: list[et.Snapshot] = []
-        stop = threading.Event()
         errors: list[BaseException] = []
-
-        def snapshot_loop() -> None:
-            while not stop.is_set():
-                snaps.append(rec.snapshot())
-                time.sleep(0.0005)
 
         def produce(h: et.Histogram, batches: list[tuple[object, int]]) -> None:
             try:
@@ -138,16 +141,8 @@ def test_record_many_accounts_for_every_value_across_threads(work) -> None:
             except BaseException as exc:  # record_many must never raise
                 errors.append(exc)
 
-        snapper = threading.Thread(target=snapshot_loop)
-        snapper.start()
         workers = [threading.Thread(target=produce, args=(h, b)) for h, b in zip(handles, work)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        stop.set()
-        snapper.join()
-        snaps.append(rec.snapshot())
+        _run_with_snapshots(rec, snaps, workers, pause=0.0005)
     assert errors == []
     for i, batches in enumerate(work):
         passed = sum(n for _, n in batches) + len(batches)

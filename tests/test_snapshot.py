@@ -3,6 +3,7 @@ accepts only what it can write back (a fuzz test, bounded here; tests/torture/ r
 
 import math
 import pathlib
+from dataclasses import replace
 
 import msgpack
 import pytest
@@ -82,16 +83,7 @@ def golden_snapshot() -> Snapshot:
     figures = {"memory_bytes": 273840, "records_drained": 9, "ring_high_water": 5,
                "pages_high_water": 12, "full_drains": 1, "direct_values": 3000,
                "pool_exhausted": 1, "integrity_errors": 0}
-    return Snapshot(
-        sources=old.sources,
-        start_mono_ns=old.start_mono_ns,
-        end_mono_ns=old.end_mono_ns,
-        start_wall_ns=old.start_wall_ns,
-        end_wall_ns=old.end_wall_ns,
-        layout=LAYOUT,
-        series=(SeriesSnapshot(**{**busy.__dict__, "coarse": 1}), rejected_only),
-        recorder=figures,
-    )
+    return replace(old, series=(replace(busy, coarse=1), rejected_only), recorder=figures)
 
 
 def test_golden_file_pins_the_format() -> None:
