@@ -324,3 +324,22 @@ def test_timer_after_close_does_nothing() -> None:
     with h.time():
         pass
     assert h.time()(lambda: 5)() == 5
+
+
+def test_past_its_histogram_pages_a_window_keeps_octave_precision() -> None:
+    # 2 pages per window: values over many octaves go coarse; count, sum, min and max stay
+    # exact, every value is in a bucket of its octave, and the snapshot encodes and decodes
+    values = [1.5 * 2.0**e for e in range(-10, 30)] * 3
+    with et.Recorder(histogram_pages=2, collector_period=None) as rec:
+        h = rec.histogram("latency", unit="ms", model="resnet18", version="1.0")
+        assert h.record_many(values) == len(values)
+        snap = rec.snapshot()
+        assert rec.info()["histogram_pages"] == 2
+    s = _only(snap)
+    assert (s.count, s.sum, s.min, s.max) == (len(values), sum(values), min(values), max(values))
+    assert 0 < s.coarse <= s.count
+    assert snap.recorder["pool_exhausted"] > 0 and snap.recorder["pages_high_water"] == 2
+    assert sum(s.pos.values()) == s.count
+    octaves = {index // s.layout.buckets_per_octave for index in s.pos}
+    assert len(octaves) == 40, "each value keeps its octave"
+    assert et.Snapshot.from_msgpack(snap.to_msgpack()) == snap
