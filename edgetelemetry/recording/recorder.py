@@ -77,10 +77,10 @@ class Histogram(SeriesBase):
         aggregated by the calling thread in ring-sized chunks (about 1.5-2 ns a value), never
         dropped.  Never raises.  After ``Recorder.close()`` it does nothing and returns 0."""
         recorder = self._recorder
-        batch = as_float64(values)
-        if batch.rejected:
-            recorder._count_reject(self, batch.rejected)
-        if batch.values is None:
+        buffer, n, rejected = as_float64(values)
+        if rejected:
+            recorder._count_reject(self, rejected)
+        if buffer is None:
             return 0
         # cffi releases the GIL during the call, so close() must not free the recorder under
         # it.  deque.append/pop are atomic under the GIL and far cheaper than a lock: close()
@@ -91,7 +91,7 @@ class Histogram(SeriesBase):
         try:
             if not self.attached:
                 return 0
-            return recorder._core.record_many(self.series_id, batch.values, batch.n)
+            return recorder._core.record_many(self.series_id, buffer, n)
         finally:
             inflight.pop()
 
