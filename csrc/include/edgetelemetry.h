@@ -93,21 +93,23 @@ extern "C" {
                              * aggregates directly); kept for bindings that count their own */
 #define ET_EUNIT (-9)       /* et_series_add_unit: the series exists with another unit */
 #define ET_ENAMESFULL (-10) /* the series' names do not fit in names_bytes */
+#define ET_ENAMECLASH (-11) /* another series of the model, version and dimension has the same
+                             * display name, metric-unit (see et_series_add_unit) */
 /* Shared recorders (see "one recorder for every process of a device" below): */
-#define ET_ENOSEGMENT (-11) /* no shared recorder at the path (nothing there) */
-#define ET_ENOTSEGMENT (-12)/* the path is not a shared recorder, or its header is damaged */
-#define ET_ELAYOUT (-13)    /* the segment has another layout version than this library's
+#define ET_ENOSEGMENT (-12) /* no shared recorder at the path (nothing there) */
+#define ET_ENOTSEGMENT (-13)/* the path is not a shared recorder, or its header is damaged */
+#define ET_ELAYOUT (-14)    /* the segment has another layout version than this library's
                              * (ET_SEGMENT_LAYOUT); et_segment_inspect names the file's */
-#define ET_EACCES (-14)     /* permission denied: the segment's owner, group and mode */
-#define ET_EPROCFULL (-15)  /* every process slot of the segment is taken */
-#define ET_ENOTOWNER (-16)  /* only the agent (et_recorder_create_shared's caller) may do this */
-#define ET_EBUSY (-17)      /* another live agent owns the segment */
-#define ET_ECONFIG (-18)    /* the segment exists with another configuration */
-#define ET_ETRUNCATED (-19) /* the segment's file is shorter than its layout: truncated on
+#define ET_EACCES (-15)     /* permission denied: the segment's owner, group and mode */
+#define ET_EPROCFULL (-16)  /* every process slot of the segment is taken */
+#define ET_ENOTOWNER (-17)  /* only the agent (et_recorder_create_shared's caller) may do this */
+#define ET_EBUSY (-18)      /* another live agent owns the segment */
+#define ET_ECONFIG (-19)    /* the segment exists with another configuration */
+#define ET_ETRUNCATED (-20) /* the segment's file is shorter than its layout: truncated on
                              * disk (attach), or under a running agent (its handle is dead) */
-#define ET_ETIMEDOUT (-20)  /* the agent: a live process held a lock past lock_timeout_ns;
+#define ET_ETIMEDOUT (-21)  /* the agent: a live process held a lock past lock_timeout_ns;
                              * nothing changed, try again (counted in lock_timeouts) */
-#define ET_ESYSTEM (-21)    /* a system call failed for another reason: errno says which */
+#define ET_ESYSTEM (-22)    /* a system call failed for another reason: errno says which */
 
 /* Drop reasons: a dropped record never enters the aggregates but is counted per series.
  * With no loss for lack of ring space, the core itself drops only RING_FULL records: made by
@@ -239,11 +241,18 @@ ET_API void et_recorder_free(et_recorder *rec);
  * first (C, C++ or Python); asking for them with another unit is an error, so one series
  * never carries two units.  Lookup is by hash, so registering thousands of series is linear.
  * Any thread; takes the registry lock, so not for the hot path: register once, keep the id.
+ * A series' display name is "metric-unit", or "metric" without a unit: it is what a report
+ * names the series by (the heartbeat's "latency-ms-p99").  Two series of one model, version
+ * and dimension may not share it: "latency" in "ms" and "latency-ms" without a unit would
+ * report under one name, so the second is refused with ET_ENAMECLASH, whoever registers it.
  * Errors: ET_EINVAL (rec or series_id NULL), ET_ENAME (a name empty, longer than ET_NAME_MAX
  * (unit too) / ET_DIMENSION_MAX bytes, or with a control character), ET_EUNIT (the series
- * exists with another unit), ET_ESERIESFULL (max_series series exist), ET_ENAMESFULL (the
- * names do not fit in what is left of names_bytes).  *series_id is untouched on error.
- * A shared recorder's registry is the segment's: every process gets the same ids.  The
+ * exists with another unit), ET_ENAMECLASH (*series_id is set to the series that has the
+ * display name: et_series_names names it), ET_ESERIESFULL (max_series series exist),
+ * ET_ENAMESFULL (the names do not fit in what is left of names_bytes).  *series_id is
+ * untouched on any other error.
+ * A shared recorder's registry is the segment's: every process gets the same ids, and the
+ * display-name check covers every series of the segment, whoever registered it.  The
  * agent's call waits for the registry lock at most lock_timeout_ns (ET_ETIMEDOUT); a dead
  * holder's lock is taken over and the registry repaired; ET_ETRUNCATED (the file shrank). */
 ET_API int et_series_add_unit(et_recorder *rec, const char *model, const char *version,
@@ -256,6 +265,17 @@ ET_API int et_series_add_unit(et_recorder *rec, const char *model, const char *v
  * ET_EUNIT. */
 ET_API int et_series_add(et_recorder *rec, const char *model, const char *version,
                          const char *metric, const char *dimension, uint32_t *series_id);
+
+/* The five names of registered series series_id (model, version, metric, dimension, unit;
+ * "" for none), copied into buf one after another, each NUL-terminated.  Returns the bytes
+ * used; ET_SERIES_NAMES_MAX always suffices.  Any recorder, any thread; no lock.  A copy,
+ * not pointers: in a shared recorder the names lie in memory other processes can write, so
+ * they are checked once, as they are copied (a binding names the series an ET_ENAMECLASH
+ * is about, or checks its names against those another process registered).
+ * Errors: ET_EINVAL (NULL, or capacity too small), ET_ENOSERIES (no such series, or its
+ * names were written over), ET_ETRUNCATED (a shared recorder's file shrank). */
+#define ET_SERIES_NAMES_MAX (4 * (ET_NAME_MAX + 1) + ET_DIMENSION_MAX + 1)
+ET_API int et_series_names(et_recorder *rec, uint32_t series_id, char *buf, size_t capacity);
 
 /* ---- hot path (any thread) ---- */
 
@@ -558,14 +578,6 @@ ET_API int et_recorder_shared_info(et_recorder *rec, et_shared_info *out);
  * Fills what it could read even on error.  Errors: those of et_recorder_attach but
  * ET_EPROCFULL. */
 ET_API int et_segment_inspect(const char *path, et_segment_info *out);
-
-/* The five names of registered series series_id (model, version, metric, dimension, unit;
- * "" for none), copied into buf one after another, each NUL-terminated.  Returns the bytes
- * used; ET_SERIES_NAMES_MAX always suffices.  Any process: the series another registered
- * (a binding checks its names against them).  Errors: ET_EINVAL (NULL, or capacity too
- * small), ET_ENOSERIES (no such series, or its names were written over), ET_ETRUNCATED. */
-#define ET_SERIES_NAMES_MAX (4 * (ET_NAME_MAX + 1) + ET_DIMENSION_MAX + 1)
-ET_API int et_series_names(et_recorder *rec, uint32_t series_id, char *buf, size_t capacity);
 
 /* ---- sharing one recorder across modules of one process ----
  * A module that cannot link this library (a second Python extension, a plugin) records into a

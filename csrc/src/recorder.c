@@ -396,6 +396,14 @@ static int check_name(const char *s, size_t max, bool optional, size_t *len) {
     return (n == 0 && !optional) ? ET_ENAME : ET_OK;
 }
 
+/* Count a scribbled registry record: integrity_errors is guarded by the aggregate lock, which
+ * may be taken inside the registry lock (the order before_fork uses). */
+static void count_integrity_error(et_recorder *rec) {
+    const uint64_t previous = et__agg_enter(rec);
+    rec->region->integrity_errors++;
+    et__agg_leave(rec, previous);
+}
+
 /* FNV-1a over the key bytes (the four names with their NULs). */
 static uint32_t hash_key(const char *key, size_t n) {
     uint32_t h = 2166136261u;
@@ -415,7 +423,7 @@ static int64_t registry_find(et_recorder *rec, const char *key, size_t key_len, 
     for (uint32_t steps = 0; link != 0 && steps < registered; steps++) {
         const uint32_t id = link - 1;
         if (id >= registered) {
-            rec->region->integrity_errors++;
+            count_integrity_error(rec);
             return -1;
         }
         const et_series_rec *s = &rec->series[id];
@@ -493,24 +501,72 @@ bool et__registry_enter(et_recorder *rec) {
     return true;
 }
 
-static int series_add_locked(et_recorder *rec, const char *key, size_t key_len, uint32_t hash,
-                             const char *unit, size_t unit_len, bool strict,
-                             uint32_t *series_id);
+static int series_add_locked(et_recorder *rec, const char *const parts[5],
+                             const size_t lens[5], const char *key, size_t key_len,
+                             uint32_t hash, bool strict, uint32_t *series_id);
 
 /* The registry step, under the SIGBUS guard (an agent's) and the registry lock. */
-static int series_add_guarded(et_recorder *rec, const char *key, size_t key_len,
-                              uint32_t hash, const char *unit, size_t unit_len, bool strict,
-                              uint32_t *series_id) {
+static int series_add_guarded(et_recorder *rec, const char *const parts[5],
+                              const size_t lens[5], const char *key, size_t key_len,
+                              uint32_t hash, bool strict, uint32_t *series_id) {
     volatile int rc = ET_OK;
     ET_GUARDED(rec, rc = ET_ETRUNCATED, {
         if (!et__registry_enter(rec)) {
             rc = ET_ETIMEDOUT;
         } else {
-            rc = series_add_locked(rec, key, key_len, hash, unit, unit_len, strict, series_id);
+            rc = series_add_locked(rec, parts, lens, key, key_len, hash, strict, series_id);
             et__registry_leave(rec);
         }
     });
     return rc;
+}
+
+/* The key (model, version, metric, dimension, NULs included) into key; returns its length. */
+static size_t make_key(char *key, const char *const parts[4], const size_t lens[4]) {
+    size_t n = 0;
+    for (int i = 0; i < 4; i++) {
+        memcpy(key + n, parts[i], lens[i]);
+        key[n + lens[i]] = '\0';
+        n += lens[i] + 1;
+    }
+    return n;
+}
+
+/* A registered series of the same model, version and dimension whose display name,
+ * "metric-unit" (or "metric" without a unit), is also metric[-unit], or -1.  Such a name
+ * splits at one of its hyphens into the other series' metric and unit, or not at all (no
+ * unit): one hash lookup per hyphen, so registration stays linear.  Registry lock held. */
+static int64_t display_name_clash(et_recorder *rec, const char *model, const char *version,
+                                  const char *metric, const char *dimension, const char *unit,
+                                  const size_t lens[5], uint32_t registered) {
+    char name[2 * ET_NAME_MAX + 2];
+    size_t name_len = lens[2];
+    memcpy(name, metric, lens[2]);
+    if (lens[4] > 0) {
+        name[name_len++] = '-';
+        memcpy(name + name_len, unit, lens[4]);
+        name_len += lens[4];
+    }
+    char key[3 * (ET_NAME_MAX + 1) + ET_DIMENSION_MAX + 1];
+    for (size_t cut = 1; cut <= name_len; cut++) {
+        if (cut < name_len && name[cut] != '-') continue;
+        /* the other series: metric name[0, cut), unit name(cut, end) or none */
+        const size_t metric_len = cut, unit_len = cut < name_len ? name_len - cut - 1 : 0;
+        if (metric_len > ET_NAME_MAX || unit_len > ET_NAME_MAX) continue;
+        if (cut < name_len && unit_len == 0) continue; /* a trailing hyphen: no unit "" */
+        if (metric_len == lens[2] && unit_len == lens[4]) continue; /* this very series */
+        const char *const parts[4] = {model, version, name, dimension};
+        const size_t part_lens[4] = {lens[0], lens[1], metric_len, lens[3]};
+        const size_t key_len = make_key(key, parts, part_lens);
+        const int64_t other = registry_find(rec, key, key_len, hash_key(key, key_len),
+                                            registered);
+        if (other < 0) continue;
+        const char *other_unit = series_unit(rec, (uint32_t)other, key_len);
+        if (strlen(other_unit) == unit_len &&
+            memcmp(other_unit, name + name_len - unit_len, unit_len) == 0)
+            return other;
+    }
+    return -1;
 }
 
 static int series_add(et_recorder *rec, const char *model, const char *version,
@@ -526,32 +582,34 @@ static int series_add(et_recorder *rec, const char *model, const char *version,
         return ET_ENAME;
     const char *parts[5] = {model, version, metric, dimension ? dimension : "",
                             unit ? unit : ""};
-    char key[3 * (ET_NAME_MAX + 1) + ET_DIMENSION_MAX + 1 + ET_NAME_MAX + 1];
-    size_t key_len = 0;
-    for (int i = 0; i < 4; i++) {
-        memcpy(key + key_len, parts[i], lens[i] + 1);
-        key_len += lens[i] + 1;
-    }
+    char key[3 * (ET_NAME_MAX + 1) + ET_DIMENSION_MAX + 1];
+    const size_t key_len = make_key(key, parts, lens);
     const uint32_t hash = hash_key(key, key_len);
 
     if (rec->shared && atomic_load_explicit(&rec->dead, memory_order_acquire))
         return ET_ETRUNCATED;
-    return series_add_guarded(rec, key, key_len, hash, parts[4], lens[4], strict, series_id);
+    return series_add_guarded(rec, parts, lens, key, key_len, hash, strict, series_id);
 }
 
-static int series_add_locked(et_recorder *rec, const char *key, size_t key_len, uint32_t hash,
-                             const char *unit, size_t unit_len, bool strict,
-                             uint32_t *series_id) {
+static int series_add_locked(et_recorder *rec, const char *const parts[5],
+                             const size_t lens[5], const char *key, size_t key_len,
+                             uint32_t hash, bool strict, uint32_t *series_id) {
     et_region *r = rec->region;
     const uint32_t n = et__series_count(rec);
     const int64_t found = registry_find(rec, key, key_len, hash, n);
     if (found >= 0) {
-        if (strict && strcmp(series_unit(rec, (uint32_t)found, key_len), unit) != 0)
+        if (strict && strcmp(series_unit(rec, (uint32_t)found, key_len), parts[4]) != 0)
             return ET_EUNIT;
         *series_id = (uint32_t)found;
         return ET_OK;
     }
-    const uint64_t need = key_len + unit_len + 1;
+    const int64_t clash =
+        display_name_clash(rec, parts[0], parts[1], parts[2], parts[3], parts[4], lens, n);
+    if (clash >= 0) {
+        *series_id = (uint32_t)clash;
+        return ET_ENAMECLASH;
+    }
+    const uint64_t need = key_len + lens[4] + 1;
     if (n >= rec->config.max_series) return ET_ESERIESFULL;
     if (r->arena_used > rec->config.names_bytes ||
         need > rec->config.names_bytes - r->arena_used)
@@ -562,7 +620,7 @@ static int series_add_locked(et_recorder *rec, const char *key, size_t key_len, 
      * lock (registry_repair). */
     char *dst = rec->arena + r->arena_used;
     memcpy(dst, key, key_len);
-    memcpy(dst + key_len, unit, unit_len + 1);
+    memcpy(dst + key_len, parts[4], lens[4] + 1);
     et_series_rec *sr = &rec->series[n];
     sr->name_off = r->arena_used;
     sr->name_len = (uint32_t)need;
@@ -718,6 +776,9 @@ const char *et_strerror(int code) {
     case ET_ETIMEDOUT:
         return "a live process held the recorder's lock too long: nothing changed, try again";
     case ET_ESYSTEM: return "a system call failed (errno says which)";
+    case ET_ENAMECLASH:
+        return "another series of this model, version and dimension has the same metric-unit "
+               "name";
     default: return "unknown error code";
     }
 }

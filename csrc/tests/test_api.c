@@ -109,12 +109,12 @@ ET_TEST(config_validation_at_init) {
 }
 
 ET_TEST(strerror_names_every_code) {
-    const int codes[] = {ET_OK,         ET_EINVAL,      ET_ENOMEM,    ET_ESERIESFULL,
-                         ET_ENAME,      ET_ENOSERIES,   ET_ETHREAD,   ET_ERINGFULL,
-                         ET_ENORING,    ET_EUNIT,       ET_ENAMESFULL, ET_ENOSEGMENT,
-                         ET_ENOTSEGMENT, ET_ELAYOUT,    ET_EACCES,    ET_EPROCFULL,
-                         ET_ENOTOWNER,  ET_EBUSY,       ET_ECONFIG,   ET_ETRUNCATED,
-                         ET_ETIMEDOUT,  ET_ESYSTEM};
+    const int codes[] = {ET_OK,          ET_EINVAL,     ET_ENOMEM,    ET_ESERIESFULL,
+                         ET_ENAME,       ET_ENOSERIES,  ET_ETHREAD,   ET_ERINGFULL,
+                         ET_ENORING,     ET_EUNIT,      ET_ENAMESFULL, ET_ENAMECLASH,
+                         ET_ENOSEGMENT,  ET_ENOTSEGMENT, ET_ELAYOUT,  ET_EACCES,
+                         ET_EPROCFULL,   ET_ENOTOWNER,  ET_EBUSY,     ET_ECONFIG,
+                         ET_ETRUNCATED,  ET_ETIMEDOUT,  ET_ESYSTEM};
     const size_t n = sizeof codes / sizeof codes[0];
     const char *unknown = et_strerror(-1000);
     ET_REQUIRE(unknown != NULL && unknown[0] != '\0');

@@ -118,11 +118,62 @@ ET_TEST(one_unit_per_series) {
     ET_CHECK_EQ_U(d, e);
     ET_CHECK_RC(et_series_add_unit(rec, "m", "1", "tokens", NULL, NULL, &e), ET_OK);
     ET_CHECK_RC(et_series_add_unit(rec, "m", "1", "tokens", NULL, "count", &e), ET_EUNIT);
-    /* the unit is not part of the name: "latency" + "ms" is not "latency-ms" */
+    /* the unit is not part of the key: "latency-ms" is another metric, and a legal one as
+     * long as no series of the same model, version and dimension is displayed that way */
     uint32_t f;
-    ET_CHECK_RC(et_series_add_unit(rec, "m", "1", "latency-ms", NULL, NULL, &f), ET_OK);
+    ET_CHECK_RC(et_series_add_unit(rec, "m", "1", "latency-ms", "gpu", NULL, &f), ET_OK);
     ET_CHECK(f != a);
     ET_CHECK_EQ_U(f, 3);
+    et_recorder_free(rec);
+}
+
+/* Display names (metric-unit) cannot clash within a model, version and dimension, whichever
+ * way round and through whichever call the second series comes; the error says which one. */
+ET_TEST(display_names_cannot_clash) {
+    et_recorder *rec = test_recorder(64, 1, 32);
+    ET_REQUIRE(rec);
+    uint32_t lat, other = 99;
+    ET_CHECK_RC(et_series_add_unit(rec, "m", "1", "latency", NULL, "ms", &lat), ET_OK);
+    ET_CHECK_RC(et_series_add(rec, "m", "1", "latency-ms", NULL, &other), ET_ENAMECLASH);
+    ET_CHECK_EQ_U(other, lat);
+    other = 99;
+    ET_CHECK_RC(et_series_add_unit(rec, "m", "1", "latency-ms", "", "", &other), ET_ENAMECLASH);
+    ET_CHECK_EQ_U(other, lat);
+    char names[ET_SERIES_NAMES_MAX];
+    static const char latency_ms[] = "m\0" "1\0" "latency\0" "\0" "ms";
+    ET_CHECK_EQ_I(et_series_names(rec, other, names, sizeof names), (int)sizeof latency_ms);
+    ET_CHECK(!memcmp(names, latency_ms, sizeof latency_ms));
+    /* the other way round: a unit-less "queue-wait-s" first, then "queue-wait" in "s" or
+     * "queue" in "wait-s" (a C unit may hold a hyphen) */
+    uint32_t q, r = 99;
+    ET_CHECK_RC(et_series_add(rec, "m", "1", "queue-wait-s", "cam", &q), ET_OK);
+    ET_CHECK_RC(et_series_add_unit(rec, "m", "1", "queue-wait", "cam", "s", &r), ET_ENAMECLASH);
+    ET_CHECK_EQ_U(r, q);
+    r = 99;
+    ET_CHECK_RC(et_series_add_unit(rec, "m", "1", "queue", "cam", "wait-s", &r), ET_ENAMECLASH);
+    ET_CHECK_EQ_U(r, q);
+    /* another dimension, version or model, or another display name: no clash */
+    uint32_t id;
+    ET_CHECK_RC(et_series_add_unit(rec, "m", "1", "queue-wait", "cam2", "s", &id), ET_OK);
+    ET_CHECK_RC(et_series_add_unit(rec, "m", "2", "queue-wait", "cam", "s", &id), ET_OK);
+    ET_CHECK_RC(et_series_add_unit(rec, "n", "1", "latency-ms", NULL, NULL, &id), ET_OK);
+    ET_CHECK_RC(et_series_add_unit(rec, "m", "1", "queue-wait", "cam", "ms", &id), ET_OK);
+    ET_CHECK_RC(et_series_add_unit(rec, "m", "1", "latency", NULL, "s", &id), ET_EUNIT);
+    ET_CHECK_RC(et_series_add_unit(rec, "m", "1", "latency-m", NULL, "s", &id), ET_OK);
+    /* finding an existing series is never a clash */
+    ET_CHECK_RC(et_series_add(rec, "m", "1", "latency", NULL, &id), ET_OK);
+    ET_CHECK_EQ_U(id, lat);
+    /* names of an unknown id, NULL, a buffer too small */
+    ET_CHECK_RC(et_series_names(rec, 1000, names, sizeof names), ET_ENOSERIES);
+    ET_CHECK_RC(et_series_names(NULL, 0, names, sizeof names), ET_EINVAL);
+    ET_CHECK_RC(et_series_names(rec, q, NULL, sizeof names), ET_EINVAL);
+    ET_CHECK_RC(et_series_names(rec, q, names, 4), ET_EINVAL);
+    static const char queue[] = "m\0" "1\0" "queue-wait-s\0" "cam\0";
+    ET_CHECK_EQ_I(et_series_names(rec, q, names, sizeof names), (int)sizeof queue);
+    ET_CHECK(!memcmp(names, queue, sizeof queue));
+    et_info info;
+    ET_CHECK_RC(et_recorder_info(rec, &info), ET_OK);
+    ET_CHECK_EQ_U(info.integrity_errors, 0);
     et_recorder_free(rec);
 }
 
