@@ -41,6 +41,15 @@ from .config_rules import (
     text_value,
     url,
 )
+from .sink_config import (
+    HEARTBEAT_SINK,
+    MQTT_SINK,
+    OTLP_SINK,
+    SINK_KEYS,
+    SINK_PATH_KEYS,
+    SINK_SECRET_KEYS,
+    sink_problems,
+)
 
 __all__ = [
     "AgentConfig",
@@ -55,14 +64,16 @@ log = logging.getLogger(__name__)
 
 ENV_PREFIX = "EDGETELEMETRY_"
 CONFIG_ENV = "EDGETELEMETRY_CONFIG"  # path of the JSON config file
-SECRET_KEYS = frozenset({"aws_access_key_id", "aws_secret_access_key", "aws_session_token"})
+AWS_KEYS = frozenset({"aws_access_key_id", "aws_secret_access_key", "aws_session_token"})
+SECRET_KEYS = AWS_KEYS | SINK_SECRET_KEYS
 FSYNC_POLICIES = ("always", "batch", "never")
 CREDENTIAL_SOURCES = ("auto", "default", "profile", "static", "iot")
 _REGION = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _PROFILE = re.compile(r"^[\w.@+-]{1,64}$")
 _IOT_KEYS = ("iot_endpoint", "iot_role_alias", "iot_thing_name", "iot_cert_file",
              "iot_key_file", "iot_ca_file")
-_PATH_KEYS = ("spool_dir", "ca_bundle", "iot_cert_file", "iot_key_file", "iot_ca_file")
+_PATH_KEYS = ("spool_dir", "ca_bundle", "iot_cert_file", "iot_key_file", "iot_ca_file",
+              *SINK_PATH_KEYS)
 
 
 class ConfigError(EdgeTelemetryError, ValueError):
@@ -116,6 +127,7 @@ KEYS: dict[str, Key] = {
     "iot_ca_file": Key(path, "CA verifying the IoT endpoint (default: system)"),
     "iot_timeout_s": Key(number(0, 300, lo_open=True), "IoT credentials request timeout"),
     "log_verbose": Key(boolean, "DEBUG logging"),
+    **SINK_KEYS,  # OTLP and MQTT (sink_config.py)
 }
 REQUIRED = ("device_name", "fleet_name", "endpoint_url")
 
@@ -182,6 +194,25 @@ class AgentConfig:
     iot_ca_file: str | None = None
     iot_timeout_s: float = 10.0
     log_verbose: bool = False
+    otlp_endpoint: str | None = None
+    otlp_headers: tuple[tuple[str, str], ...] | None = None
+    otlp_compression: str = "gzip"
+    otlp_timeout_s: float = 10.0
+    otlp_ca_bundle: str | None = None
+    otlp_cert_file: str | None = None
+    otlp_key_file: str | None = None
+    otlp_histogram_scale: int | str = "auto"
+    mqtt_url: str | None = None
+    mqtt_topic: str = "edgetelemetry/{fleet}/{device}/metrics"
+    mqtt_client_id: str | None = None
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    mqtt_ca_file: str | None = None
+    mqtt_cert_file: str | None = None
+    mqtt_key_file: str | None = None
+    mqtt_payload: str = "otlp-json"
+    mqtt_timeout_s: float = 10.0
+    mqtt_max_payload_bytes: int = 128 << 10
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -196,10 +227,19 @@ class AgentConfig:
             raise ConfigError(f"backoff_cap_s ({self.backoff_cap_s:g}) must be at least "
                               f"backoff_base_s ({self.backoff_base_s:g})")
         object.__setattr__(self, "credentials_source", self._resolve_credentials())
+        problems = sink_problems({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    @property
+    def sinks(self) -> tuple[str, ...]:
+        """The sinks this config turns on, by the names their spool cursors have."""
+        return (HEARTBEAT_SINK,) + ((OTLP_SINK,) if self.otlp_endpoint else ()) \
+            + ((MQTT_SINK,) if self.mqtt_url else ())
 
     def _resolve_credentials(self) -> str:
         iot = [k for k in _IOT_KEYS if getattr(self, k) is not None]
-        static = [k for k in sorted(SECRET_KEYS) if getattr(self, k) is not None]
+        static = [k for k in sorted(AWS_KEYS) if getattr(self, k) is not None]
         profile = ["profile"] if self.profile is not None else []
         groups = {"iot": iot, "static": static, "profile": profile}
         source = self.credentials_source
