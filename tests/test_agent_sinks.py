@@ -10,6 +10,7 @@ per-sink figures account for every record (delivered + lost + dead letters + pen
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import os
 import random
@@ -358,3 +359,21 @@ def test_kill_9_mid_run_the_sink_cursors_are_durable(tmp_path: Path, server: End
         assert duplicates <= kills, (name, duplicates, kills)
     by_window = Counter((rid, w) for rid, w, _ in otlp.windows())
     assert all(by_window[w] >= 1 for w in spooled.values())
+
+
+def test_a_config_file_holding_sink_secrets_must_be_private(tmp_path: Path) -> None:
+    from edgetelemetry.agent import AgentConfig
+
+    path = tmp_path / "agent.json"
+    path.write_text(json.dumps({
+        "device_name": "cam-01", "fleet_name": "line-1", "endpoint_url": "http://127.0.0.1:9",
+        "otlp_endpoint": "http://127.0.0.1:4318", "otlp_headers": {"authorization": TOKEN},
+        "mqtt_url": "mqtt://127.0.0.1", "mqtt_password": "mqtt-pass-77"}))
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match="mqtt_password, otlp_headers but is accessible") as info:
+        AgentConfig.load(path, env={})
+    assert "otlp-token" not in str(info.value) and "mqtt-pass" not in str(info.value)
+    path.chmod(0o600)
+    config = AgentConfig.load(path, env={})
+    assert config.sinks == ("sagemaker-edge", "otlp", "mqtt")
+    assert "otlp-token" not in repr(config) and "mqtt-pass" not in repr(config)
