@@ -25,6 +25,17 @@ from typing import Any
 
 import pytest
 from otlp_receiver import OtlpReceiver
+from test_agent import (  # noqa: F401 - the fixtures are used by name
+    AKID,
+    DEVICE,
+    FLEET,
+    SECRET,
+    _clean_env,
+    rec_fixture,
+    server_fixture,
+)
+from test_agent import make_agent as make_heartbeat_agent
+from test_agent_crash import _env as crash_env
 from test_agent_crash import _wait_for
 
 from edgetelemetry import Recorder
@@ -32,30 +43,7 @@ from edgetelemetry.agent import Agent, ConfigError
 from edgetelemetry.server import EndpointServer
 
 HERE = Path(__file__).resolve().parent
-AKID = "AKIDSINKSTEST001"
-SECRET = "sinks/test+secret-0001"
 TOKEN = "Bearer otlp-token-5f1c"
-DEVICE = "cam-sinks"
-FLEET = "fleet-sinks"
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("EDGETELEMETRY_"):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture(name="server")
-def server_fixture() -> Iterator[EndpointServer]:
-    srv = EndpointServer(None, credentials={AKID: SECRET})
-    srv.store.register_fleet(FLEET)
-    srv.store.register_devices(FLEET, [DEVICE])
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(name="otlp")
@@ -64,23 +52,13 @@ def otlp_fixture() -> Iterator[OtlpReceiver]:
         yield rx
 
 
-@pytest.fixture(name="rec")
-def rec_fixture() -> Iterator[Recorder]:
-    with Recorder() as rec:
-        yield rec
-
-
 def make_agent(tmp_path: Path, server_url: str, otlp_url: str, rec: Recorder,
                **kw: Any) -> Agent:
-    settings: dict[str, Any] = dict(
-        device_name=DEVICE, fleet=FLEET, endpoint_url=server_url, spool_dir=tmp_path / "spool",
-        aws_access_key_id=AKID, aws_secret_access_key=SECRET, fsync="never",
-        backlog_rate=1000, jitter=0, max_attempts=1, backoff_base_s=0, backoff_cap_s=0,
-        connect_timeout_s=1, read_timeout_s=1, send_backoff_cap_s=0,
-        otlp_endpoint=otlp_url, otlp_headers={"Authorization": TOKEN}, otlp_timeout_s=0.5,
-    )
+    """test_agent's fast settings, and the OTLP sink."""
+    settings: dict[str, Any] = dict(otlp_endpoint=otlp_url, otlp_headers={"Authorization": TOKEN},
+                                    otlp_timeout_s=0.5)
     settings.update(kw)
-    return Agent(rec, **settings)
+    return make_heartbeat_agent(tmp_path, server_url, rec, **settings)
 
 
 def stored_windows(server: EndpointServer) -> Counter[int]:
@@ -284,23 +262,15 @@ def test_headers_from_the_environment(tmp_path: Path, otlp: OtlpReceiver, rec: R
 # -- kill -9 -----------------------------------------------------------------------------------
 
 def _env(server: EndpointServer, otlp: OtlpReceiver) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGETELEMETRY_")}
+    env = crash_env(server)  # the crash test's fast settings, for this test's device
     env.update({
-        "PYTHONPATH": str(HERE.parent),
         "EDGETELEMETRY_DEVICE_NAME": DEVICE,
         "EDGETELEMETRY_FLEET_NAME": FLEET,
-        "EDGETELEMETRY_ENDPOINT_URL": server.url,
         "EDGETELEMETRY_AWS_ACCESS_KEY_ID": AKID,
         "EDGETELEMETRY_AWS_SECRET_ACCESS_KEY": SECRET,
         "EDGETELEMETRY_OTLP_ENDPOINT": otlp.url,
         "EDGETELEMETRY_OTLP_HEADERS": "authorization=" + TOKEN.replace(" ", "%20"),
         "EDGETELEMETRY_OTLP_TIMEOUT_S": "1",
-        "EDGETELEMETRY_FSYNC": "never",
-        "EDGETELEMETRY_BACKLOG_RATE": "1000",
-        "EDGETELEMETRY_MAX_ATTEMPTS": "1",
-        "EDGETELEMETRY_BACKOFF_BASE_S": "0",
-        "EDGETELEMETRY_BACKOFF_CAP_S": "0",
-        "EDGETELEMETRY_JITTER": "0",
     })
     return env
 

@@ -176,17 +176,23 @@ def decode(request: ExportMetricsServiceRequest) -> ExportMetricsServiceRequest:
     return out
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.sampled_from([32, 36, 64, 100]), st.lists(
-    st.floats(min_value=1e-6, max_value=1e9), min_size=2, max_size=600))
-def test_quantiles_from_otlp_buckets_against_the_exact_oracle(k: int, xs: list[float]) -> None:
-    with et.Recorder(collector_period=None, buckets_per_octave=k) as rec:
-        h = rec.histogram("latency", unit="ms", model="resnet18", version="1.0")
+def recorded_point(xs: list[float], metric: str = "latency", **recorder: int):  # type: ignore[no-untyped-def]
+    """Record ``xs`` in one series; its snapshot and its OTLP point, sent and decoded."""
+    with et.Recorder(collector_period=None, **recorder) as rec:
+        h = rec.histogram(metric, unit="ms", model="resnet18", version="1.0")
         for x in xs:
             h.record(x)
         snap = rec.snapshot()
     point = decode(build_metrics_request([snap], OtlpIdentity("cam-01", "line-1"))) \
         .resource_metrics[0].scope_metrics[0].metrics[0].exponential_histogram.data_points[0]
+    return snap, point
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([32, 36, 64, 100]), st.lists(
+    st.floats(min_value=1e-6, max_value=1e9), min_size=2, max_size=600))
+def test_quantiles_from_otlp_buckets_against_the_exact_oracle(k: int, xs: list[float]) -> None:
+    snap, point = recorded_point(xs, buckets_per_octave=k)
     mapping = exponential_mapping(snap.layout, point.scale)
     ordered = sorted(xs)
     assert point.count == len(xs) and point.min == ordered[0] and point.max == ordered[-1]
@@ -201,13 +207,7 @@ def test_quantiles_from_otlp_buckets_against_the_exact_oracle(k: int, xs: list[f
 
 def test_signed_values_zero_bucket_and_the_sum_rule() -> None:
     xs = [-5.0, -0.25, 0.0, 0.0, 1e-12, 3.0, 7.5]
-    with et.Recorder(collector_period=None) as rec:
-        h = rec.histogram("offset", unit="mm", model="resnet18", version="1.0")
-        for x in xs:
-            h.record(x)
-        snap = rec.snapshot()
-    point = decode(build_metrics_request([snap], OtlpIdentity("cam-01", "line-1"))) \
-        .resource_metrics[0].scope_metrics[0].metrics[0].exponential_histogram.data_points[0]
+    _, point = recorded_point(xs, metric="offset")
     assert point.count == 7 and point.min == -5.0 and point.max == 7.5
     assert point.zero_count == 3  # 0, 0 and 1e-12 (below 2**-30)
     assert point.zero_threshold == 2.0 ** -30
