@@ -347,3 +347,17 @@ def test_a_config_file_holding_sink_secrets_must_be_private(tmp_path: Path) -> N
     config = AgentConfig.load(path, env={})
     assert config.sinks == ("sagemaker-edge", "otlp", "mqtt")
     assert "otlp-token" not in repr(config) and "mqtt-pass" not in repr(config)
+
+
+def test_a_sink_whose_package_is_missing_stops_the_agent_at_once(
+        tmp_path: Path, rec: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "paho.mqtt.client", None)  # as if not installed
+    settings: dict[str, Any] = dict(device_name=DEVICE, fleet=FLEET, fsync="never",
+                                    endpoint_url="http://127.0.0.1:9",
+                                    spool_dir=tmp_path / "spool", mqtt_url="mqtt://127.0.0.1")
+    with pytest.raises(ConfigError, match=r"pip install 'edgetelemetry\[mqtt\]'"):
+        Agent(rec, **settings)
+    monkeypatch.delitem(sys.modules, "paho.mqtt.client")
+    agent = Agent(rec, **settings)  # the spool was let go
+    assert agent.config.sinks == ("sagemaker-edge", "mqtt")
+    agent.close(timeout=0.1)

@@ -205,6 +205,9 @@ class Agent(DeliveryLoop, SinkLanes):
                             max_age_s=config.spool_max_age_s, fsync=config.fsync,  # type: ignore[arg-type]
                             clock=self._spool_clock, sinks=config.sinks)
         try:
+            # the lanes first: a sink whose package is missing stops us before any connection
+            self._lanes = build_lanes(config, otlp_identity(config, agent_version),
+                                      rng=self._rng, sleep=self._pause)
             self._owns_sender = sender is None
             if sender is None:
                 kwargs = config.sender_kwargs()
@@ -213,8 +216,6 @@ class Agent(DeliveryLoop, SinkLanes):
                 # Backoff sleeps wait on the stop event, so close() cuts them short.
                 sender = Sender(**kwargs, rng=self._rng, clock=clock, sleep=self._pause)
             self._sender: Sender = sender
-            self._lanes = build_lanes(config, otlp_identity(config, agent_version),
-                                      rng=self._rng, sleep=self._pause)
         except BaseException:
             self._spool.close()
             raise
