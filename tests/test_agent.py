@@ -441,9 +441,9 @@ def spy_on_pending(spool: Spool, limits: list[int | None]) -> None:
     """Record the ``limit`` of every ``pending()`` call (a spy: the real method still runs)."""
     pending = spool.pending
 
-    def spy(limit: int | None = None) -> Any:
+    def spy(limit: int | None = None, **kw: Any) -> Any:
         limits.append(limit)
-        return pending(limit=limit)
+        return pending(limit=limit, **kw)
 
     spool.pending = spy  # type: ignore[method-assign]
 
