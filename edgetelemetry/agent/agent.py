@@ -62,11 +62,12 @@ from ..heartbeat import (
     validate_shape,
 )
 from ..heartbeat.agent_metrics import AGENT_COUNTERS
-from ..recording import Recorder
+from ..recording import Recorder, SharedRecorder
 from ..snapshot import Snapshot
 from .clock import MIN_WALL_NS, SigningOffset, TimeKeeper, phase, restamp
 from .config import AgentConfig
 from .delivery import Backoff, Cycle, DeliveryLoop, HeartbeatSink, TickResult
+from .handover import WindowHandover
 from .lanes import SinkLanes, build_lanes, otlp_identity
 from .sender import Sender
 from .signals import SigtermGuard
@@ -219,6 +220,9 @@ class Agent(DeliveryLoop, SinkLanes):
         except BaseException:
             self._spool.close()
             raise
+        # a device agent's shared recorder: each window spooled once, then acknowledged
+        self._handover = WindowHandover(recorder, self._spool) \
+            if isinstance(recorder, SharedRecorder) else None
 
         self._offset: SigningOffset = self._sender.signing_offset
         self._sink = HeartbeatSink(
@@ -438,10 +442,13 @@ class Agent(DeliveryLoop, SinkLanes):
                 log.warning("wall clock is unset (before 2020): windows are held until the "
                             "endpoint's Date gives the time")
                 self._warned_unset = True
-        try:
-            snap: Snapshot | None = self._recorder.snapshot()
-        except RecorderClosedError:
-            snap = None
+        if self._handover is not None:
+            snap: Snapshot | None = self._handover.take()
+        else:
+            try:
+                snap = self._recorder.snapshot()
+            except RecorderClosedError:
+                snap = None
         if snap is not None and self._unspooled is not None:
             try:
                 snap = self._unspooled.merge(snap)
@@ -464,14 +471,19 @@ class Agent(DeliveryLoop, SinkLanes):
             log.error("window too large for the spool, lost: %s", exc)
             self._bump("windows-lost")
             self._unspooled = None
+            if self._handover is not None:
+                self._handover.done(snap)
             return None
         except SpoolError as exc:
-            log.error("could not spool the window (kept in memory, merged into the next): %s",
-                      exc)
+            kept = "in memory, merged into the next" if self._handover is None else \
+                "in the shared recorder, spooled at the next tick"
+            log.error("could not spool the window (kept %s): %s", kept, exc)
             self._bump("spool-append-failures")
-            self._unspooled = snap
+            self._unspooled = snap if self._handover is None else None
             return None
         self._unspooled = None
+        if self._handover is not None:
+            self._handover.done(snap)
         if raw_frame:
             with self._lock:
                 self._raw_frame_upto = seq
@@ -554,6 +566,8 @@ class Agent(DeliveryLoop, SinkLanes):
                                 deployments_pending=pending,
                                 uptime_s=time.monotonic() - self._started)
         figures.update(self._lane_figures())
+        if self._handover is not None:
+            figures.update(self._handover.figures())
         return figures
 
     def _check_open(self) -> None:
