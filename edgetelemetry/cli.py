@@ -14,12 +14,14 @@ DESCRIPTION = """\
 Per-inference telemetry for edge devices.  A program records each inference with the
 edgetelemetry library (Python, or C/C++ through the native SDK); an agent closes a window
 every interval, keeps it in a durable spool on the device and sends it as SageMaker Edge
-Manager SendHeartbeat requests to an endpoint.  This command runs the demo, the self-hosted
-Edge Manager endpoint and its fleet view, and the overhead benchmark."""
+Manager SendHeartbeat requests to an endpoint.  This command runs the device agent that every
+process of a device records into, the demo, the self-hosted Edge Manager endpoint and its
+fleet view, and the overhead benchmark."""
 
 EPILOG = """\
 examples:
   edgetelemetry demo --seconds 20          the main job on loopback: workload, agent, endpoint
+  edgetelemetry agent --config agent.json  the device agent: every process records into it
   edgetelemetry serve --credentials-file keys.json --store fleet.sqlite3
   edgetelemetry fleet status --store fleet.sqlite3
   edgetelemetry bench --quick
@@ -48,6 +50,12 @@ def _fleet_status(argv: Sequence[str]) -> int:
     return fleet_status_main(argv)
 
 
+def _agent(argv: Sequence[str]) -> int:
+    from .agent.daemon import main as agent_main
+
+    return agent_main(argv)
+
+
 def _bench(argv: Sequence[str]) -> int:
     from .bench import main as bench_main
 
@@ -55,6 +63,7 @@ def _bench(argv: Sequence[str]) -> int:
 
 
 _DELEGATED: dict[tuple[str, ...], Callable[[Sequence[str]], int]] = {
+    ("agent",): _agent,
     ("bench",): _bench,
     ("serve",): _serve,
     ("register",): _register,
@@ -99,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument("--seconds", type=float, default=20.0, help="how long to run (20)")
     demo.add_argument("--keep", metavar="DIR", help="keep the endpoint store and spool in DIR")
+    commands.add_parser(
+        "agent",
+        help="run the device agent every process records into (see 'agent --help')",
+    )
     commands.add_parser(
         "serve", help="run the self-hosted Edge Manager endpoint (see 'serve --help')"
     )

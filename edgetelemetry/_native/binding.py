@@ -172,7 +172,8 @@ def _shared_error(code: int, what: str, path: str | None) -> SharedRecorderError
             "per segment; stop that one first, or give this one another segment_path"), path)
     if code == lib.ET_ECONFIG:
         cfg = info.get("config") or {}
-        shown = ", ".join(f"{k}={cfg[k]}" for k in CONFIG_FIELDS if k in cfg)
+        shown = ", ".join(f"{k}={cfg[k]}" for k in CONFIG_FIELDS
+                          if k in cfg and k not in ("min_exponent", "octaves"))
         return SegmentConfigError(code, (
             f"{what}: the shared recorder at {where} exists with another configuration "
             f"({shown}, max_processes={info.get('max_processes')}); configure the agent with "
