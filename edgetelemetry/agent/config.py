@@ -87,10 +87,14 @@ class ConfigError(EdgeTelemetryError, ValueError):
 
 
 def default_spool_dir() -> str:
-    """``/var/lib/edgetelemetry/spool`` for root (a system service), else the XDG state dir.
+    """``$STATE_DIRECTORY/spool`` under systemd (``StateDirectory=``), else
+    ``/var/lib/edgetelemetry/spool`` for root (a system service), else the XDG state dir.
 
-    Both survive reboots (unlike ``/run`` or ``/tmp``), which the spool exists for.
+    All survive reboots (unlike ``/run`` or ``/tmp``), which the spool exists for.
     """
+    state_directory = (os.environ.get("STATE_DIRECTORY") or "").split(":")[0]
+    if state_directory:
+        return os.path.join(state_directory, "spool")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         return "/var/lib/edgetelemetry/spool"
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"),
