@@ -60,7 +60,7 @@ class SharedRecorder(Recorder):
         buckets_per_octave: int = 36,
         names_bytes: int | None = None,
         histogram_pages: int | None = None,
-        collector_period: float = DEFAULT_COLLECTOR_PERIOD,
+        collector_period: float | None = DEFAULT_COLLECTOR_PERIOD,
         mode: int = 0o660,
         gid: int | None = None,
         max_processes: int = 64,
@@ -69,7 +69,9 @@ class SharedRecorder(Recorder):
     ) -> SharedRecorder:
         """Create the segment at ``path`` or open and recover the one there (the directory
         must exist: systemd's ``RuntimeDirectory=``).  ``max_threads`` counts rings of every
-        process of the device; ``max_series`` series for the whole device.  ``mode`` and
+        process of the device; ``max_series`` series for the whole device.
+        ``collector_period`` None: no collector thread (``drain()`` by hand, which also
+        reaps dead processes).  ``mode`` and
         ``gid`` (None: this process's group) decide who may attach; ``max_processes`` how many
         processes at once.  ``lock_timeout`` (seconds) is the longest the agent waits on a
         lock a live producer holds.  ``replace``: a segment of another configuration or
@@ -99,7 +101,7 @@ class SharedRecorder(Recorder):
         return recorder
 
     def _own(self, core: CoreRecorder, sizes: dict[str, int], options: SharedOptions,
-             collector_period: float, replaced: int) -> None:
+             collector_period: float | None, replaced: int) -> None:
         self._options = options
         self._sizes = sizes
         self._replaced = replaced
