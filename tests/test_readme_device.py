@@ -1,6 +1,7 @@
 """The README's "One agent per device" section runs as written: its config file, its producer
 and its shell block (the agent in the background, two producers, SIGTERM), against a real
-endpoint, which must then hold every value both producers recorded.  (tests/test_docs.py, from
+endpoint, which must then hold every value both producers recorded; and the Python block of
+docs/shared-recorder.md's Python side runs.  (tests/test_docs.py, from
 the hardening branch, runs every doc block the same way once it is merged; this keeps the
 section honest until then, and checks what it should have done.)"""
 
@@ -14,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from edgetelemetry.server import EndpointServer
 
@@ -67,3 +69,14 @@ def test_the_readme_device_section_runs_and_delivers_every_value(tmp_path: Path)
                                     "metric_name = 'latency-ms-count'").fetchone()
     assert count == 2000, done.stderr  # both producers' values, once
     assert "WARNING" not in done.stderr and "ERROR" not in done.stderr, done.stderr
+
+
+def test_the_shared_recorder_pages_python_block_runs() -> None:
+    """docs/shared-recorder.md's Python side: a producer and the agent's half, as written."""
+    text = (ROOT / "docs" / "shared-recorder.md").read_text()
+    section = text.split("## The Python side", 1)[1]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 1
+    env: dict[str, Any] = {}
+    exec(compile(blocks[0], "docs/shared-recorder.md", "exec"), env)
+    assert env["agent"].closed and env["seq"] == 0
