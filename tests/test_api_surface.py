@@ -20,6 +20,11 @@ def test_public_names() -> None:
         "CoreError",
         "RecorderClosedError",
         "SnapshotFormatError",
+        "RegistrationError",
+        "SeriesLimitError",
+        "NamesFullError",
+        "UnitConflictError",
+        "NameClashError",
         "__version__",
     }
     assert expected <= set(et.__all__)
@@ -32,6 +37,11 @@ def test_errors_share_one_base() -> None:
     for cls in (et.CoreError, et.RecorderClosedError, et.SnapshotFormatError):
         assert issubclass(cls, et.EdgeTelemetryError)
     assert issubclass(et.SnapshotFormatError, ValueError)
+    for cls in (et.SeriesLimitError, et.NamesFullError, et.UnitConflictError,
+                et.NameClashError):
+        assert issubclass(cls, et.RegistrationError)
+    assert issubclass(et.RegistrationError, et.EdgeTelemetryError)
+    assert issubclass(et.RegistrationError, ValueError)  # what registration raised before
 
 
 def test_handle_surface() -> None:
