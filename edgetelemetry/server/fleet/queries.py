@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from ..store import DeviceInfo, FleetStore, ModelInfo
+from ..store import DeviceInfo, FleetStore, LatestPoint, ModelInfo
 
 __all__ = [
     "DEFAULT_OFFLINE_AFTER",
@@ -158,19 +158,35 @@ def _percentile_bases(names: Iterable[str]) -> dict[str, dict[str, str]]:
     return bases
 
 
+_Latest = dict[tuple[str, str, str], dict[str, dict[str, tuple[float, dict[str, float | None]]]]]
+
+
+def _latest_index(points: Iterable[LatestPoint]) -> _Latest:
+    """``{(device, model, version): {base: {percentile: (ts, {dimension: value})}}}``: for each
+    percentile metric its newest timestamp and the value of every dimension reported then."""
+    index: _Latest = {}
+    for p in points:
+        base, sep, stat = p.metric.rpartition("-")
+        if not (sep and base and stat in PERCENTILES):
+            continue
+        by_stat = index.setdefault((p.device, p.model, p.version), {}).setdefault(base, {})
+        ts, values = by_stat.get(stat, (p.timestamp, {}))
+        if p.timestamp > ts:
+            ts, values = p.timestamp, {}
+        if p.timestamp == ts:
+            values[p.dimension] = p.value
+        by_stat[stat] = (ts, values)
+    return index
+
+
 def _latest_latency(
-    store: FleetStore, device: str, model: str, version: str, prefix: str
+    latest: dict[str, dict[str, tuple[float, dict[str, float | None]]]],
 ) -> tuple[LatencyFigures, ...]:
     figures: list[LatencyFigures] = []
-    for base, by_stat in sorted(
-        _percentile_bases(store.metric_names(device, model, prefix)).items()
-    ):
+    for base, by_stat in sorted(latest.items()):
         per_dim: dict[str, dict[str, float | None]] = {}
         newest: dict[str, float] = {}
-        for stat, name in by_stat.items():
-            ts, values = store.latest_points(device, model, version, name)
-            if ts is None:
-                continue  # sent for another version only
+        for stat, (ts, values) in by_stat.items():
             for dimension, value in values.items():
                 per_dim.setdefault(dimension, {})[stat] = value
                 newest[dimension] = max(ts, newest.get(dimension, ts))
@@ -215,6 +231,9 @@ def fleet_status(
     if not (offline_after > 0 and math.isfinite(offline_after)):
         raise ValueError("offline_after must be a positive number of seconds")
     now = time.time() if now is None else now
+    # three queries for the whole fleet, whatever its size
+    models_of = store.models_by_device(fleet)
+    latest = _latest_index(store.latest_by_prefix(latency_prefix, fleet))
     devices: list[DeviceStatus] = []
     for info in store.devices(fleet):
         if device is not None and info.name != device:
@@ -233,9 +252,9 @@ def fleet_status(
                 **asdict(m),
                 active=_recent(now, m.latest_inference, offline_after),
                 sampling=_recent(now, m.latest_sample_time, offline_after),
-                latency=_latest_latency(store, info.name, m.name, m.version, latency_prefix),
+                latency=_latest_latency(latest.get((info.name, m.name, m.version), {})),
             )
-            for m in store.models(info.name)
+            for m in models_of.get(info.name, ())
         )
         devices.append(DeviceStatus(**asdict(info), state=state, models=models))
     return FleetStatus(now, offline_after, tuple(devices))
