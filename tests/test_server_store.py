@@ -141,7 +141,9 @@ def test_registration_rules(store_factory: Callable[..., FleetStore]) -> None:
         assert store.check_device(DEVICE, "fleet-b") == "REGISTERED"
 
 
-def test_deployments_are_checked_against_the_model(store_factory: Callable[..., FleetStore]) -> None:
+def test_deployments_are_checked_against_the_model(
+    store_factory: Callable[..., FleetStore],
+) -> None:
     with ready(store_factory) as store:
         for bad in (
             {**DEPLOYMENT, "Type": "Firmware"},

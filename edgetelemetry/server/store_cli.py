@@ -122,7 +122,7 @@ def migrate_main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         with _open(args.store, migrate=True) as store:
-            applied = store.migrate()
+            applied = store.migrations_applied + store.migrate()
             version = store.schema_version()
     except StoreError as exc:
         print(f"edgetelemetry store migrate: {exc}", file=sys.stderr)

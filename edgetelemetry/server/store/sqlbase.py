@@ -42,6 +42,8 @@ class SqlStore(abc.ABC):
         self._series_lock = threading.Lock()
         self._keys: dict[str, int] = {}
         self._closed = False
+        # the migration steps this store applied when it was opened (``migrate=True``)
+        self.migrations_applied: list[tuple[int, str]] = []
 
     # -- what a backend provides ---------------------------------------------------------------
 
@@ -95,7 +97,7 @@ class SqlStore(abc.ABC):
                 f"{SCHEMA_VERSION}. Back it up, then run 'edgetelemetry store migrate --store "
                 f"{self.path}' (or start 'edgetelemetry serve' with --migrate)"
             )
-        self.migrate()
+        self.migrations_applied = self.migrate()
 
     def schema_version(self) -> int:
         with self._write() as db:
