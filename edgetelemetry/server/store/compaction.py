@@ -24,6 +24,8 @@ from .retention import HOUR, aggregate, check_retention
 __all__ = ["Compaction"]
 
 _BATCH = 500  # heartbeats per transaction
+_TABLES = ("devices", "series", "heartbeats", "rollups", "spool_streams", "models",
+           "deployment_results")
 _YIELD = 0.0  # between transactions: let a writer waiting for the lock go first
 
 
@@ -72,7 +74,7 @@ class Compaction(Reads):
                     break
             if not complete:
                 break
-            if device_id in old:
+            if device_id in old or device_id in raw:  # rolling up may have made old rows
                 with self._write() as db:
                     dropped += db.run(
                         "DELETE FROM rollups WHERE device_id = ? AND hour < ?",
@@ -94,6 +96,15 @@ class Compaction(Reads):
             complete=complete,
             seconds=time.monotonic() - started,
         )
+
+    def table_rows(self) -> dict[str, int]:
+        """Rows per table: what retention keeps bounded (``heartbeats``: raw, ``rollups``:
+        hourly), and what grows with the fleet only (``devices``, ``series``...)."""
+        with self._read() as db:
+            return {
+                table: int(db.one(f"SELECT count(*) FROM {table}")[0])  # type: ignore[index]
+                for table in _TABLES
+            }
 
     def _roll_up(self, device_id: int, cutoff: float) -> tuple[int, int]:
         """Roll up one batch of a device's heartbeats older than ``cutoff``: (heartbeats, rows)."""
