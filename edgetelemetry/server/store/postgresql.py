@@ -193,6 +193,23 @@ class PostgresStore(Compaction):
                 f"{SCHEMA_VERSION}"
             )
 
+    def _count_heartbeat(self, db: Db, update: str, params: Sequence[Any]) -> int:
+        row = db.one(update + " RETURNING heartbeats", params)
+        assert row is not None
+        return int(row[0])
+
+    def _update_latest(self, db: Db, rows: list[tuple[Any, ...]]) -> None:
+        # one statement instead of one a series: (ts, value, device_id, number, ts) rows
+        if not rows:
+            return
+        values = ", ".join(["(?::integer, ?::double precision, ?::double precision)"] * len(rows))
+        db.run(
+            "UPDATE series AS s SET last_ts = v.ts, last_value = v.value "
+            f"FROM (VALUES {values}) AS v(number, ts, value) WHERE s.device_id = ? "
+            "AND s.number = v.number AND (s.last_ts IS NULL OR s.last_ts <= v.ts)",
+            [x for ts, value, _, number, _ in rows for x in (number, ts, value)] + [rows[0][2]],
+        )
+
     def _take_raw(
         self, db: Db, device_id: int, until: tuple[float, int]
     ) -> list[tuple[float, int, int | None, float | None, bytes]]:

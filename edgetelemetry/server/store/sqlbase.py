@@ -13,12 +13,18 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .base import SchemaOutOfDate, StoreError
 from .db import Db
 from .migrations import SCHEMA_VERSION, Step
 from .request import SeriesKey
+
+# a series' newest point: a late heartbeat (older metric time) leaves it as it is
+UPDATE_LATEST = (
+    "UPDATE series SET last_ts = ?, last_value = ? WHERE device_id = ? AND number = ? "
+    "AND (last_ts IS NULL OR last_ts <= ?)"
+)
 
 __all__ = ["SqlStore"]
 
@@ -129,6 +135,19 @@ class SqlStore(abc.ABC):
     @abc.abstractmethod
     def _after_step(self, db: Db, version: int) -> None:
         """A backend's own record of the version beside ``schema_version``, if any."""
+
+    # -- statements a backend may do in fewer round trips ---------------------------------
+
+    def _count_heartbeat(self, db: Db, update: str, params: Sequence[Any]) -> int:
+        """Run the device row's ``update`` and return its new ``heartbeats`` count."""
+        db.run(update, params)
+        row = db.one("SELECT heartbeats FROM devices WHERE id = ?", (params[-1],))
+        assert row is not None
+        return int(row[0])
+
+    def _update_latest(self, db: Db, rows: list[tuple[Any, ...]]) -> None:
+        """``UPDATE_LATEST`` (writes.py) for every row."""
+        db.many(UPDATE_LATEST, rows)
 
     def _check_open(self) -> None:
         if self._closed:

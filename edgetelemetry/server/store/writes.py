@@ -16,17 +16,13 @@ from .codec import encode_points
 from .db import Db
 from .registration import Registration
 from .request import Heartbeat, SeriesKey, parse_heartbeat
+from .sqlbase import UPDATE_LATEST
 
 __all__ = ["INSERT_HEARTBEAT", "UPDATE_LATEST", "HeartbeatWrites", "latest_rows", "points_blob"]
 
 INSERT_HEARTBEAT = (
     "INSERT INTO heartbeats(device_id, ts, number, received_at, agent_version, key_id, "
     "stream_id, seq, points) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
-)
-# a series' newest point: a late heartbeat (older metric time) leaves it as it is
-UPDATE_LATEST = (
-    "UPDATE series SET last_ts = ?, last_value = ? WHERE device_id = ? AND number = ? "
-    "AND (last_ts IS NULL OR last_ts <= ?)"
 )
 
 
@@ -84,17 +80,14 @@ class HeartbeatWrites(Registration):
         stream_id: int | None = None
         seq: float | None = None
         if hb.spool_key is not None:
-            stream_id, compacted = self._stream(db, device_id, hb.spool_key[0])
             seq = hb.spool_key[1]
-            if compacted is not None and seq <= compacted:
-                raise _Resend  # its first send is already rolled up
-            if db.one(
-                "SELECT 1 FROM heartbeats WHERE stream_id = ? AND seq = ?", (stream_id, seq)
-            ):
+            stream_id, stored = self._stream(db, device_id, hb.spool_key[0], seq)
+            if stored:  # raw, or already rolled up
                 raise _Resend
         # the device row first: it numbers the heartbeat and the new series, and in a backend
         # with row locks it keeps two writers of one device in turn
-        db.run(
+        number = self._count_heartbeat(
+            db,
             "UPDATE devices SET heartbeats = heartbeats + 1, "
             "max_span = CASE WHEN max_span < ? THEN ? ELSE max_span END, "
             "agent_version = CASE WHEN last_heartbeat IS NULL OR last_heartbeat <= ? "
@@ -104,17 +97,15 @@ class HeartbeatWrites(Registration):
             (hb.span, hb.span, hb.received_at, hb.agent_version, hb.received_at, hb.received_at,
              device_id),
         )
-        row = db.one("SELECT heartbeats FROM devices WHERE id = ?", (device_id,))
-        assert row is not None
         numbers, fresh = self._series_numbers(db, device_id, [key for key, _, _ in hb.points])
         inserted = db.run(
             INSERT_HEARTBEAT,
-            (device_id, hb.ts, int(row[0]), hb.received_at, hb.agent_version,
+            (device_id, hb.ts, number, hb.received_at, hb.agent_version,
              self._key_id(db, access_key_id), stream_id, seq, points_blob(hb, numbers)),
         )
         if not inserted:  # another process stored the same key meanwhile
             raise _Resend
-        db.many(UPDATE_LATEST, latest_rows(device_id, hb, numbers))
+        self._update_latest(db, latest_rows(device_id, hb, numbers))
         db.many(
             "INSERT INTO models(device_id, model_name, model_version, first_seen, last_seen, "
             "latest_sample_time, latest_inference) VALUES (?, ?, ?, ?, ?, ?, ?) "
@@ -138,19 +129,21 @@ class HeartbeatWrites(Registration):
             )
         return fresh
 
-    def _stream(self, db: Db, device_id: int, dimension: str) -> tuple[int, float | None]:
-        """The id of a device's resend stream and its compaction mark, made when new."""
+    def _stream(self, db: Db, device_id: int, dimension: str, seq: float) -> tuple[int, bool]:
+        """The id of a device's resend stream (made when new) and whether ``seq`` is stored in
+        it: raw, or rolled up (at or below the stream's compaction mark)."""
         sql = (
-            "SELECT id, compacted FROM spool_streams WHERE device_id = ? AND dimension = ?"
-            + self.for_share
+            "SELECT id, CASE WHEN compacted >= ? THEN 1 WHEN EXISTS (SELECT 1 FROM heartbeats h "
+            "WHERE h.stream_id = spool_streams.id AND h.seq = ?) THEN 1 ELSE 0 END "
+            "FROM spool_streams WHERE device_id = ? AND dimension = ?" + self.for_share
         )
-        row = db.one(sql, (device_id, dimension))
+        row = db.one(sql, (seq, seq, device_id, dimension))
         if row is None:
             db.run(
                 "INSERT INTO spool_streams(device_id, dimension) VALUES (?, ?) "
                 "ON CONFLICT DO NOTHING",
                 (device_id, dimension),
             )
-            row = db.one(sql, (device_id, dimension))
+            row = db.one(sql, (seq, seq, device_id, dimension))
             assert row is not None
-        return int(row[0]), row[1]
+        return int(row[0]), bool(row[1])
