@@ -135,12 +135,16 @@ STEPS = (Step(2, "the first PostgreSQL schema (as SQLite's schema 2)", _step2),)
 def schema_version(db: Db) -> int:
     """The version of a PostgreSQL store (0 when its schema has no table); ``ValueError`` when
     the schema holds another application's tables."""
-    if db.one("SELECT to_regclass('schema_version')")[0] is not None:  # type: ignore[index]
-        row = db.one("SELECT max(version) FROM schema_version")
-        return int(row[0]) if row is not None and row[0] is not None else 0
-    tables = db.one(
-        "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema()"
+    # one statement, one snapshot: a migration committing in between cannot show its tables
+    # without its version table
+    row = db.one(
+        "SELECT to_regclass('schema_version') IS NOT NULL, (SELECT count(*) FROM "
+        "pg_catalog.pg_tables WHERE schemaname = current_schema())"
     )
-    if tables is not None and tables[0]:
+    assert row is not None
+    if row[0]:
+        version = db.one("SELECT max(version) FROM schema_version")
+        return int(version[0]) if version is not None and version[0] is not None else 0
+    if row[1]:
         raise ValueError("another application's tables")
     return 0
