@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from .base import (
@@ -206,15 +207,27 @@ class Reads(HeartbeatWrites):
         newest = max(r[0] for r in rows)
         return newest, {dim: value for ts, dim, value in rows if ts == newest}
 
-    def latest_by_prefix(self, prefix: str, fleet: str | None = None) -> list[LatestPoint]:
-        """The newest point of every model series whose metric starts with ``prefix``, for the
-        whole fleet (or one ``fleet``) in one query: what the fleet status shows."""
+    def latest_by_prefix(
+        self, prefix: str, fleet: str | None = None, suffixes: Sequence[str] = ()
+    ) -> list[LatestPoint]:
+        """The newest point of every model series whose metric starts with ``prefix`` (and ends
+        with one of ``suffixes``, when given), for the whole fleet (or one ``fleet``) in one
+        query: what the fleet status shows."""
         sql = (
             "SELECT d.name, s.model, s.version, s.metric, s.dimension, s.last_ts, s.last_value "
             "FROM series s JOIN devices d ON d.id = s.device_id WHERE s.agent = 0 "
             "AND s.metric >= ? AND s.metric < ? AND s.last_ts IS NOT NULL"
         )
         args: list[Any] = [prefix, prefix + _TOP]
+        by_length: dict[int, list[str]] = {}
+        for suffix in suffixes:
+            by_length.setdefault(len(suffix), []).append(suffix)
+        if by_length:
+            sql += " AND (" + " OR ".join(
+                f"substr(s.metric, length(s.metric) - {n - 1}) IN ({', '.join('?' * len(e))})"
+                for n, e in sorted(by_length.items())
+            ) + ")"
+            args += [e for _, ends in sorted(by_length.items()) for e in ends]
         if fleet is not None:
             sql += " AND d.fleet = ?"
             args.append(fleet)
