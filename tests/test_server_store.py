@@ -8,6 +8,7 @@ import contextlib
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -270,3 +271,23 @@ def test_concurrent_writers_and_readers(store_factory: Callable[..., FleetStore]
         assert len(store.metric_series(DEVICE, "resnet18", "latency-ms-p99")) == (
             n_threads * per_thread
         )
+
+
+def test_wal_checkpoints_run_beside_the_writer(tmp_path: Path) -> None:
+    """Commits only append to the WAL; a thread of the store copies it into the file."""
+    path = tmp_path / "s.db"
+    store = registered(Store(str(path)), FLEET, [DEVICE])
+    for _ in range(20):
+        store.record_heartbeat(heartbeat())
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+    deadline = time.monotonic() + 30
+    while checkpointer.checkpoints < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # the database file alone, without its WAL, holds every committed heartbeat
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(path.read_bytes())
+    with Store(str(copy)) as alone:
+        assert alone.heartbeat_count(DEVICE) == 20
+    store.close()
+    assert not checkpointer._thread.is_alive()

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from .base import StoreError
+from .checkpoint import WAL_BOUND_PAGES, Checkpointer
 from .compaction import Compaction
 from .db import Db
 from .migrations import SCHEMA_VERSION, Step
@@ -90,6 +91,7 @@ class Store(Compaction):
         self._open_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
+        self._checkpointer: Checkpointer | None = None
         try:
             if read_only:
                 self._check_current()
@@ -116,6 +118,8 @@ class Store(Compaction):
             conn.execute("PRAGMA synchronous = FULL")
             if writer:
                 conn.execute(f"PRAGMA cache_size = -{_WRITER_CACHE_KIB}")
+                if not self._memory:  # checkpoints run on their own thread (checkpoint.py)
+                    conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_BOUND_PAGES}")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a usable SQLite database: {exc}") from None
         return conn
@@ -187,6 +191,7 @@ class Store(Compaction):
         self._check_open()
         if self._writer is None:
             self._writer = self._connect(writer=True)
+            self._checkpointer = Checkpointer(str(self.path), _BUSY_TIMEOUT_MS)
         yield self._writer
 
     # -- schema --------------------------------------------------------------------------------
@@ -248,6 +253,8 @@ class Store(Compaction):
         self._closed = True
         for _ in range(self._max):  # wait for borrowed connections to come back
             self._slots.acquire()
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         with self._write_lock:
             if self._writer is not None:
                 self._writer.close()
