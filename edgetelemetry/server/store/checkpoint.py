@@ -3,7 +3,7 @@
 Left to SQLite, the commit that fills the WAL past 1,000 pages copies them back into the
 database file before it returns: one heartbeat in a few hundred waits tens to hundreds of
 milliseconds, longer the more scattered the pages are (a long history).  Here a thread copies
-the WAL back every half second with a PASSIVE checkpoint, which never blocks the writer or the
+the WAL back every second with a PASSIVE checkpoint, which never blocks the writer or the
 readers, so commits only append to the WAL.  The writer's own automatic checkpoint stays as a
 bound (``WAL_BOUND_PAGES``) in case this thread falls behind.
 """
@@ -18,7 +18,7 @@ __all__ = ["INTERVAL", "WAL_BOUND_PAGES", "Checkpointer"]
 
 logger = logging.getLogger(__name__)
 
-INTERVAL = 0.5  # seconds between checkpoints
+INTERVAL = 1.0  # seconds between checkpoints
 WAL_BOUND_PAGES = 20000  # the writer checkpoints itself past this (80 MiB of 4 KiB pages)
 
 
