@@ -20,6 +20,7 @@ from store_backends import (
 )
 
 from edgetelemetry.cli import main as cli_main
+from edgetelemetry.server.fleet import latency_series
 from edgetelemetry.server.store import Compactor, FleetStore, Store, open_store
 
 FLEET, DEVICE = "line-1", "cam-1"
@@ -199,3 +200,21 @@ def test_store_compact_command(store_target: str, capsys: pytest.CaptureFixture[
         cli_main(["store", "compact", "--store", store_target, "--keep-raw", "7",
                   "--keep-hourly", "1"])
     assert info.value.code == 2 and "at least as long" in capsys.readouterr().err
+
+
+def test_the_fleet_view_plots_rolled_up_hours_as_approximate_points(
+    store_factory: Callable[..., FleetStore],
+) -> None:
+    now = [T0]
+    store = registered(store_factory(clock=lambda: now[0]), FLEET, [DEVICE])
+    for k in range(6):  # two heartbeats an hour for three hours, p99 5, 15, 25...
+        store.record_heartbeat(heartbeat(T0 + k * 1800, 100, 5.0 + 10 * k))
+    now[0] = T0 + 2 * HOUR + 7 * DAY  # the first two hours are past keep_raw
+    assert store.compact().heartbeats_rolled_up == 4
+    (series,) = latency_series(store, DEVICE, since=T0)
+    assert series.points["p99"] == [(T0, 10.0), (T0 + HOUR, 30.0), (T0 + 2 * HOUR, 45.0),
+                                    (T0 + 2.5 * HOUR, 55.0)]
+    assert series.hourly_until == T0 + 2 * HOUR
+    assert series.to_json()["hourly_until"] == T0 + 2 * HOUR
+    (recent,) = latency_series(store, DEVICE, since=T0 + 2 * HOUR)
+    assert recent.hourly_until is None and len(recent.points["p99"]) == 2

@@ -125,7 +125,11 @@ class FleetStatus:
 @dataclass(frozen=True)
 class LatencySeries:
     """One model's latency percentiles over time: ``points[p]`` is ``[(timestamp, value), ...]``
-    oldest first, for ``p`` in ``PERCENTILES`` (missing when never sent)."""
+    oldest first, for ``p`` in ``PERCENTILES`` (missing when never sent).
+
+    Points before ``hourly_until`` (None: there are none) come from hours that retention rolled
+    up (docs/store.md): one a hour, at its start, the count-weighted mean of the windows'
+    percentiles, an approximation of the hour's percentile.  The others are as sent."""
 
     model: str
     metric: str
@@ -133,6 +137,7 @@ class LatencySeries:
     points: dict[str, list[tuple[float, float]]]
     versions: tuple[str, ...]
     truncated: bool = False
+    hourly_until: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -141,6 +146,7 @@ class LatencySeries:
             "dimension": self.dimension,
             "versions": list(self.versions),
             "truncated": self.truncated,
+            "hourly_until": self.hourly_until,
             "points": {p: [[t, v] for t, v in pts] for p, pts in self.points.items()},
         }
 
@@ -215,6 +221,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _time(point: tuple[float, float]) -> float:
+    return point[0]
+
+
 def _recent(now: float, then: float | None, window: float) -> bool:
     return then is not None and now - then <= window
 
@@ -285,6 +295,8 @@ def latency_series(
 
     All versions of a model share its series (an upgrade shows as a step, not a new plot).  More
     than ``max_points`` points per percentile keeps the newest ones and sets ``truncated``.
+    Hours whose raw heartbeats retention rolled up give one approximate point each
+    (``LatencySeries.hourly_until``).
     """
     if max_points < 1:
         raise ValueError("max_points must be at least 1")
@@ -295,10 +307,20 @@ def latency_series(
         for base, by_stat in sorted(bases.items()):
             per_dim: dict[str, dict[str, list[tuple[float, float]]]] = {}
             versions: dict[str, set[str]] = {}
+            hourly: dict[str, float] = {}
             for stat in PERCENTILES:
                 name = by_stat.get(stat)
                 if name is None:
                     continue
+                for hour in store.metric_rollups(device, model, name, since=since, until=until):
+                    if hour.value is None:
+                        continue
+                    per_dim.setdefault(hour.dimension, {}).setdefault(stat, []).append(
+                        (hour.hour, hour.value)
+                    )
+                    versions.setdefault(hour.dimension, set()).add(hour.model_version or "")
+                    end = hour.hour + 3600
+                    hourly[hour.dimension] = max(end, hourly.get(hour.dimension, end))
                 for point in store.metric_series(device, model, name, since=since, until=until):
                     if point.value is None:
                         continue
@@ -307,7 +329,7 @@ def latency_series(
                     )
                     versions.setdefault(point.dimension, set()).add(point.model_version or "")
             for dimension in sorted(per_dim):
-                points = per_dim[dimension]
+                points = {s: sorted(p, key=_time) for s, p in per_dim[dimension].items()}
                 truncated = any(len(p) > max_points for p in points.values())
                 out.append(
                     LatencySeries(
@@ -317,6 +339,7 @@ def latency_series(
                         points={s: p[-max_points:] for s, p in points.items()},
                         versions=tuple(sorted(versions[dimension])),
                         truncated=truncated,
+                        hourly_until=hourly.get(dimension),
                     )
                 )
     return out
