@@ -230,27 +230,32 @@ def write_cost(
     """Time ``writes`` heartbeats on each store, alternating blocks of ``block``; return the
     per-write milliseconds of each, ``{"wall": (small, large), "cpu": (small, large)}`` (the
     CPU time of the writing thread: the store's work without the fsync wait, the less noisy
-    figure on a shared machine).  The devices timed first send one heartbeat each untimed, as
-    in a server that has been running: their pages are in the store's cache."""
+    figure on a shared machine).  Devices send in a fixed random order, as a fleet's devices
+    each at their own second of the minute (not in the order they were registered, which would
+    put neighbours in the store's pages one after the other).  The devices timed first send one
+    heartbeat each untimed, as in a server that has been running: their pages are cached."""
     times: dict[str, list[float]] = {small: [], large: []}
     cpu: dict[str, list[float]] = {small: [], large: []}
     rng = random.Random(7)
+    order = random.Random(11).sample(range(devices), devices)
     with open_store(small) as small_store, open_store(large) as large_store:
         stores = {small: small_store, large: large_store}
         for target, store in stores.items():
             for i in range(min(writes, devices)):
-                store.record_heartbeat(heartbeat(device_name(i), rounds[target], rng))
+                store.record_heartbeat(heartbeat(device_name(order[i]), rounds[target], rng))
             rounds[target] += 1
         next_device = dict.fromkeys(times, 0)
         for k in range(2 * writes // block):
             # pairs of blocks, each pair in the other order: drift lands on both alike
-            order = (small, large) if (k // 2) % 2 == 0 else (large, small)
-            target = order[k % 2]
+            pair = (small, large) if (k // 2) % 2 == 0 else (large, small)
+            target = pair[k % 2]
             store = stores[target]
             for _ in range(block):
                 i = next_device[target]
                 next_device[target] += 1
-                request = heartbeat(device_name(i % devices), rounds[target] + i // devices, rng)
+                request = heartbeat(
+                    device_name(order[i % devices]), rounds[target] + i // devices, rng
+                )
                 start, start_cpu = time.perf_counter(), time.thread_time()
                 assert store.record_heartbeat(request, access_key_id=KEY)
                 cpu[target].append((time.thread_time() - start_cpu) * 1000)

@@ -291,3 +291,17 @@ def test_wal_checkpoints_run_beside_the_writer(tmp_path: Path) -> None:
         assert alone.heartbeat_count(DEVICE) == 20
     store.close()
     assert not checkpointer._thread.is_alive()
+
+
+def test_postgresql_errors_are_one_line_without_the_password(postgresql_url: str) -> None:
+    wrong = postgresql_url.replace("://postgres:", "://postgres:not-the-password-7d1e", 1)
+    for url in (wrong, "postgresql://postgres:secret-7d1e@127.0.0.1:1/nothing"):
+        with pytest.raises(StoreError, match="cannot connect to the store") as info:
+            open_store(url)
+        assert "7d1e" not in str(info.value) and "***" in str(info.value)
+        assert "\n" not in str(info.value)
+    with pytest.raises(StoreError, match="unknown store URL"):
+        open_store("mysql://db/fleet")
+    with open_store(postgresql_url) as store:
+        assert "***" in str(store.path) and postgresql_url.split("@")[0] not in str(store.path)
+        store.ping()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -218,3 +219,41 @@ def test_the_fleet_view_plots_rolled_up_hours_as_approximate_points(
     assert series.to_json()["hourly_until"] == T0 + 2 * HOUR
     (recent,) = latency_series(store, DEVICE, since=T0 + 2 * HOUR)
     assert recent.hourly_until is None and len(recent.points["p99"]) == 2
+
+
+def test_heartbeats_are_stored_while_a_pass_runs(
+    store_factory: Callable[..., FleetStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass works in small transactions: a writer beside it gets its turn between them
+    instead of waiting for the pass to end."""
+    monkeypatch.setattr("edgetelemetry.server.store.compaction._BATCH", 5)
+    now = [T0]
+    devices = [f"cam-{i}" for i in range(4)]
+    store = registered(store_factory(clock=lambda: now[0]), FLEET, devices + [DEVICE])
+    for k in range(60):
+        for device in devices:
+            store.record_heartbeat(heartbeat(T0 + 60 * k, 10, 1.0, device=device))
+    now[0] = T0 + 20 * DAY
+    events: list[tuple[float, str]] = []
+    done = threading.Event()
+
+    def write() -> None:
+        seq = 0
+        while not done.is_set():
+            seq += 1
+            assert store.record_heartbeat(heartbeat(now[0], 1, 1.0, spool=seq))
+            events.append((time.monotonic(), "write"))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        time.sleep(0.2)
+        start = time.monotonic()
+        report = store.compact()
+        end = time.monotonic()
+    finally:
+        done.set()
+        writer.join()
+    assert report.heartbeats_rolled_up == 4 * 60 and report.complete
+    during = [t for t, _ in events if start < t < end]
+    assert during, "no heartbeat was stored while the pass ran"

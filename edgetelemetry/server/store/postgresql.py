@@ -118,12 +118,17 @@ class PostgresStore(Compaction):
             ) from None
         self._errors: tuple[type[BaseException], ...] = (psycopg.OperationalError,)
         options = "-c default_transaction_read_only=on" if read_only else ""
+        settings = {"autocommit": True, "options": options,
+                    "connect_timeout": int(_CONNECT_TIMEOUT)}
+        try:  # once by hand: the pool would retry a wrong password until its timeout
+            psycopg.connect(url, **settings).close()  # type: ignore[arg-type]
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to the store {self.path}: {_reason(exc)}") from None
         self._pool: ConnectionPool[Any] = ConnectionPool(
             url,
             min_size=1,
             max_size=pool_size,
-            kwargs={"autocommit": True, "options": options,
-                    "connect_timeout": int(_CONNECT_TIMEOUT)},
+            kwargs=settings,
             timeout=_CONNECT_TIMEOUT,
             open=False,
             name="edgetelemetry-store",
