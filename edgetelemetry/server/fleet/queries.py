@@ -312,22 +312,19 @@ def latency_series(
                 name = by_stat.get(stat)
                 if name is None:
                     continue
-                for hour in store.metric_rollups(device, model, name, since=since, until=until):
-                    if hour.value is None:
-                        continue
-                    per_dim.setdefault(hour.dimension, {}).setdefault(stat, []).append(
-                        (hour.hour, hour.value)
-                    )
-                    versions.setdefault(hour.dimension, set()).add(hour.model_version or "")
+                hours = store.metric_rollups(device, model, name, since=since, until=until)
+                for hour in hours:
                     end = hour.hour + 3600
                     hourly[hour.dimension] = max(end, hourly.get(hour.dimension, end))
-                for point in store.metric_series(device, model, name, since=since, until=until):
-                    if point.value is None:
+                found = [(h.hour, h.value, h.dimension, h.model_version) for h in hours] + [
+                    (p.timestamp, p.value, p.dimension, p.model_version)
+                    for p in store.metric_series(device, model, name, since=since, until=until)
+                ]
+                for ts, value, dimension, version in found:
+                    if value is None:
                         continue
-                    per_dim.setdefault(point.dimension, {}).setdefault(stat, []).append(
-                        (point.timestamp, point.value)
-                    )
-                    versions.setdefault(point.dimension, set()).add(point.model_version or "")
+                    per_dim.setdefault(dimension, {}).setdefault(stat, []).append((ts, value))
+                    versions.setdefault(dimension, set()).add(version or "")
             for dimension in sorted(per_dim):
                 points = {s: sorted(p, key=_time) for s, p in per_dim[dimension].items()}
                 truncated = any(len(p) > max_points for p in points.values())

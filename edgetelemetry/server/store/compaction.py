@@ -18,8 +18,8 @@ import time
 from .base import DEFAULT_KEEP_HOURLY, DEFAULT_KEEP_RAW, CompactionReport
 from .db import Db
 from .reads import Reads
-from .request import SeriesKey
 from .retention import HOUR, aggregate, check_retention
+from .sqlbase import device_series
 
 __all__ = ["Compaction"]
 
@@ -129,7 +129,7 @@ class Compaction(Reads):
             taken = self._take_raw(db, device_id, until)
             if not taken:
                 return 0, 0
-            series = _series(db, device_id)
+            series = device_series(db, device_id)
             hours = aggregate(((ts, bytes(blob)) for ts, _, _, _, blob in taken), series)
             db.many(
                 "INSERT INTO rollups(device_id, hour, number, points, total, minimum, maximum, "
@@ -154,14 +154,3 @@ class Compaction(Reads):
 
 def _ids(db: Db, sql: str, *params: float) -> set[int]:
     return {int(r[0]) for r in db.rows(sql, params)}
-
-
-def _series(db: Db, device_id: int) -> dict[int, SeriesKey]:
-    return {
-        int(r[0]): (int(r[1]), r[2], r[3], r[4], r[5])
-        for r in db.rows(
-            "SELECT number, agent, model, version, metric, dimension FROM series "
-            "WHERE device_id = ?",
-            (device_id,),
-        )
-    }

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .base import StoreError
 from .compaction import Compaction
 from .db import Db
-from .migrations import SCHEMA_VERSION, Step
+from .migrations import Step
 from .migrations.postgresql import STEPS, schema_version
 
 if TYPE_CHECKING:
@@ -166,8 +166,7 @@ class PostgresStore(Compaction):
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Db]:
-        if self._read_only:
-            raise StoreError(f"{self.path} is open read-only")
+        self._check_writable(self._read_only)
         with self._connection() as conn, conn.transaction():
             yield _PgDb(conn)
 
@@ -188,15 +187,6 @@ class PostgresStore(Compaction):
 
     def _after_step(self, db: Db, version: int) -> None:
         """Nothing beside ``schema_version``."""
-
-    def _check_current(self) -> None:
-        with self._read() as db:
-            version = self._schema_version(db)
-        if version != SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} has schema version {version}; this edgetelemetry reads "
-                f"{SCHEMA_VERSION}"
-            )
 
     def _count_heartbeat(self, db: Db, update: str, params: Sequence[Any]) -> int:
         row = db.one(update + " RETURNING heartbeats", params)

@@ -108,8 +108,7 @@ class Reads(HeartbeatWrites):
         ``AgentMetrics``.  ``since``/``until`` bound the metric timestamp (inclusive);
         ``dimension`` filters on it ('' selects metrics sent without one).  Hours that retention
         rolled up are in ``metric_rollups``."""
-        low = -math.inf if since is None else since
-        high = math.inf if until is None else until
+        low, high = _range(since, until)
         with self._read() as db:
             device_id, span, wanted = self._series_of(db, device, model, metric_name, dimension)
             if device_id is None or not wanted:
@@ -142,8 +141,7 @@ class Reads(HeartbeatWrites):
         """Hourly aggregates of one metric that retention rolled up, oldest hour first (an hour
         is in range when its start is).  See ``RollupPoint`` for what is exact and what is an
         approximation."""
-        low = -math.inf if since is None else since
-        high = math.inf if until is None else until
+        low, high = _range(since, until)
         stat = statistic(metric_name)
         with self._read() as db:
             device_id, _, wanted = self._series_of(db, device, model, metric_name, dimension)
@@ -258,6 +256,10 @@ class Reads(HeartbeatWrites):
         return [
             DeploymentResultInfo(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows
         ]
+
+
+def _range(since: float | None, until: float | None) -> tuple[float, float]:
+    return (-math.inf if since is None else since, math.inf if until is None else until)
 
 
 def _bound(value: float) -> float:

@@ -26,13 +26,25 @@ UPDATE_LATEST = (
     "AND (last_ts IS NULL OR last_ts <= ?)"
 )
 
-__all__ = ["SqlStore"]
+__all__ = ["SqlStore", "device_series"]
 
 _S = TypeVar("_S", bound="SqlStore")
 
 # series numbers kept in memory (key -> number); series are never renumbered, so an entry is
 # valid for ever and the cache only bounds memory
 _SERIES_CACHE_MAX = 500_000
+
+
+def device_series(db: Db, device_id: int) -> dict[int, SeriesKey]:
+    """``{number: series key}`` of every series of a device."""
+    return {
+        int(r[0]): (int(r[1]), r[2], r[3], r[4], r[5])
+        for r in db.rows(
+            "SELECT number, agent, model, version, metric, dimension FROM series "
+            "WHERE device_id = ?",
+            (device_id,),
+        )
+    }
 
 
 class SqlStore(abc.ABC):
@@ -153,6 +165,26 @@ class SqlStore(abc.ABC):
         if self._closed:
             raise StoreError("store is closed")
 
+    def _check_writable(self, read_only: bool) -> None:
+        if read_only:
+            raise StoreError(f"{self.path} is open read-only")
+
+    def _check_current(self) -> None:
+        """A store opened read-only must be at this version's schema (nothing migrates it)."""
+        with self._read() as db:
+            version = self._schema_version(db)
+        if version == SCHEMA_VERSION:
+            return
+        advice = (
+            " (not an endpoint store?)" if version == 0
+            else f": run 'edgetelemetry store migrate --store {self.path}'"
+            if version < SCHEMA_VERSION else " (written by a newer edgetelemetry)"
+        )
+        raise StoreError(
+            f"{self.path} has schema version {version}; this edgetelemetry reads "
+            f"{SCHEMA_VERSION}{advice}"
+        )
+
     def __enter__(self: _S) -> _S:
         return self
 
@@ -183,14 +215,7 @@ class SqlStore(abc.ABC):
                     numbers[key] = number
         if not missing:
             return numbers, {}
-        known = {
-            (r[1], r[2], r[3], r[4], r[5]): r[0]
-            for r in db.rows(
-                "SELECT number, agent, model, version, metric, dimension FROM series "
-                "WHERE device_id = ?",
-                (device_id,),
-            )
-        }
+        known = {key: number for number, key in device_series(db, device_id).items()}
         new = [k for k in dict.fromkeys(missing) if k not in known]
         if new:
             # the device row is locked by the heartbeat's update, so numbers are not handed out
@@ -204,14 +229,7 @@ class SqlStore(abc.ABC):
                 [(device_id, first + i, *k) for i, k in enumerate(new)],
             )
             db.run("UPDATE devices SET series = ? WHERE id = ?", (first + len(new) - 1, device_id))
-            known = {
-                (r[1], r[2], r[3], r[4], r[5]): r[0]
-                for r in db.rows(
-                    "SELECT number, agent, model, version, metric, dimension FROM series "
-                    "WHERE device_id = ?",
-                    (device_id,),
-                )
-            }
+            known = {key: number for number, key in device_series(db, device_id).items()}
         fresh = {(device_id, k): int(v) for k, v in known.items()}
         for key in missing:
             numbers[key] = fresh[(device_id, key)]

@@ -168,8 +168,7 @@ class Store(Compaction):
     @contextlib.contextmanager
     def _write(self) -> Iterator[Db]:
         """One write transaction, committed (durably) when the block ends without an exception."""
-        if self._read_only:
-            raise StoreError(f"{self.path} is open read-only")
+        self._check_writable(self._read_only)
         with self._write_lock, self._writing() as conn:
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -213,18 +212,6 @@ class Store(Compaction):
     def _after_step(self, db: Db, version: int) -> None:
         # what edgetelemetry 0.1 reads: it refuses a file whose user_version is not 1
         db.run(f"PRAGMA user_version = {int(version)}")
-
-    def _check_current(self) -> None:
-        with self._read() as db:
-            version = self._schema_version(db)
-        if version != SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} has schema version {version}; this edgetelemetry reads "
-                f"{SCHEMA_VERSION}"
-                + (" (not an endpoint store?)" if version == 0 else
-                   f": run 'edgetelemetry store migrate --store {self.path}'"
-                   if version < SCHEMA_VERSION else " (written by a newer edgetelemetry)")
-            )
 
     def _take_raw(
         self, db: Db, device_id: int, until: tuple[float, int]
