@@ -18,6 +18,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -193,3 +194,48 @@ def test_serve_refuses_an_old_store_unless_asked_to_migrate(
         proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert user_version(old_store) == SCHEMA_VERSION
+
+
+def test_serve_on_either_backend_compacts_in_the_background(
+    store_target: str, tmp_path: Path
+) -> None:
+    """``serve --store TARGET`` (a file or a postgresql:// URL) stores heartbeats and its
+    compactor thread rolls old ones up while it serves."""
+    from conftest_server import client
+
+    creds = tmp_path / "keys.json"
+    creds.write_text(json.dumps({"AKIDSERVESTORE01": "secret"}))
+    creds.chmod(0o600)
+    registry = tmp_path / "registry.json"
+    registry.write_text(json.dumps({"fleets": [{"name": "line-1", "devices": ["cam-1"]}]}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgetelemetry", "serve", "--store", store_target, "--port", "0",
+         "--credentials-file", str(creds), "--registry", str(registry),
+         "--compact-every", "0.2", "--keep-raw", "1", "--keep-hourly", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "listening on " in line, proc.communicate(timeout=30)
+        url = line.split("listening on ", 1)[1].strip()
+        edge = client(url, "AKIDSERVESTORE01", "secret")
+        old, new = time.time() - 5 * 86400, time.time()
+        for ts in (old, new):
+            edge.send_heartbeat(AgentVersion="1.0", DeviceName="cam-1", DeviceFleetName="line-1",
+                                AgentMetrics=[{"MetricName": "spool-bytes", "Value": 1.0,
+                                               "Timestamp": ts, "Dimension": "all"}])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with open_read_only(store_target) as store:
+                if store.metric_rollups("cam-1", None, "spool-bytes"):
+                    break
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    with open_read_only(store_target) as store:
+        assert [h.points for h in store.metric_rollups("cam-1", None, "spool-bytes")] == [1]
+        assert len(store.metric_series("cam-1", None, "spool-bytes")) == 1
+        assert store.heartbeat_count("cam-1") == 2
