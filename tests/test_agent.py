@@ -33,6 +33,7 @@ from edgetelemetry.agent.spool import Spool
 from edgetelemetry.agent.state import STATE_FILE
 from edgetelemetry.heartbeat import HeartbeatValidationError, SplitLimits
 from edgetelemetry.server import EndpointServer, Store
+from edgetelemetry.server.store.codec import Point, decode_points
 
 AKID = "AKIDAGENTTEST001"
 SECRET = "agent/test+secret-0001"
@@ -106,17 +107,28 @@ def spool_seqs(bodies: list[dict[str, Any]]) -> list[int]:
     return [int(agent_metrics(b)["spool-seq"]) for b in bodies]
 
 
+def stored_points(conn: sqlite3.Connection, metric: str | None = None) -> list[Point]:
+    """The points of every stored heartbeat (of one metric), in the order the endpoint received
+    them (the store's schema: docs/store.md)."""
+    rows = conn.execute("SELECT device_id, ts, points FROM heartbeats ORDER BY device_id, number")
+    numbers: dict[int, set[int]] = {}
+    for device_id, number in conn.execute(
+        "SELECT device_id, number FROM series WHERE ? IS NULL OR metric = ?", (metric, metric)
+    ):
+        numbers.setdefault(device_id, set()).add(number)
+    return [p for device_id, ts, blob in rows
+            for p in decode_points(blob, ts, numbers.get(device_id, set()))]
+
+
 def stored_spool_seqs(store_path: str) -> list[int]:
-    """spool-seq values in the order the endpoint received them (heartbeat id order)."""
+    """spool-seq values in the order the endpoint received them."""
     with sqlite3.connect(f"file:{store_path}?mode=ro", uri=True) as conn:
-        rows = conn.execute("SELECT value FROM metrics WHERE metric_name = 'spool-seq' "
-                            "ORDER BY heartbeat_id").fetchall()
-    return [int(v) for (v,) in rows]
+        return [int(value) for _, value, _ in stored_points(conn, "spool-seq")]
 
 
 def all_stored_times(store_path: str) -> list[float]:
     with sqlite3.connect(f"file:{store_path}?mode=ro", uri=True) as conn:
-        times = [v for (v,) in conn.execute("SELECT ts FROM metrics")]
+        times = [ts for _, _, ts in stored_points(conn)]
         for row in conn.execute("SELECT latest_inference, latest_sample_time FROM models"):
             times += [v for v in row if v is not None]
         for row in conn.execute("SELECT start_time, end_time FROM deployment_results"):
