@@ -13,7 +13,6 @@ import os
 import random
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from stored_rows import stored_rows
 from test_agent import AKID, DEVICE, FLEET, SECRET, server_fixture  # noqa: F401
 
 import edgetelemetry as et
@@ -119,18 +119,13 @@ def produce(path: str, n: int, model: str = MODEL) -> None:
 
 
 def stored_count(store: str, model: str = MODEL) -> int:
-    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as conn:
-        (total,) = conn.execute("SELECT COALESCE(SUM(value), 0) FROM metrics WHERE "
-                                "model_name = ? AND metric_name = 'latency-ms-count'",
-                                (model,)).fetchone()
-    return int(total)
+    return int(sum(r.value or 0 for r in stored_rows(store)
+                   if r.model == model and r.metric == "latency-ms-count"))
 
 
 def agent_metric(store: str, name: str) -> list[float]:
-    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as conn:
-        rows = conn.execute("SELECT value FROM metrics WHERE metric_name = ? AND "
-                            "model_name IS NULL ORDER BY heartbeat_id", (name,)).fetchall()
-    return [v for (v,) in rows]
+    return [r.value for r in stored_rows(store)
+            if r.model is None and r.metric == name and r.value is not None]
 
 
 def wait_stored(store: str, want: int, model: str = MODEL, timeout: float = 60) -> int:
@@ -244,18 +239,18 @@ def test_kill_9_and_restarts_lose_nothing_and_spool_no_window_twice(
     assert "window 0 pending" in d.text() or "no window pending" in d.text()
     # each window is in one spool record; a record resent after a kill (an agent killed while
     # sending: the endpoint deduplicates those once issue 12 lands) is counted once here
-    with sqlite3.connect(f"file:{server.store.path}?mode=ro", uri=True) as conn:
-        rows = conn.execute("""
-            SELECT w.dimension, w.value, s.value, c.value FROM metrics w
-            JOIN metrics s ON s.heartbeat_id = w.heartbeat_id AND s.metric_name = 'spool-seq'
-            LEFT JOIN metrics c ON c.heartbeat_id = w.heartbeat_id
-                 AND c.metric_name = 'latency-ms-count'
-            WHERE w.metric_name = 'window-seq'""").fetchall()
-    records_of: dict[tuple[str, float], set[float]] = defaultdict(set)
-    count_of: dict[float, float] = {}
-    for segment, window, spool_seq, count in rows:
+    beats: dict[tuple[int, int], dict[str, Any]] = defaultdict(dict)
+    for r in stored_rows(server.store.path):
+        beats[r.heartbeat][r.metric] = (r.dimension, r.value)
+    records_of: dict[tuple[str, float | None], set[float | None]] = defaultdict(set)
+    count_of: dict[float | None, float] = {}
+    for beat in beats.values():
+        if "window-seq" not in beat:
+            continue
+        segment, window = beat["window-seq"]
+        spool_seq = beat["spool-seq"][1]
         records_of[(segment, window)].add(spool_seq)
-        count_of[spool_seq] = count or 0
+        count_of[spool_seq] = beat.get("latency-ms-count", ("", 0))[1] or 0
     assert all(len(seqs) == 1 for seqs in records_of.values()), records_of
     assert sum(count_of.values()) == total
 

@@ -11,11 +11,12 @@ import contextlib
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from stored_rows import stored_rows
 
 from edgetelemetry.server import EndpointServer
 
@@ -64,9 +65,8 @@ def test_the_readme_device_section_runs_and_delivers_every_value(tmp_path: Path)
             proc.wait()
         done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
         assert done.returncode == 0, done.stdout + done.stderr
-        with sqlite3.connect(f"file:{srv.store.path}?mode=ro", uri=True) as conn:
-            (count,) = conn.execute("SELECT SUM(value) FROM metrics WHERE device = 'cam-1' AND "
-                                    "metric_name = 'latency-ms-count'").fetchone()
+        count = sum(r.value or 0 for r in stored_rows(srv.store.path, "cam-1")
+                    if r.metric == "latency-ms-count")
     assert count == 2000, done.stderr  # both producers' values, once
     assert "WARNING" not in done.stderr and "ERROR" not in done.stderr, done.stderr
 

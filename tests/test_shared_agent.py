@@ -8,7 +8,6 @@ hold real locks: csrc/tests/test_shared.c).
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from stored_rows import stored_rows
 from test_agent import AKID, DEVICE, FLEET, SECRET, make_agent, server_fixture  # noqa: F401
 
 import edgetelemetry as et
@@ -62,10 +62,8 @@ def spooled_windows(spool_dir: Path) -> list[tuple[str, int, int]]:
 
 
 def stored(store_path: str, metric: str, model: str | None = MODEL) -> list[float]:
-    with sqlite3.connect(f"file:{store_path}?mode=ro", uri=True) as conn:
-        rows = conn.execute("SELECT value FROM metrics WHERE metric_name = ? AND "
-                            "model_name IS ?", (metric, model)).fetchall()
-    return [v for (v,) in rows]
+    return [r.value for r in stored_rows(store_path)
+            if r.metric == metric and r.model == model and r.value is not None]
 
 
 def test_windows_reach_the_endpoint_once_with_the_shared_figures(

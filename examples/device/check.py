@@ -14,12 +14,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sqlite3
 import struct
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+from types import ModuleType
 
 
 def progress(path: str) -> str:
@@ -37,21 +39,45 @@ def expected(reports: list[str]) -> Counter[str]:
     return out
 
 
+def _codec() -> ModuleType:
+    """The store's point codec, from this checkout: it is pure Python with no imports of the
+    package, so check.py also runs in a python without edgetelemetry (the host's, for an
+    emulated scenario)."""
+    path = Path(__file__).resolve().parents[2] / "edgetelemetry" / "server" / "store" / "codec.py"
+    spec = importlib.util.spec_from_file_location("et_store_codec", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def stored(store: str, device: str) -> tuple[Counter[str], float]:
-    """Per model, the values the endpoint stored; and the rejected + dropped total."""
+    """Per model, the values the endpoint stored; and the rejected + dropped total.  The
+    store's schema is docs/store.md's: a heartbeat's points in one blob, its series numbered
+    per device."""
     counts: Counter[str] = Counter()
     bad = 0.0
+    conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=10, isolation_level=None)
     try:
-        with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=10) as conn:
-            for model, name, value in conn.execute(
-                    "SELECT model_name, metric_name, value FROM metrics WHERE device = ? "
-                    "AND model_name IS NOT NULL", (device,)):
-                if name.endswith("-count"):
-                    counts[model] += int(value)
-                elif name.endswith(("-rejected", "-dropped")):
-                    bad += value
+        conn.execute("BEGIN")  # one snapshot: every heartbeat's series are there
+        series = {number: (model, metric) for number, model, metric in conn.execute(
+            "SELECT s.number, s.model, s.metric FROM series s JOIN devices d "
+            "ON d.id = s.device_id WHERE d.name = ? AND s.agent = 0", (device,))}
+        beats = conn.execute(
+            "SELECT h.ts, h.points FROM heartbeats h JOIN devices d ON d.id = h.device_id "
+            "WHERE d.name = ?", (device,)).fetchall()
     except sqlite3.OperationalError:  # not created yet
-        pass
+        return counts, bad
+    finally:
+        conn.close()
+    codec = _codec()
+    for ts, blob in beats:
+        for number, value, _ in codec.decode_points(blob, ts, series):
+            model, name = series[number]
+            if name.endswith("-count"):
+                counts[model] += int(value or 0)
+            elif name.endswith(("-rejected", "-dropped")):
+                bad += value or 0
     return counts, bad
 
 
