@@ -52,6 +52,10 @@ else
   KEEP=1
 fi
 WORK=$(cd "$WORK" && pwd)
+[ -z "$SDK" ] || SDK=$(cd "$SDK" && pwd)
+# Everything runs from the work directory: `python -m edgetelemetry` started from a checkout
+# would import the checkout (the first entry of sys.path), not the installed package.
+cd "$WORK"
 DEVICE=jetson-01
 FLEET=line-1
 scaled() { "$CHECK_PY" -c "import sys; print(max(1, int($1 * float(sys.argv[1]))))" "$SCALE"; }
@@ -147,7 +151,6 @@ N_PY=$(scaled 20000)
 N_POOL=$(scaled 10000)
 N_CPP=$(scaled 100000)
 SECONDS_EACH=${ET_DEVICE_SECONDS:-6}
-cd "$WORK"
 "${RUN[@]}" "$PY" "$HERE/producer.py" "$SEGMENT" py-service "$N_PY" "$SECONDS_EACH" --threads 2 \
   >"$WORK/py.report" 2>"$WORK/py.err" &
 P_PY=$!
