@@ -27,7 +27,8 @@
 # Caches (never required; delete at will): the roots and the build venv under --cache, by
 # default $ET_WHEELS_CACHE, else /var/cache/edgetelemetry-wheels when writable, else
 # ~/.cache/edgetelemetry-wheels; pip's own cache.  With --test: 3 to 4 minutes cold, under 3
-# warm, on 2 cores (the emulated C tests dominate).  Needs root for apt-get and mmdebstrap (or
+# warm, on 2 cores when quiet (the emulated C tests dominate), before the device scenario
+# (+10 s native, about a minute per emulated architecture); ~10 minutes on a loaded machine.  Needs root for apt-get and mmdebstrap (or
 # the tools installed and mmdebstrap's unshare mode), and deb.debian.org and PyPI.
 # The last line is "wheels: N passed, N failed".
 set -euo pipefail
