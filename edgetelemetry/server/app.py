@@ -13,7 +13,8 @@ One request, in order (the first failure answers; see ``docs/endpoint.md`` for t
 
 ``GET /fleet`` and ``/fleet/...`` (the read-only fleet page and its JSON, ``web.FleetPage``) are
 answered before step 1 when the page is on; its access rule is its own (loopback clients, or HTTP
-Basic viewer credentials), never SigV4.
+Basic viewer credentials), never SigV4.  ``GET /metrics`` (``metrics.MetricsRoute``, the
+Prometheus text format) is answered the same way, or with a bearer token when one is configured.
 
 Every answer has a ``Date`` header from the server clock (devices without an RTC set their clock
 from it) and an ``x-amzn-RequestId``; error answers carry ``x-amzn-ErrorType`` and
@@ -42,6 +43,7 @@ from ..heartbeat.service import operations
 from .errors import ServiceError
 from .fleet.queries import DEFAULT_OFFLINE_AFTER
 from .fleet.web import FleetPage
+from .metrics import DEFAULT_MAX_SERIES, MetricsRoute
 from .sigv4 import Credential, SigV4Verifier, normalize_credentials
 from .store import DeviceRefused, FleetStore, open_store
 
@@ -191,6 +193,7 @@ class _Server6(_Server):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     _request_id = ""
+    _operation = "unrouted"  # the request counter's label
     protocol_version = "HTTP/1.1"
     server_version = _VERSION
     sys_version = ""
@@ -236,12 +239,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         endpoint = self.server.endpoint
         self._request_id = str(uuid.uuid4())
+        self._operation = "unrouted"
+        if endpoint.metrics is not None and MetricsRoute.handles(self.path):
+            self._operation = "metrics"
+            self._serve_fleet_page(endpoint.metrics)
+            return
         if endpoint.fleet_page is not None and FleetPage.handles(self.path):
+            self._operation = "fleet"
             self._serve_fleet_page(endpoint.fleet_page)
             return
         op_name = "-"
         try:
             op_name = self._route()
+            self._operation = op_name
             body = self._read_body()
             cred = endpoint.verifier.verify(self.command, self.path, self.headers.items(), body)
             if endpoint.throttle is not None and not endpoint.throttle.take(cred.access_key_id):
@@ -270,7 +280,7 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("%s %s -> 200", self._request_id, op_name)
         self._answer(200, result)
 
-    def _serve_fleet_page(self, page: FleetPage) -> None:
+    def _serve_fleet_page(self, page: FleetPage | MetricsRoute) -> None:
         length = (self.headers.get("Content-Length") or "0").strip()
         if length != "0" or self.headers.get_all("Transfer-Encoding"):
             self.close_connection = True  # a body the page does not read
@@ -359,6 +369,9 @@ class _Handler(BaseHTTPRequestHandler):
             # unparseable request line (or real HTTP/0.9): answer with headers all the same
             self.request_version = "HTTP/1.0"
             self.close_connection = True
+        metrics = self.server.endpoint.metrics
+        if metrics is not None:
+            metrics.count(self._operation, status)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -392,6 +405,10 @@ class EndpointServer:
     ``fleet_page`` serves the read-only fleet page at ``GET /fleet`` (``web.FleetPage``): to
     loopback clients only, or, with ``fleet_viewers`` (``{user: password}``), to any client with
     those HTTP Basic credentials.  ``offline_after`` is its default recency window (seconds).
+
+    ``metrics`` serves ``GET /metrics`` (``metrics.MetricsRoute``) under the page's access rule,
+    or to any client with ``metrics_token`` as its bearer token; ``metrics_max_series`` caps the
+    series one scrape exposes.  ``alerts`` (``alerts.AlertRules``) turns on the alert evaluator.
     """
 
     def __init__(
@@ -414,6 +431,9 @@ class EndpointServer:
         fleet_page: bool = True,
         fleet_viewers: Mapping[str, str] | None = None,
         offline_after: float = DEFAULT_OFFLINE_AFTER,
+        metrics: bool = True,
+        metrics_token: str | None = None,
+        metrics_max_series: int = DEFAULT_MAX_SERIES,
     ) -> None:
         if not credentials:
             raise ValueError("an endpoint needs at least one credential (access key -> secret)")
@@ -441,6 +461,19 @@ class EndpointServer:
             self.fleet_page = (
                 FleetPage(self.store, clock, viewers=fleet_viewers, offline_after=offline_after)
                 if fleet_page
+                else None
+            )
+            self.metrics = (
+                MetricsRoute(
+                    self.store,
+                    self.fleet_page,
+                    clock,
+                    token=metrics_token,
+                    offline_after=offline_after,
+                    max_series=metrics_max_series,
+                    viewers=fleet_viewers,
+                )
+                if metrics
                 else None
             )
         except ValueError:

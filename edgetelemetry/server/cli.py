@@ -21,6 +21,7 @@ from ..errors import EdgeTelemetryError
 from .app import DEFAULT_CACHE_TTL, DEFAULT_MAX_BODY, EndpointServer
 from .errors import CredentialsFileError, RegistrationError
 from .fleet import DEFAULT_OFFLINE_AFTER, fleet_status, render_text
+from .metrics import DEFAULT_MAX_SERIES, read_token_file
 from .sigv4 import load_credentials_file
 from .store import (
     DEFAULT_STORE,
@@ -84,6 +85,19 @@ def _serve_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="/fleet: a heartbeat is recent (device connected) within this many seconds (180)",
     )
+    p.add_argument(
+        "--metrics-token-file",
+        metavar="FILE",
+        help="/metrics: a private file holding a bearer token every scrape must send (without "
+        "it, /metrics follows the /fleet page's access rule)",
+    )
+    p.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
+    p.add_argument(
+        "--metrics-max-series",
+        type=int,
+        default=DEFAULT_MAX_SERIES,
+        help=f"/metrics: the most series one scrape exposes ({DEFAULT_MAX_SERIES})",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -111,12 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             viewers = {user: login.secret_access_key for user, login in logins.items()}
         if not credentials:
             raise CredentialsFileError(f"credentials file {args.credentials_file} holds no key")
+        token = read_token_file(args.metrics_token_file) if args.metrics_token_file else None
         logging.basicConfig(
             level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
         store_path = None if args.store == ":memory:" else args.store
         store = open_store(store_path, migrate=args.migrate)
-    except (CredentialsFileError, StoreError) as exc:
+    except (CredentialsFileError, StoreError, OSError, ValueError) as exc:
         print(f"edgetelemetry serve: {exc}", file=sys.stderr)
         return 2
     try:
@@ -137,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             fleet_page=not args.no_fleet_page,
             fleet_viewers=viewers,
             offline_after=args.offline_after,
+            metrics=not args.no_metrics,
+            metrics_token=token,
+            metrics_max_series=args.metrics_max_series,
         )
         url = server.start()
         compactor = start_compactor(store, args)

@@ -181,7 +181,9 @@ class FleetPage:
 
     # -- access ------------------------------------------------------------------------------
 
-    def _refusal(self, headers: Headers, client_host: str) -> WebAnswer | None:
+    def refusal(self, headers: Headers, client_host: str) -> WebAnswer | None:
+        """None when the request may read the page, else the answer refusing it (``/metrics``
+        shares this rule when it has no token)."""
         if self._viewers is None:
             if not is_loopback_address(client_host):
                 return _error(
@@ -220,7 +222,7 @@ class FleetPage:
         )
 
     def _respond(self, method: str, target: str, headers: Headers, client_host: str) -> WebAnswer:
-        refusal = self._refusal(headers, client_host)
+        refusal = self.refusal(headers, client_host)
         if refusal is not None:
             return refusal
         if method not in ("GET", "HEAD"):
