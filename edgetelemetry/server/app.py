@@ -40,6 +40,7 @@ from typing import Any
 
 from ..heartbeat import HeartbeatValidationError, validate_input
 from ..heartbeat.service import operations
+from .alerts import AlertConfig, AlertEvaluator
 from .errors import ServiceError
 from .fleet.queries import DEFAULT_OFFLINE_AFTER
 from .fleet.web import FleetPage
@@ -434,6 +435,7 @@ class EndpointServer:
         metrics: bool = True,
         metrics_token: str | None = None,
         metrics_max_series: int = DEFAULT_MAX_SERIES,
+        alerts: AlertConfig | None = None,
     ) -> None:
         if not credentials:
             raise ValueError("an endpoint needs at least one credential (access key -> secret)")
@@ -476,6 +478,11 @@ class EndpointServer:
                 if metrics
                 else None
             )
+            self.alerts: AlertEvaluator | None = (
+                AlertEvaluator.configured(self.store, alerts, clock) if alerts is not None else None
+            )
+            if self.alerts is not None and self.fleet_page is not None:
+                self.fleet_page.alerts = self.alerts.firing
         except ValueError:
             if self._owns_store:
                 self.store.close()
@@ -509,6 +516,8 @@ class EndpointServer:
             daemon=True,
         )
         self._thread.start()
+        if self.alerts is not None:
+            self.alerts.start()
         logger.info(
             "edgetelemetry endpoint on %s (region %s, store %s, %d access key(s))",
             self.url,
@@ -521,6 +530,8 @@ class EndpointServer:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, end open connections, wait for in-flight requests, close the store."""
         httpd, self._httpd = self._httpd, None
+        if self.alerts is not None:
+            self.alerts.stop(timeout)
         if httpd is not None:
             httpd.shutdown()
             httpd.server_close()
@@ -569,3 +580,4 @@ class EndpointServer:
         except DeviceRefused as exc:
             raise ServiceError("ValidationException", str(exc)) from None
         raise ServiceError("UnknownOperationException", f"Operation {operation} is not served.")
+

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import EdgeTelemetryError
+from .alerts import load_alert_config
 from .app import DEFAULT_CACHE_TTL, DEFAULT_MAX_BODY, EndpointServer
 from .errors import CredentialsFileError, RegistrationError
 from .fleet import DEFAULT_OFFLINE_AFTER, fleet_status, render_text
@@ -93,6 +94,12 @@ def _serve_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
     p.add_argument(
+        "--alerts",
+        metavar="FILE",
+        help="alert rules and webhook (JSON, mode 0600; docs/alerts.md): evaluated by this "
+        "server, shown on /fleet, sent to the webhook",
+    )
+    p.add_argument(
         "--metrics-max-series",
         type=int,
         default=DEFAULT_MAX_SERIES,
@@ -126,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not credentials:
             raise CredentialsFileError(f"credentials file {args.credentials_file} holds no key")
         token = read_token_file(args.metrics_token_file) if args.metrics_token_file else None
+        alerts = load_alert_config(args.alerts) if args.alerts else None
         logging.basicConfig(
             level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
@@ -155,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics=not args.no_metrics,
             metrics_token=token,
             metrics_max_series=args.metrics_max_series,
+            alerts=alerts,
         )
         url = server.start()
         compactor = start_compactor(store, args)

@@ -39,11 +39,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from ..store import FleetStore, StoreError
 from .queries import DEFAULT_OFFLINE_AFTER, fleet_status, latency_series
+
+if TYPE_CHECKING:
+    from ..alerts import Alert
 
 __all__ = ["DEFAULT_SERIES_HOURS", "FleetPage", "WebAnswer"]
 
@@ -167,6 +170,8 @@ class FleetPage:
         self.store = store
         self.clock = clock
         self.offline_after = offline_after
+        # the alerts firing now (``AlertEvaluator.firing``), when the endpoint evaluates any
+        self.alerts: Callable[[], list[Alert]] | None = None
         self._viewers = (
             {user.encode(): password.encode() for user, password in viewers.items()}
             if viewers is not None
@@ -241,6 +246,10 @@ class FleetPage:
                 return self._status(query)
             elif path == "/fleet/api/series":
                 return self._series(query)
+            elif path == "/fleet/api/alerts":
+                alerts = self.alerts() if self.alerts is not None else []
+                return _json(200, {"enabled": self.alerts is not None,
+                                   "firing": [a.to_json() for a in alerts]})
         except _BadQuery as exc:
             return _error(400, str(exc))
         except StoreError as exc:
