@@ -67,8 +67,9 @@ class Receiver:
                 pass
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
+        threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -104,11 +105,13 @@ def receiver_port_fixture() -> Iterator[int]:
 def config(port: int, **extra: Any) -> dict[str, Any]:
     return {
         "interval_s": 0.2,
-        "webhook": {"url": f"http://127.0.0.1:{port}/hook", "timeout_s": 2,
-                    "headers": {"Authorization": SECRET_HEADER}},
+        "webhook": {
+            "url": f"http://127.0.0.1:{port}/hook",
+            "timeout_s": 2,
+            "headers": {"Authorization": SECRET_HEADER},
+        },
         "rules": [
-            {"name": "silent", "kind": "device_silent", "heartbeat_interval_s": 60,
-             "intervals": 3},
+            {"name": "silent", "kind": "device_silent", "heartbeat_interval_s": 60, "intervals": 3},
             {"name": "slow", "kind": "p99_above", "metric": "latency-ms", "threshold": 100},
             {"name": "drops", "kind": "drops"},
             {"name": "dead-letters", "kind": "dead_letters", "severity": "critical"},
@@ -123,8 +126,13 @@ def test_alerts_fire_once_reach_a_webhook_that_was_down_and_resolve(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     clock = ShiftedClock()
-    server = EndpointServer(str(tmp_path / "a.sqlite3"), credentials=CREDENTIALS, region=REGION,
-                            clock=clock, alerts=parse_alert_config(config(receiver_port)))
+    server = EndpointServer(
+        str(tmp_path / "a.sqlite3"),
+        credentials=CREDENTIALS,
+        region=REGION,
+        clock=clock,
+        alerts=parse_alert_config(config(receiver_port)),
+    )
     assert server.alerts is not None and server.alerts.webhook is not None
     server.alerts.webhook.first_backoff_s = 0.1  # the test's patience, not production's
     server.alerts.webhook.max_backoff_s = 0.4
@@ -133,8 +141,12 @@ def test_alerts_fire_once_reach_a_webhook_that_was_down_and_resolve(
     receiver = Receiver(receiver_port, statuses=(503,))
     try:
         now = time.time()
-        send(server, "cam-1", [entry("resnet18", "1.0", now, 250.0, dropped=2)],
-             agent={"dead-letters": 1})
+        send(
+            server,
+            "cam-1",
+            [entry("resnet18", "1.0", now, 250.0, dropped=2)],
+            agent={"dead-letters": 1},
+        )
         send(server, "cam-2", [entry("resnet18", "1.0", now, 20.0)])
         # the receiver is down: passes go on, the notification waits and is retried
         wait_until(lambda: server.alerts is not None and server.alerts.passes >= 3)
@@ -144,7 +156,10 @@ def test_alerts_fire_once_reach_a_webhook_that_was_down_and_resolve(
         firing = get(server.port, "/fleet/api/alerts").json()
         assert firing["enabled"] is True
         assert sorted((a["rule"], a["labels"]["device"]) for a in firing["firing"]) == [
-            ("dead-letters", "cam-1"), ("drops", "cam-1"), ("slow", "cam-1")]
+            ("dead-letters", "cam-1"),
+            ("drops", "cam-1"),
+            ("slow", "cam-1"),
+        ]
         # the receiver comes up, answers 503 once, then takes it
         receiver.start()
         docs = receiver.wait(1)
@@ -162,8 +177,12 @@ def test_alerts_fire_once_reach_a_webhook_that_was_down_and_resolve(
         wait_until(lambda: server.alerts is not None and server.alerts.passes >= passes + 3)
         assert len(receiver.received) == 1
         # the device recovers: one resolution document
-        send(server, "cam-1", [entry("resnet18", "1.0", time.time(), 30.0)],
-             agent={"dead-letters": 0})
+        send(
+            server,
+            "cam-1",
+            [entry("resnet18", "1.0", time.time(), 30.0)],
+            agent={"dead-letters": 0},
+        )
         docs = receiver.wait(2)
         assert len(docs) == 2 and docs[1]["firing"] == []
         assert sorted(a["rule"] for a in docs[1]["resolved"]) == ["dead-letters", "drops", "slow"]
@@ -181,8 +200,12 @@ def test_alerts_fire_once_reach_a_webhook_that_was_down_and_resolve(
 
 def test_a_webhook_notify_never_blocks_and_drops_the_oldest_when_full() -> None:
     port = free_port()  # nothing listens
-    hook = Webhook(f"http://user:pw@127.0.0.1:{port}/x?token=abc", {"X-Key": "s3cret"},
-                   queue_size=3, first_backoff_s=10)
+    hook = Webhook(
+        f"http://user:pw@127.0.0.1:{port}/x?token=abc",
+        {"X-Key": "s3cret"},
+        queue_size=3,
+        first_backoff_s=10,
+    )
     assert hook.shown_url == f"http://127.0.0.1:{port}/x" and "s3cret" not in repr(hook)
     started = time.monotonic()
     for i in range(5):
@@ -210,10 +233,12 @@ def test_a_refused_notification_is_not_retried_and_old_ones_expire(receiver_port
 
 
 def facts(now: float) -> FleetFacts:
-    devices = [DeviceInfo(f"cam-{i}", FLEET, True, now - 9999, now - 10 * i, "1")
-               for i in range(50)]
-    points = [LatestPoint(f"cam-{i}", "m", "1", "latency-ms-p99", "all", now, float(i))
-              for i in range(50)]
+    devices = [
+        DeviceInfo(f"cam-{i}", FLEET, True, now - 9999, now - 10 * i, "1") for i in range(50)
+    ]
+    points = [
+        LatestPoint(f"cam-{i}", "m", "1", "latency-ms-p99", "all", now, float(i)) for i in range(50)
+    ]
     failed = {"cam-3": DeploymentResultInfo(now, "d7", "FAIL", "no space", now, now, [])}
     return FleetFacts(devices, points, [], failed)
 
@@ -227,7 +252,8 @@ def test_evaluation_is_bounded_per_pass_and_keeps_since() -> None:
     assert over == 0
     assert len([a for a in alerts.values() if a.rule == "slow"]) == 40  # p99 10..49
     assert {dict(a.labels)["device"] for a in alerts.values() if a.rule == "silent"} == {
-        f"cam-{i}" for i in range(21, 50)}  # 210 s > 200 s
+        f"cam-{i}" for i in range(21, 50)
+    }  # 210 s > 200 s
     (failed,) = [a for a in alerts.values() if a.rule == "deploy"]
     assert dict(failed.labels)["deployment"] == "d7" and "no space" in failed.summary
     later, _ = evaluate([slow], facts(now), now + 60, alerts)
@@ -256,19 +282,38 @@ def test_bad_alert_configuration_says_what_is_wrong(change: dict[str, Any], mess
     assert SECRET_HEADER not in str(info.value)
 
 
-def test_serve_reads_a_private_alert_file(tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_reads_a_private_alert_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_private(tmp_path / "alerts.json", config(1), mode=0o644)
     with pytest.raises(ValueError, match="chmod 600"):
         load_alert_config(str(path))
     creds = write_private(tmp_path / "creds.json", {"AKIDEXAMPLE": "secret"})
-    assert serve_main(["--credentials-file", str(creds), "--store", ":memory:", "--port", "0",
-                       "--alerts", str(path)]) == 2
+    assert (
+        serve_main(
+            [
+                "--credentials-file",
+                str(creds),
+                "--store",
+                ":memory:",
+                "--port",
+                "0",
+                "--alerts",
+                str(path),
+            ]
+        )
+        == 2
+    )
     assert "chmod 600" in capsys.readouterr().err
     path.chmod(0o600)
     loaded = load_alert_config(str(path))
-    assert [r.kind for r in loaded.rules] == ["device_silent", "p99_above", "drops",
-                                              "dead_letters", "deployment_failed"]
+    assert [r.kind for r in loaded.rules] == [
+        "device_silent",
+        "p99_above",
+        "drops",
+        "dead_letters",
+        "deployment_failed",
+    ]
     assert SECRET_HEADER not in repr(loaded)
 
 

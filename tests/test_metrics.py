@@ -43,11 +43,18 @@ def window(ts: float, p99: float, count: float = 40, dropped: float = 0) -> list
     ]
 
 
-def send(server: EndpointServer, device: str, models: list[dict[str, Any]],
-         agent: dict[str, float] | None = None) -> None:
+def send(
+    server: EndpointServer,
+    device: str,
+    models: list[dict[str, Any]],
+    agent: dict[str, float] | None = None,
+) -> None:
     edge = client(server.url)
     params: dict[str, Any] = {
-        "AgentVersion": "1.2", "DeviceName": device, "DeviceFleetName": FLEET, "Models": models
+        "AgentVersion": "1.2",
+        "DeviceName": device,
+        "DeviceFleetName": FLEET,
+        "Models": models,
     }
     if agent:
         now = time.time()
@@ -73,10 +80,18 @@ def fed_fixture(tmp_path: Path) -> Iterator[EndpointServer]:
         registered(server.store, FLEET, ["cam-1", "cam-2", "cam-3"])
         now = time.time()
         send(server, "cam-1", [entry("resnet18", "1.0", now - 60, 30.0)])
-        send(server, "cam-1", [entry("resnet18", "1.0", now, 42.5), entry("yolo", "2.0", now, 9)],
-             agent={"spool-records": 7, "dead-letters": 0})
-        send(server, "cam-2", [entry("resnet18", "1.1", now, 12.0, dropped=3)],
-             agent={"spool-records": 0, "dead-letters": 2})
+        send(
+            server,
+            "cam-1",
+            [entry("resnet18", "1.0", now, 42.5), entry("yolo", "2.0", now, 9)],
+            agent={"spool-records": 7, "dead-letters": 0},
+        )
+        send(
+            server,
+            "cam-2",
+            [entry("resnet18", "1.1", now, 12.0, dropped=3)],
+            agent={"spool-records": 0, "dead-letters": 2},
+        )
         yield server
     finally:
         server.stop()
@@ -108,8 +123,10 @@ def test_metrics_carry_the_latest_window_per_device_model_version(fed: EndpointS
     assert value(m, "edgetelemetry_window_count", **one) == 40
     assert value(m, "edgetelemetry_window_sum", **one) == 200
     assert value(m, "edgetelemetry_window_dropped", device="cam-2") == 3
-    assert value(m, "edgetelemetry_model_gauge", device="cam-1", model="yolo",
-                 metric="queue-depth") == 3
+    assert (
+        value(m, "edgetelemetry_model_gauge", device="cam-1", model="yolo", metric="queue-depth")
+        == 3
+    )
     assert value(m, "edgetelemetry_agent_metric", device="cam-2", name="dead-letters") == 2
     assert value(m, "edgetelemetry_agent_metric", device="cam-1", name="spool-records") == 7
     assert value(m, "edgetelemetry_device_up", device="cam-1") == 1
@@ -121,12 +138,14 @@ def test_metrics_carry_the_latest_window_per_device_model_version(fed: EndpointS
     # every model series has its window's end; metric names are labels, not family names
     stamps = samples(m, "edgetelemetry_window_timestamp_seconds", device="cam-1")
     assert {(s.labels["model"], s.labels["metric"]) for s in stamps} == {
-        ("resnet18", "latency-ms"), ("resnet18", "queue-depth"), ("yolo", "latency-ms"),
-        ("yolo", "queue-depth")}
+        ("resnet18", "latency-ms"),
+        ("resnet18", "queue-depth"),
+        ("yolo", "latency-ms"),
+        ("yolo", "queue-depth"),
+    }
     assert value(m, "edgetelemetry_exporter_series_dropped") == 0
     # the endpoint's own requests: three heartbeats answered 200, this is the second scrape
-    assert value(m, "edgetelemetry_endpoint_requests", operation="SendHeartbeat",
-                 status="200") == 3
+    assert value(m, "edgetelemetry_endpoint_requests", operation="SendHeartbeat", status="200") == 3
     assert m["edgetelemetry_endpoint_requests"].type == "counter"
     again = scrape(fed)
     assert value(again, "edgetelemetry_endpoint_requests", operation="metrics", status="200") == 1
@@ -140,8 +159,11 @@ def test_metrics_access_rules(fed: EndpointServer, tmp_path: Path) -> None:
         assert get(tokened.port, "/metrics").status == 401  # loopback is not enough with a token
         wrong = get(tokened.port, "/metrics", headers={"Authorization": "Bearer nope"})
         assert wrong.status == 401 and wrong.headers["www-authenticate"] == "Bearer"
-        ok = get(tokened.port, "/metrics", headers={"Authorization": f"Bearer {TOKEN}",
-                                                    "Host": "metrics.example"})
+        ok = get(
+            tokened.port,
+            "/metrics",
+            headers={"Authorization": f"Bearer {TOKEN}", "Host": "metrics.example"},
+        )
         assert ok.status == 200 and b"edgetelemetry_device_up" in ok.body
     with EndpointServer(None, credentials=CREDENTIALS, metrics=False) as off:
         assert get(off.port, "/metrics").status == 404
@@ -150,8 +172,9 @@ def test_metrics_access_rules(fed: EndpointServer, tmp_path: Path) -> None:
 
 
 def test_cardinality_cap_leaves_whole_devices_out_and_says_so(tmp_path: Path) -> None:
-    with EndpointServer(str(tmp_path / "c.sqlite3"), credentials=CREDENTIALS,
-                        metrics_max_series=27) as server:
+    with EndpointServer(
+        str(tmp_path / "c.sqlite3"), credentials=CREDENTIALS, metrics_max_series=27
+    ) as server:
         registered(server.store, FLEET, ["cam-1", "cam-2", "cam-3"])
         now = time.time()
         for device in ("cam-1", "cam-2", "cam-3"):
@@ -161,7 +184,9 @@ def test_cardinality_cap_leaves_whole_devices_out_and_says_so(tmp_path: Path) ->
         assert value(m, "edgetelemetry_exporter_series") == 9 + 9 + 9
         assert value(m, "edgetelemetry_exporter_series_dropped") == 9
         assert {s.labels["device"] for s in m["edgetelemetry_window_count"].samples} == {
-            "cam-1", "cam-2"}
+            "cam-1",
+            "cam-2",
+        }
         assert len(samples(m, "edgetelemetry_device_up")) == 3  # never dropped
 
 
@@ -169,17 +194,34 @@ def test_store_reads_for_metrics_and_alerts(store_factory: Callable[..., Any]) -
     store = registered(store_factory(), FLEET, ["cam-1", "cam-2"])
     now = time.time()
     for i, status in enumerate(("SUCCESS", "FAIL")):
-        store.record_heartbeat({
-            "AgentVersion": "1", "DeviceName": "cam-1", "DeviceFleetName": FLEET,
-            "AgentMetrics": [{"MetricName": "dead-letters", "Value": float(i), "Timestamp": now + i,
-                              "Dimension": "all"}],
-            "DeploymentResult": {"DeploymentName": f"d{i}", "DeploymentStatus": status,
-                                 "DeploymentStartTime": now, "DeploymentEndTime": now,
-                                 "DeploymentModels": []},
-        })
+        store.record_heartbeat(
+            {
+                "AgentVersion": "1",
+                "DeviceName": "cam-1",
+                "DeviceFleetName": FLEET,
+                "AgentMetrics": [
+                    {
+                        "MetricName": "dead-letters",
+                        "Value": float(i),
+                        "Timestamp": now + i,
+                        "Dimension": "all",
+                    }
+                ],
+                "DeploymentResult": {
+                    "DeploymentName": f"d{i}",
+                    "DeploymentStatus": status,
+                    "DeploymentStartTime": now,
+                    "DeploymentEndTime": now,
+                    "DeploymentModels": [],
+                },
+            }
+        )
     agent = store.latest_agent_points()
     assert [(p.device, p.metric, p.value) for p in agent] == [("cam-1", "dead-letters", 1.0)]
     assert store.latest_agent_points(fleet="other") == []
+    assert store.latest_agent_points(names=["spool-records"]) == []
+    assert len(store.latest_agent_points(names=["dead-letters"], device="cam-1")) == 1
+    assert store.latest_agent_points(device="cam-2") == []
     results = store.latest_deployment_results()
     assert list(results) == ["cam-1"]
     assert (results["cam-1"].deployment_name, results["cam-1"].deployment_status) == ("d1", "FAIL")
@@ -207,11 +249,11 @@ def test_real_prometheus_scrapes_and_answers_promql(fed: EndpointServer) -> None
         up = prom.wait_for("sum(edgetelemetry_device_up)")
         assert float(up[0]["value"][1]) == 2
         # the shipped recording rule, evaluated by Prometheus: the worst p99 per model version
-        worst = prom.wait_for(
-            'fleet_model_version:edgetelemetry_window_p99:max{model="resnet18"}'
-        )
+        worst = prom.wait_for('fleet_model_version:edgetelemetry_window_p99:max{model="resnet18"}')
         assert sorted((r["metric"]["version"], float(r["value"][1])) for r in worst) == [
-            ("1.0", 42.5), ("1.1", 12.0)]
+            ("1.0", 42.5),
+            ("1.1", 12.0),
+        ]
         # the shipped alerts: cam-3 never heard from is down (pending for 5m), cam-2 dropped
         # values and has dead letters (firing at once)
         firing = prom.wait_for('ALERTS{alertstate="firing"}')
@@ -220,21 +262,30 @@ def test_real_prometheus_scrapes_and_answers_promql(fed: EndpointServer) -> None
             time.sleep(0.5)
             firing = prom.query('ALERTS{alertstate="firing"}')
         assert {(r["metric"]["alertname"], r["metric"]["device"]) for r in firing} == {
-            ("EdgeValuesDropped", "cam-2"), ("EdgeDeadLetters", "cam-2")}
+            ("EdgeValuesDropped", "cam-2"),
+            ("EdgeDeadLetters", "cam-2"),
+        }
         pending = prom.wait_for('ALERTS{alertstate="pending",alertname="EdgeDeviceSilent"}')
         assert [r["metric"]["device"] for r in pending] == ["cam-3"]
 
 
-def test_real_prometheus_with_a_bearer_token(tmp_path: Path,
-                                             prometheus_server: Callable[..., Prometheus]) -> None:
-    with EndpointServer(str(tmp_path / "t.sqlite3"), credentials=CREDENTIALS,
-                        metrics_token=TOKEN) as server:
+def test_real_prometheus_with_a_bearer_token(
+    tmp_path: Path, prometheus_server: Callable[..., Prometheus]
+) -> None:
+    with EndpointServer(
+        str(tmp_path / "t.sqlite3"), credentials=CREDENTIALS, metrics_token=TOKEN
+    ) as server:
         registered(server.store, FLEET, ["cam-1"])
         send(server, "cam-1", [entry("resnet18", "1.0", time.time(), 77.0)])
-        prom = prometheus_server(scrape_configs=[{
-            "job_name": "edge", "authorization": {"credentials": TOKEN},
-            "static_configs": [{"targets": [f"127.0.0.1:{server.port}"]}],
-        }])
+        prom = prometheus_server(
+            scrape_configs=[
+                {
+                    "job_name": "edge",
+                    "authorization": {"credentials": TOKEN},
+                    "static_configs": [{"targets": [f"127.0.0.1:{server.port}"]}],
+                }
+            ]
+        )
         found = prom.wait_for('edgetelemetry_window_quantile{quantile="0.99"}')
         assert [float(r["value"][1]) for r in found] == [77.0]
 
@@ -243,26 +294,37 @@ def test_promtool_checks_the_shipped_rules(tmp_path: Path) -> None:
     promtool = shutil.which("promtool") or "/usr/bin/promtool"
     if not Path(promtool).exists():
         pytest.fail("promtool is missing: scripts/setup.sh installs Debian's prometheus package")
-    done = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS: 8 rules found" in done.stdout
     # and it does fail on a broken rule, so the check above means something
     broken = tmp_path / "broken.yml"
     broken.write_text(RULES.read_text().replace("edgetelemetry_device_up == 0", "up ==", 1))
-    bad = subprocess.run([promtool, "check", "rules", str(broken)], capture_output=True,
-                         text=True, timeout=60)
+    bad = subprocess.run(
+        [promtool, "check", "rules", str(broken)], capture_output=True, text=True, timeout=60
+    )
     assert bad.returncode != 0
 
 
-def test_serve_reads_a_private_token_file_only(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_reads_a_private_token_file_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     creds = write_private(tmp_path / "creds.json", {"AKIDEXAMPLE": "secret"})
     token = tmp_path / "token"
     token.write_text(TOKEN + "\n")
     token.chmod(0o644)
-    args = ["--credentials-file", str(creds), "--store", ":memory:", "--port", "0",
-            "--metrics-token-file", str(token)]
+    args = [
+        "--credentials-file",
+        str(creds),
+        "--store",
+        ":memory:",
+        "--port",
+        "0",
+        "--metrics-token-file",
+        str(token),
+    ]
     assert serve_main(args) == 2
     err = capsys.readouterr().err
     assert "chmod 600" in err and TOKEN not in err

@@ -136,8 +136,9 @@ class FleetCollector:
                 continue
             labels = [d.fleet, d.name]
             last = d.last_heartbeat
-            up.add_metric(labels, 1.0 if last is not None and now - last <= self.offline_after
-                          else 0.0)
+            up.add_metric(
+                labels, 1.0 if last is not None and now - last <= self.offline_after else 0.0
+            )
             if last is not None:
                 seen.add_metric(labels, last)
             if d.agent_version:
@@ -211,9 +212,7 @@ class FleetCollector:
             for (model, version, base, dimension), ts in newest.items():
                 stamp.add_metric([fleet, name, model, version, base, dimension], ts)
             for p in agents:
-                agent.add_metric(
-                    [fleet, name, p.metric], math.nan if p.value is None else p.value
-                )
+                agent.add_metric([fleet, name, p.metric], math.nan if p.value is None else p.value)
         yield from families.values()
         yield quantile
         yield gauge
@@ -222,7 +221,9 @@ class FleetCollector:
         if dropped and dropped != self._warned_dropped:
             logger.warning(
                 "/metrics: %d series over the cap of %d were left out (raise --metrics-max-series"
-                " or scrape per fleet)", dropped, self.max_series,
+                " or scrape per fleet)",
+                dropped,
+                self.max_series,
             )
         self._warned_dropped = dropped
         yield GaugeMetricFamily(
@@ -308,7 +309,6 @@ def _text(status: int, message: str, *headers: tuple[str, str]) -> WebAnswer:
     return WebAnswer(status, "text/plain; charset=utf-8", (message + "\n").encode(), headers)
 
 
-
 def read_token_file(path: str) -> str:
     """The bearer token in ``path`` (surrounding whitespace stripped): the file must be private
     to its owner (no group or other permission), like the endpoint's credentials file."""
@@ -316,8 +316,9 @@ def read_token_file(path: str) -> str:
     try:
         mode = os.fstat(fd).st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ValueError(f"metrics token file {path} must be private to its owner; run: "
-                             f"chmod 600 {path}")
+            raise ValueError(
+                f"metrics token file {path} must be private to its owner; run: chmod 600 {path}"
+            )
         token = os.read(fd, 4096).decode("utf-8").strip()
     finally:
         os.close(fd)

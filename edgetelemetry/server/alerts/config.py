@@ -49,8 +49,10 @@ class AlertConfig:
 
 def _positive(doc: Mapping[str, Any], key: str, default: float, where: str) -> float:
     value = doc.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        math.isfinite(value) and value > 0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (math.isfinite(value) and value > 0)
     ):
         raise ValueError(f"{where}{key} must be a positive number")
     return float(value)
@@ -67,8 +69,11 @@ def _rule(doc: Any, index: int, names: set[str]) -> Rule:
     where = f"rules[{index}]."
     if not isinstance(doc, dict):
         raise ValueError(f"rules[{index}] must be an object")
-    _keys(doc, {"name", "kind", "severity", "heartbeat_interval_s", "intervals", "metric",
-                "threshold"}, where)
+    _keys(
+        doc,
+        {"name", "kind", "severity", "heartbeat_interval_s", "intervals", "metric", "threshold"},
+        where,
+    )
     name, kind = doc.get("name"), doc.get("kind")
     if not isinstance(name, str) or not name or len(name) > 100:
         raise ValueError(f"{where}name must be a non-empty string")
@@ -88,13 +93,22 @@ def _rule(doc: Any, index: int, names: set[str]) -> Rule:
     threshold = doc.get("threshold", 0.0)
     if kind == "p99_above" and "threshold" not in doc:
         raise ValueError(f"{where}threshold is required for p99_above")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(
-        threshold
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not math.isfinite(threshold)
     ):
         raise ValueError(f"{where}threshold must be a number")
     names.add(name)
-    return Rule(name, kind, severity, _positive(doc, "heartbeat_interval_s", 60.0, where),
-                intervals, metric, float(threshold))
+    return Rule(
+        name,
+        kind,
+        severity,
+        _positive(doc, "heartbeat_interval_s", 60.0, where),
+        intervals,
+        metric,
+        float(threshold),
+    )
 
 
 def parse_alert_config(doc: Any) -> AlertConfig:
@@ -127,8 +141,9 @@ def parse_alert_config(doc: Any) -> AlertConfig:
         headers = dict(raw)
         timeout = _positive(hook, "timeout_s", 5.0, "webhook.")
         max_age = _positive(hook, "max_age_s", 3600.0, "webhook.")
-    return AlertConfig(parsed, _positive(doc, "interval_s", 30.0, ""), max_alerts, url, headers,
-                       timeout, max_age)
+    return AlertConfig(
+        parsed, _positive(doc, "interval_s", 30.0, ""), max_alerts, url, headers, timeout, max_age
+    )
 
 
 def load_alert_config(path: str) -> AlertConfig:
@@ -137,8 +152,10 @@ def load_alert_config(path: str) -> AlertConfig:
     try:
         mode = os.fstat(fd).st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ValueError(f"alert configuration {path} may hold secrets and must be private "
-                             f"to its owner; run: chmod 600 {path}")
+            raise ValueError(
+                f"alert configuration {path} may hold secrets and must be private "
+                f"to its owner; run: chmod 600 {path}"
+            )
         data = os.read(fd, _MAX_FILE + 1)
     finally:
         os.close(fd)
@@ -147,8 +164,9 @@ def load_alert_config(path: str) -> AlertConfig:
     try:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"alert configuration {path} is not valid JSON: line "
-                         f"{getattr(exc, 'lineno', '?')}") from None
+        raise ValueError(
+            f"alert configuration {path} is not valid JSON: line {getattr(exc, 'lineno', '?')}"
+        ) from None
     try:
         return parse_alert_config(doc)
     except ValueError as exc:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..store import FleetStore, StoreError
 from .config import AlertConfig
-from .rules import Alert, FleetFacts, Rule, evaluate
+from .rules import DEAD_LETTERS, Alert, FleetFacts, Rule, evaluate
 from .webhook import Webhook
 
 __all__ = ["AlertEvaluator"]
@@ -60,11 +60,20 @@ class AlertEvaluator:
         """An evaluator (and its webhook) as ``config`` (``serve --alerts``) describes it."""
         webhook = None
         if config.webhook_url:
-            webhook = Webhook(config.webhook_url, config.webhook_headers,
-                              timeout_s=config.webhook_timeout_s,
-                              max_age_s=config.webhook_max_age_s)
-        return cls(store, config.rules, webhook=webhook, interval_s=config.interval_s,
-                   max_alerts=config.max_alerts, clock=clock)
+            webhook = Webhook(
+                config.webhook_url,
+                config.webhook_headers,
+                timeout_s=config.webhook_timeout_s,
+                max_age_s=config.webhook_max_age_s,
+            )
+        return cls(
+            store,
+            config.rules,
+            webhook=webhook,
+            interval_s=config.interval_s,
+            max_alerts=config.max_alerts,
+            clock=clock,
+        )
 
     def firing(self) -> list[Alert]:
         """The alerts firing after the latest pass, oldest first."""
@@ -77,7 +86,7 @@ class AlertEvaluator:
         facts = FleetFacts(
             self.store.devices(),
             self.store.latest_by_prefix(""),
-            self.store.latest_agent_points(),
+            self.store.latest_agent_points(names=[DEAD_LETTERS]),
             self.store.latest_deployment_results(),
         )
         with self._lock:
@@ -90,8 +99,9 @@ class AlertEvaluator:
             self.passes += 1
             self.left_out = over
         if over:
-            logger.warning("alerts: %d alerts over max_alerts=%d left out of this pass", over,
-                           self.max_alerts)
+            logger.warning(
+                "alerts: %d alerts over max_alerts=%d left out of this pass", over, self.max_alerts
+            )
         if self.webhook is not None and (fired or resolved):
             self.webhook.notify(_document(fired, resolved, now))
         return fired, resolved
@@ -99,8 +109,7 @@ class AlertEvaluator:
     def start(self) -> None:
         if self.webhook is not None:
             self.webhook.start()
-        self._thread = threading.Thread(target=self._run, name="edgetelemetry-alerts",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name="edgetelemetry-alerts", daemon=True)
         self._thread.start()
 
     @property

@@ -30,8 +30,13 @@ from ..store import DeploymentResultInfo, DeviceInfo, LatestPoint
 __all__ = ["KINDS", "Alert", "FleetFacts", "Rule", "evaluate"]
 
 Kind = Literal["device_silent", "p99_above", "drops", "dead_letters", "deployment_failed"]
-KINDS: tuple[str, ...] = ("device_silent", "p99_above", "drops", "dead_letters",
-                          "deployment_failed")
+KINDS: tuple[str, ...] = (
+    "device_silent",
+    "p99_above",
+    "drops",
+    "dead_letters",
+    "deployment_failed",
+)
 DEAD_LETTERS = "dead-letters"
 
 
@@ -92,12 +97,19 @@ def _labels(**labels: str) -> tuple[tuple[str, str], ...]:
 
 
 def _point_labels(p: LatestPoint, fleet: str, base: str) -> tuple[tuple[str, str], ...]:
-    return _labels(device=p.device, fleet=fleet, model=p.model, version=p.version, metric=base,
-                   dimension=p.dimension)
+    return _labels(
+        device=p.device,
+        fleet=fleet,
+        model=p.model,
+        version=p.version,
+        metric=base,
+        dimension=p.dimension,
+    )
 
 
-def _for_rule(rule: Rule, facts: FleetFacts, fleet_of: Mapping[str, str],
-              now: float) -> Iterable[tuple[tuple[tuple[str, str], ...], float | None, str]]:
+def _for_rule(
+    rule: Rule, facts: FleetFacts, fleet_of: Mapping[str, str], now: float
+) -> Iterable[tuple[tuple[tuple[str, str], ...], float | None, str]]:
     if rule.kind == "device_silent":
         for d in facts.devices:
             if not d.registered:
@@ -105,10 +117,16 @@ def _for_rule(rule: Rule, facts: FleetFacts, fleet_of: Mapping[str, str],
             last = d.last_heartbeat if d.last_heartbeat is not None else d.registered_at
             if now - last > rule.silent_after:
                 age = now - last
-                said = ("has not sent a heartbeat" if d.last_heartbeat is None
-                        else "has sent no heartbeat")
-                yield (_labels(device=d.name, fleet=d.fleet), age,
-                       f"{d.name} {said} for {age:.0f} s (> {rule.silent_after:.0f} s)")
+                said = (
+                    "has not sent a heartbeat"
+                    if d.last_heartbeat is None
+                    else "has sent no heartbeat"
+                )
+                yield (
+                    _labels(device=d.name, fleet=d.fleet),
+                    age,
+                    f"{d.name} {said} for {age:.0f} s (> {rule.silent_after:.0f} s)",
+                )
     elif rule.kind in ("p99_above", "drops"):
         suffix = "-p99" if rule.kind == "p99_above" else "-dropped"
         for p in facts.model_points:
@@ -119,8 +137,10 @@ def _for_rule(rule: Rule, facts: FleetFacts, fleet_of: Mapping[str, str],
             if rule.kind == "p99_above":
                 if (rule.metric != "*" and base != rule.metric) or not p.value > rule.threshold:
                     continue
-                text = (f"p99 {base} of {p.model} {p.version} on {p.device} is {p.value:g} "
-                        f"(> {rule.threshold:g})")
+                text = (
+                    f"p99 {base} of {p.model} {p.version} on {p.device} is {p.value:g} "
+                    f"(> {rule.threshold:g})"
+                )
             else:
                 if not p.value > 0:
                     continue
@@ -131,8 +151,11 @@ def _for_rule(rule: Rule, facts: FleetFacts, fleet_of: Mapping[str, str],
             fleet = fleet_of.get(p.device)
             if fleet is None or p.metric != DEAD_LETTERS or p.value is None or not p.value > 0:
                 continue
-            yield (_labels(device=p.device, fleet=fleet), p.value,
-                   f"{p.device} holds {p.value:g} dead-lettered records")
+            yield (
+                _labels(device=p.device, fleet=fleet),
+                p.value,
+                f"{p.device} holds {p.value:g} dead-lettered records",
+            )
     elif rule.kind == "deployment_failed":
         for device, result in sorted(facts.deployments.items()):
             fleet = fleet_of.get(device)
@@ -140,14 +163,20 @@ def _for_rule(rule: Rule, facts: FleetFacts, fleet_of: Mapping[str, str],
                 continue
             name = result.deployment_name or "?"
             message = (result.status_message or "")[:200]
-            yield (_labels(device=device, fleet=fleet, deployment=name), None,
-                   f"deployment {name} failed on {device}: {message}".rstrip(": "))
+            yield (
+                _labels(device=device, fleet=fleet, deployment=name),
+                None,
+                f"deployment {name} failed on {device}: {message}".rstrip(": "),
+            )
 
 
-def evaluate(rules: Iterable[Rule], facts: FleetFacts, now: float,
-             firing: Mapping[tuple[str, tuple[tuple[str, str], ...]], Alert] | None = None,
-             limit: int | None = None) -> tuple[dict[tuple[str, tuple[tuple[str, str], ...]],
-                                                     Alert], int]:
+def evaluate(
+    rules: Iterable[Rule],
+    facts: FleetFacts,
+    now: float,
+    firing: Mapping[tuple[str, tuple[tuple[str, str], ...]], Alert] | None = None,
+    limit: int | None = None,
+) -> tuple[dict[tuple[str, tuple[tuple[str, str], ...]], Alert], int]:
     """The alerts firing at ``now``, keyed by ``Alert.key``, and how many were left out past
     ``limit``.  An alert already in ``firing`` keeps its ``since``."""
     previous = firing or {}

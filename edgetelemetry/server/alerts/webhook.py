@@ -66,8 +66,13 @@ class Webhook:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("the alert webhook url must be http:// or https:// with a host")
-        if not (timeout_s > 0 and first_backoff_s > 0 and max_backoff_s >= first_backoff_s
-                and max_age_s > 0 and queue_size > 0):
+        if not (
+            timeout_s > 0
+            and first_backoff_s > 0
+            and max_backoff_s >= first_backoff_s
+            and max_age_s > 0
+            and queue_size > 0
+        ):
             raise ValueError("webhook timeout, backoff, max age and queue size must be positive")
         self.url = url
         self.shown_url = _shown(url)
@@ -93,8 +98,9 @@ class Webhook:
             if len(self._queue) >= self._queue_size:
                 self._queue.popleft()
                 self.stats.dropped_full += 1
-                logger.warning("alert webhook %s: queue full, oldest notification dropped",
-                               self.shown_url)
+                logger.warning(
+                    "alert webhook %s: queue full, oldest notification dropped", self.shown_url
+                )
             self._queue.append((self.clock(), body))
             self._cond.notify()
 
@@ -103,8 +109,9 @@ class Webhook:
             return len(self._queue)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="edgetelemetry-alert-webhook",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="edgetelemetry-alert-webhook", daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -117,9 +124,14 @@ class Webhook:
     def _send(self, body: bytes) -> int | None:
         """The receiver's status, or None when it was not reached."""
         request = urllib.request.Request(
-            self.url, data=body, method="POST",
-            headers={**self._headers, "Content-Type": "application/json",
-                     "User-Agent": "edgetelemetry-endpoint-alerts/1"},
+            self.url,
+            data=body,
+            method="POST",
+            headers={
+                **self._headers,
+                "Content-Type": "application/json",
+                "User-Agent": "edgetelemetry-endpoint-alerts/1",
+            },
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:
@@ -144,8 +156,11 @@ class Webhook:
             if self.clock() - queued_at > self.max_age_s:
                 self._pop(body)
                 self.stats.dropped_expired += 1
-                logger.warning("alert webhook %s: notification undelivered after %.0f s, dropped",
-                               self.shown_url, self.max_age_s)
+                logger.warning(
+                    "alert webhook %s: notification undelivered after %.0f s, dropped",
+                    self.shown_url,
+                    self.max_age_s,
+                )
                 continue
             self.stats.attempts += 1
             status = self._send(body)
@@ -157,8 +172,9 @@ class Webhook:
             if status is not None and 400 <= status < 500 and status not in (408, 429):
                 self._pop(body)
                 self.stats.refused += 1
-                logger.warning("alert webhook %s refused a notification: HTTP %d",
-                               self.shown_url, status)
+                logger.warning(
+                    "alert webhook %s refused a notification: HTTP %d", self.shown_url, status
+                )
                 continue
             self.stats.retries += 1
             if status is not None:

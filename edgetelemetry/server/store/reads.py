@@ -233,9 +233,12 @@ class Reads(HeartbeatWrites):
             rows = db.rows(sql, args)
         return [LatestPoint(*r) for r in rows]
 
-    def latest_agent_points(self, fleet: str | None = None) -> list[LatestPoint]:
-        """The newest value of every device's AgentMetrics series (``model`` and ``version`` are
-        empty), for the whole fleet (or one ``fleet``) in one query: ``/metrics`` and alerts."""
+    def latest_agent_points(
+        self, fleet: str | None = None, names: Sequence[str] = (), device: str | None = None
+    ) -> list[LatestPoint]:
+        """The newest value of AgentMetrics series (``model`` and ``version`` are empty): of the
+        whole fleet (or one ``fleet``, or one ``device``), only ``names`` when given, in one
+        query (``/metrics``, alerts, the fleet page)."""
         sql = (
             "SELECT d.name, s.model, s.version, s.metric, s.dimension, s.last_ts, s.last_value "
             "FROM series s JOIN devices d ON d.id = s.device_id WHERE s.agent = 1 "
@@ -245,6 +248,12 @@ class Reads(HeartbeatWrites):
         if fleet is not None:
             sql += " AND d.fleet = ?"
             args.append(fleet)
+        if device is not None:
+            sql += " AND d.name = ?"
+            args.append(device)
+        if names:
+            sql += f" AND s.metric IN ({', '.join('?' * len(names))})"
+            args += list(names)
         with self._read() as db:
             rows = db.rows(sql + " ORDER BY d.name, s.metric, s.dimension", args)
         return [LatestPoint(*r) for r in rows]
