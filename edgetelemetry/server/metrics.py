@@ -40,8 +40,6 @@ from __future__ import annotations
 import hmac
 import logging
 import math
-import os
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -52,6 +50,7 @@ from prometheus_client.exposition import generate_latest
 
 from .fleet.queries import DEFAULT_OFFLINE_AFTER
 from .fleet.web import FleetPage, Headers, WebAnswer
+from .private_file import read_private
 from .store import FleetStore, LatestPoint, StoreError
 
 __all__ = [
@@ -311,17 +310,8 @@ def _text(status: int, message: str, *headers: tuple[str, str]) -> WebAnswer:
 
 def read_token_file(path: str) -> str:
     """The bearer token in ``path`` (surrounding whitespace stripped): the file must be private
-    to its owner (no group or other permission), like the endpoint's credentials file."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    try:
-        mode = os.fstat(fd).st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ValueError(
-                f"metrics token file {path} must be private to its owner; run: chmod 600 {path}"
-            )
-        token = os.read(fd, 4096).decode("utf-8").strip()
-    finally:
-        os.close(fd)
+    to its owner, like the endpoint's credentials file."""
+    token = read_private(path, "metrics token file", 4096).decode("utf-8").strip()
     if len(token) < 16:
         raise ValueError(f"metrics token file {path} must hold a token of 16 characters or more")
     return token

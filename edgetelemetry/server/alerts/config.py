@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..private_file import read_private
 from .rules import KINDS, Rule
 
 __all__ = ["AlertConfig", "load_alert_config", "parse_alert_config"]
@@ -148,19 +147,7 @@ def parse_alert_config(doc: Any) -> AlertConfig:
 
 def load_alert_config(path: str) -> AlertConfig:
     """Read and check ``path``: private to its owner, at most 1 MiB, valid JSON and rules."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    try:
-        mode = os.fstat(fd).st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ValueError(
-                f"alert configuration {path} may hold secrets and must be private "
-                f"to its owner; run: chmod 600 {path}"
-            )
-        data = os.read(fd, _MAX_FILE + 1)
-    finally:
-        os.close(fd)
-    if len(data) > _MAX_FILE:
-        raise ValueError(f"alert configuration {path} is larger than 1 MiB")
+    data = read_private(path, "alert configuration", _MAX_FILE)
     try:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -303,22 +303,10 @@ class FleetPage:
         return _json(200, status.to_json())
 
     def _series(self, query: Mapping[str, list[str]]) -> WebAnswer:
-        device = _one(query, "device")
-        if not device:
-            raise _BadQuery("device is required")
-        now = self.clock()
-        hours = _number(query, "hours", DEFAULT_SERIES_HOURS)
-        assert hours is not None
-        if hours <= 0:
-            raise _BadQuery("hours must be positive")
-        since = _number(query, "since", now - hours * 3600)
-        until = _number(query, "until", None)
-        max_points = _number(query, "max_points", _MAX_POINTS)
-        assert max_points is not None
-        if not 1 <= max_points <= _MAX_POINTS:
-            raise _BadQuery(f"max_points must be 1..{_MAX_POINTS}")
+        device = _device_of(query)
+        now, since, until = self._range(query)
         series = latency_series(
-            self.store, device, since=since, until=until, max_points=int(max_points)
+            self.store, device, since=since, until=until, max_points=_max_points(query)
         )
         return _json(
             200,
@@ -342,9 +330,7 @@ class FleetPage:
         return now, since, _number(query, "until", None)
 
     def _device(self, query: Mapping[str, list[str]]) -> WebAnswer:
-        device = _one(query, "device")
-        if not device:
-            raise _BadQuery("device is required")
+        device = _device_of(query)
         now = self.clock()
         status = device_page(self.store, now=now, offline_after=self.offline_after,
                              device=device, limit=1)
@@ -363,15 +349,25 @@ class FleetPage:
                            "deployments": deployments, "alerts": mine})
 
     def _metrics(self, query: Mapping[str, list[str]]) -> WebAnswer:
-        device = _one(query, "device")
-        if not device:
-            raise _BadQuery("device is required")
+        device = _device_of(query)
         now, since, until = self._range(query)
-        max_points = _number(query, "max_points", _MAX_POINTS)
-        assert max_points is not None
-        if not 1 <= max_points <= _MAX_POINTS:
-            raise _BadQuery(f"max_points must be 1..{_MAX_POINTS}")
-        tracks = device_metrics(self.store, device, since=since, until=until,
-                                max_points=int(max_points))
+        tracks = device_metrics(
+            self.store, device, since=since, until=until, max_points=_max_points(query)
+        )
         return _json(200, {"device": device, "generated_at": now, "since": since,
                            "until": until, "tracks": [t.to_json() for t in tracks]})
+
+
+def _device_of(query: Mapping[str, list[str]]) -> str:
+    device = _one(query, "device")
+    if not device:
+        raise _BadQuery("device is required")
+    return device
+
+
+def _max_points(query: Mapping[str, list[str]]) -> int:
+    max_points = _number(query, "max_points", _MAX_POINTS)
+    assert max_points is not None
+    if not 1 <= max_points <= _MAX_POINTS:
+        raise _BadQuery(f"max_points must be 1..{_MAX_POINTS}")
+    return int(max_points)
