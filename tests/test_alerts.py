@@ -336,3 +336,53 @@ def test_the_evaluator_survives_an_unavailable_store(
         assert evaluator.running
     finally:
         evaluator.stop()
+
+
+@pytest.fixture(name="shared_target", params=["sqlite", "postgresql"])
+def shared_target_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "shared.sqlite3")
+    return str(request.getfixturevalue("postgresql_url"))
+
+
+def test_replicas_sharing_a_store_send_each_alert_once(shared_target: str,
+                                                        receiver_port: int) -> None:
+    """Two endpoints on one store (SQLite file or PostgreSQL database), both evaluating: one
+    holds the store's lead and sends; when it stops, the other takes over and sends."""
+    receiver = Receiver(receiver_port).start()
+    doc = config(receiver_port)
+    doc["rules"] = [{"name": "drops", "kind": "drops"}]
+    one = EndpointServer(shared_target, credentials=CREDENTIALS, region=REGION,
+                         alerts=parse_alert_config(doc))
+    registered(one.store, FLEET, ["cam-1", "cam-2"])
+    two = EndpointServer(shared_target, credentials=CREDENTIALS, region=REGION,
+                         alerts=parse_alert_config(doc))
+    servers = [one, two]
+    try:
+        one.start()
+        two.start()
+        send(one, "cam-1", [entry("resnet18", "1.0", time.time(), 10.0, dropped=4)])
+        docs = receiver.wait(1)
+        evaluators = [s.alerts for s in servers if s.alerts is not None]
+        assert len(evaluators) == 2
+        # both show it, and run three more passes each
+        wait_until(lambda: all([a.rule for a in e.firing()] == ["drops"] for e in evaluators))
+        passes = [e.passes for e in evaluators]
+        wait_until(lambda: all(e.passes >= n + 3 for e, n in zip(evaluators, passes)))
+        assert len(receiver.received) == 1 and len(docs[0]["firing"]) == 1
+        assert [e.leading for e in evaluators].count(True) == 1
+        leader = next(s for s in servers if s.alerts and s.alerts.leading)
+        other = two if leader is one else one
+        leader.stop()
+        servers.remove(leader)
+        # the other takes the lead and sends what fires (a handover may repeat, never lose)
+        docs = receiver.wait(2)
+        assert len(docs) == 2 and [a["rule"] for a in docs[1]["firing"]] == ["drops"]
+        assert other.alerts is not None and other.alerts.leading
+        send(other, "cam-1", [entry("resnet18", "1.0", time.time(), 10.0)])
+        docs = receiver.wait(3)
+        assert len(docs) == 3 and [a["rule"] for a in docs[2]["resolved"]] == ["drops"]
+    finally:
+        for server in servers:
+            server.stop()
+        receiver.stop()

@@ -2,9 +2,13 @@
 the rules (``rules.evaluate``) and sends what changed (fired, resolved) to the webhook.
 
 One pass is bounded: four store queries for the whole fleet, then at most ``max_alerts`` alerts
-(more are counted in ``left_out`` and logged, never kept).  The firing set lives in this
-process: with replicas sharing a PostgreSQL store, give the alert configuration to one replica
-only, or each will send every alert (docs/alerts.md).
+(more are counted in ``left_out`` and logged, never kept).
+
+Replicas and workers sharing a store all evaluate (each shows the alerts on its page), but only
+the one holding the store's ``alerts`` lead (``FleetStore.hold_lead``: an advisory lock in
+PostgreSQL, a file lock beside a SQLite file) sends to the webhook, so an alert is sent once.
+A process that takes the lead over sends what is firing at once: across a handover an alert
+may be sent twice, never lost.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ __all__ = ["AlertEvaluator"]
 logger = logging.getLogger(__name__)
 
 _Key = tuple[str, tuple[tuple[str, str], ...]]
+LEAD = "alerts"  # the store's lead that sends to the webhook
 
 
 class AlertEvaluator:
@@ -48,6 +53,7 @@ class AlertEvaluator:
         self.clock = clock
         self.passes = 0
         self.left_out = 0
+        self.leading = False
         self._firing: dict[_Key, Alert] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -102,7 +108,13 @@ class AlertEvaluator:
             logger.warning(
                 "alerts: %d alerts over max_alerts=%d left out of this pass", over, self.max_alerts
             )
-        if self.webhook is not None and (fired or resolved):
+        if self.webhook is None:
+            return fired, resolved
+        was_leading, self.leading = self.leading, self.store.hold_lead(LEAD)
+        if self.leading and not was_leading and self.passes > 1:
+            # taken over from another process: what fires may not have been sent
+            fired = list(current.values())
+        if self.leading and (fired or resolved):
             self.webhook.notify(_document(fired, resolved, now))
         return fired, resolved
 

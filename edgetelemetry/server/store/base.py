@@ -213,6 +213,9 @@ class FleetStore(Protocol):
     def heartbeat_count(self, device: str | None = None) -> int: ...
     def deployment_results(self, device: str, limit: int = 100) -> list[DeploymentResultInfo]: ...
 
+    # one process of those sharing the store leads ``name`` (alerts are sent by one)
+    def hold_lead(self, name: str) -> bool: ...
+
     # upkeep
     def compact(self, *, keep_raw: float = DEFAULT_KEEP_RAW,
                 keep_hourly: float = DEFAULT_KEEP_HOURLY, budget: float | None = None,
