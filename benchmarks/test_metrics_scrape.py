@@ -42,17 +42,38 @@ def fill(server: EndpointServer, devices: int) -> float:
     now = time.time()
     started = time.perf_counter()
     for i, name in enumerate(names):
-        figures = [("latency-ms-count", 120.0), ("latency-ms-sum", 600.0 + i % 7),
-                   ("latency-ms-p50", 4.5), ("latency-ms-p90", 7.0), ("latency-ms-p99", 9.5),
-                   ("latency-ms-dropped", 0.0), ("confidence-mean", 0.93), ("queue-depth", 3.0)]
-        store.record_heartbeat({
-            "AgentVersion": "1.2", "DeviceName": name, "DeviceFleetName": FLEET,
-            "Models": [{"ModelName": "detector", "ModelVersion": "2.1", "LatestInference": now,
-                        "ModelMetrics": [{"MetricName": n, "Value": v, "Timestamp": now,
-                                          "Dimension": "all"} for n, v in figures]}],
-            "AgentMetrics": [{"MetricName": n, "Value": 0.0, "Timestamp": now,
-                              "Dimension": "all"} for n in ("spool-records", "dead-letters")],
-        })
+        figures = [
+            ("latency-ms-count", 120.0),
+            ("latency-ms-sum", 600.0 + i % 7),
+            ("latency-ms-p50", 4.5),
+            ("latency-ms-p90", 7.0),
+            ("latency-ms-p99", 9.5),
+            ("latency-ms-dropped", 0.0),
+            ("confidence-mean", 0.93),
+            ("queue-depth", 3.0),
+        ]
+        store.record_heartbeat(
+            {
+                "AgentVersion": "1.2",
+                "DeviceName": name,
+                "DeviceFleetName": FLEET,
+                "Models": [
+                    {
+                        "ModelName": "detector",
+                        "ModelVersion": "2.1",
+                        "LatestInference": now,
+                        "ModelMetrics": [
+                            {"MetricName": n, "Value": v, "Timestamp": now, "Dimension": "all"}
+                            for n, v in figures
+                        ],
+                    }
+                ],
+                "AgentMetrics": [
+                    {"MetricName": n, "Value": 0.0, "Timestamp": now, "Dimension": "all"}
+                    for n in ("spool-records", "dead-letters")
+                ],
+            }
+        )
     return time.perf_counter() - started
 
 
@@ -75,8 +96,10 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[int, Any]
     out: dict[int, Any] = {}
     try:
         for size in SIZES:
-            server = EndpointServer(str(tmp_path_factory.mktemp(f"m{size}") / "s.sqlite3"),
-                                    credentials={"AKIDBENCH": "secret"})
+            server = EndpointServer(
+                str(tmp_path_factory.mktemp(f"m{size}") / "s.sqlite3"),
+                credentials={"AKIDBENCH": "secret"},
+            )
             out[size] = server
             fill_s = fill(server, size)
             server.start()
@@ -103,13 +126,24 @@ def test_metrics_scrape_scales_linearly(servers: dict[int, Any]) -> None:
     ratio = per_device[large] / per_device[small]
     size_ratio = (sizes[large] / large) / (sizes[small] / small)
     for s in SIZES:
-        report(f"GET /metrics, {s} devices", min(times[s]) * 1000, unit="ms",
-               median_ms=round(statistics.median(times[s]) * 1000, 1), bytes=sizes[s],
-               series=16 * s)
-    report("GET /metrics, per-device cost 10k / 1k", ratio, unit="ratio",
-           bytes_ratio=round(size_ratio, 3))
-    print(f"\n/metrics: 1k {min(times[small]) * 1000:.0f} ms {sizes[small] / 1e6:.2f} MB; "
-          f"10k {min(times[large]) * 1000:.0f} ms {sizes[large] / 1e6:.2f} MB; "
-          f"per-device ratio {ratio:.2f}, bytes ratio {size_ratio:.3f}")
+        report(
+            f"GET /metrics, {s} devices",
+            min(times[s]) * 1000,
+            unit="ms",
+            median_ms=round(statistics.median(times[s]) * 1000, 1),
+            bytes=sizes[s],
+            series=16 * s,
+        )
+    report(
+        "GET /metrics, per-device cost 10k / 1k",
+        ratio,
+        unit="ratio",
+        bytes_ratio=round(size_ratio, 3),
+    )
+    print(
+        f"\n/metrics: 1k {min(times[small]) * 1000:.0f} ms {sizes[small] / 1e6:.2f} MB; "
+        f"10k {min(times[large]) * 1000:.0f} ms {sizes[large] / 1e6:.2f} MB; "
+        f"per-device ratio {ratio:.2f}, bytes ratio {size_ratio:.3f}"
+    )
     assert size_ratio < MAX_SIZE_RATIO
     assert ratio < MAX_TIME_RATIO, (per_device, times)

@@ -345,18 +345,21 @@ def shared_target_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> str
     return str(request.getfixturevalue("postgresql_url"))
 
 
-def test_replicas_sharing_a_store_send_each_alert_once(shared_target: str,
-                                                        receiver_port: int) -> None:
+def test_replicas_sharing_a_store_send_each_alert_once(
+    shared_target: str, receiver_port: int
+) -> None:
     """Two endpoints on one store (SQLite file or PostgreSQL database), both evaluating: one
     holds the store's lead and sends; when it stops, the other takes over and sends."""
     receiver = Receiver(receiver_port).start()
     doc = config(receiver_port)
     doc["rules"] = [{"name": "drops", "kind": "drops"}]
-    one = EndpointServer(shared_target, credentials=CREDENTIALS, region=REGION,
-                         alerts=parse_alert_config(doc))
+    one = EndpointServer(
+        shared_target, credentials=CREDENTIALS, region=REGION, alerts=parse_alert_config(doc)
+    )
     registered(one.store, FLEET, ["cam-1", "cam-2"])
-    two = EndpointServer(shared_target, credentials=CREDENTIALS, region=REGION,
-                         alerts=parse_alert_config(doc))
+    two = EndpointServer(
+        shared_target, credentials=CREDENTIALS, region=REGION, alerts=parse_alert_config(doc)
+    )
     servers = [one, two]
     try:
         one.start()

@@ -333,3 +333,23 @@ def test_serve_reads_a_private_token_file_only(
     token.write_text("short")
     with pytest.raises(ValueError, match="16 characters"):
         read_token_file(str(token))
+
+
+def test_one_fleet_per_scrape(fed: EndpointServer) -> None:
+    registered(fed.store, "other", ["far-1"])
+    send_other = {
+        "AgentVersion": "1",
+        "DeviceName": "far-1",
+        "DeviceFleetName": "other",
+        "Models": [entry("resnet18", "1.0", time.time(), 99.0)],
+    }
+    assert fed.store.record_heartbeat(send_other)
+    answer = get(fed.port, "/metrics?fleet=other")
+    assert answer.status == 200
+    m = {f.name: f for f in text_string_to_metric_families(answer.body.decode())}
+    assert {s.labels["device"] for s in m["edgetelemetry_device_up"].samples} == {"far-1"}
+    assert value(m, "edgetelemetry_window_quantile", quantile="0.99") == 99.0
+    assert "edgetelemetry_endpoint_requests" not in m
+    everything = scrape(fed)
+    assert len(samples(everything, "edgetelemetry_device_up")) == 4
+    assert get(fed.port, "/metrics?fleet=a&fleet=b").status == 400

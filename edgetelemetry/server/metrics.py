@@ -43,6 +43,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -102,9 +103,11 @@ class FleetCollector:
         *,
         offline_after: float = DEFAULT_OFFLINE_AFTER,
         max_series: int = DEFAULT_MAX_SERIES,
+        fleet: str | None = None,
     ) -> None:
         if max_series < 0:
             raise ValueError("max_series must be 0 or more")
+        self.fleet = fleet  # None: every fleet
         self.store = store
         self.clock = clock
         self.offline_after = offline_after
@@ -113,7 +116,7 @@ class FleetCollector:
 
     def collect(self) -> Iterator[Metric]:
         now = self.clock()
-        devices = self.store.devices()
+        devices = self.store.devices(self.fleet)
         fleet_of = {d.name: d.fleet for d in devices if d.registered}
         up = GaugeMetricFamily(
             f"{_PREFIX}_device_up",
@@ -175,10 +178,10 @@ class FleetCollector:
             labels=["fleet", "device", "name"],
         )
         by_device: dict[str, list[LatestPoint]] = {}
-        for p in self.store.latest_by_prefix(""):
+        for p in self.store.latest_by_prefix("", self.fleet):
             by_device.setdefault(p.device, []).append(p)
         agent_by_device: dict[str, list[LatestPoint]] = {}
-        for p in self.store.latest_agent_points():
+        for p in self.store.latest_agent_points(self.fleet):
             agent_by_device.setdefault(p.device, []).append(p)
 
         exposed = 3 * len(fleet_of)
@@ -220,7 +223,7 @@ class FleetCollector:
         if dropped and dropped != self._warned_dropped:
             logger.warning(
                 "/metrics: %d series over the cap of %d were left out (raise --metrics-max-series"
-                " or scrape per fleet)",
+                " or scrape each fleet: /metrics?fleet=NAME)",
                 dropped,
                 self.max_series,
             )
@@ -295,9 +298,25 @@ class MetricsRoute:
             return refusal
         if method not in ("GET", "HEAD"):
             return _text(405, "GET or HEAD only.", ("Allow", "GET, HEAD"))
+        fleets = parse_qs(urlsplit(target).query).get("fleet", [])
+        if len(fleets) > 1 or (fleets and not fleets[0]):
+            return _text(400, "Give at most one non-empty fleet.")
+        registry = self.registry
+        if fleets:  # one fleet's devices only; the endpoint's own counters stay on /metrics
+            registry = CollectorRegistry(auto_describe=False)
+            collector = self.collector
+            registry.register(
+                FleetCollector(
+                    collector.store,
+                    collector.clock,
+                    offline_after=collector.offline_after,
+                    max_series=collector.max_series,
+                    fleet=fleets[0],
+                )
+            )
         try:
             with self._lock:
-                body = generate_latest(self.registry)
+                body = generate_latest(registry)
         except StoreError as exc:
             logger.warning("/metrics: %s", exc)
             return _text(503, "The store is not available.")

@@ -21,8 +21,9 @@ def read_private(path: str, what: str, limit: int = 1 << 20) -> bytes:
             raise ValueError(f"{what} {path} is not a regular file")
         if os.name == "posix":
             if st.st_mode & 0o077:
-                raise ValueError(f"{what} {path} must be private to its owner; run: chmod 600 "
-                                 f"{path}")
+                raise ValueError(
+                    f"{what} {path} must be private to its owner; run: chmod 600 {path}"
+                )
             if st.st_uid != os.geteuid():
                 raise ValueError(f"{what} {path} belongs to uid {st.st_uid}, not to this user")
         if st.st_size > limit:

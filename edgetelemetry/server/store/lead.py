@@ -25,8 +25,9 @@ __all__ = ["FileLeads", "PgLeads"]
 
 def _key(name: str) -> int:
     """A stable signed 64-bit advisory-lock key for ``name``."""
-    return int.from_bytes(hashlib.sha256(b"edgetelemetry-lead:" + name.encode()).digest()[:8],
-                          "big", signed=True)
+    return int.from_bytes(
+        hashlib.sha256(b"edgetelemetry-lead:" + name.encode()).digest()[:8], "big", signed=True
+    )
 
 
 class PgLeads:
@@ -84,8 +85,7 @@ class FileLeads:
         with self._lock:
             if name in self._held:
                 return True
-            fd = os.open(f"{self._path}.lead-{name}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                         0o600)
+            fd = os.open(f"{self._path}.lead-{name}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
