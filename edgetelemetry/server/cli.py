@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import EdgeTelemetryError
-from .app import DEFAULT_CACHE_TTL, DEFAULT_MAX_BODY, EndpointServer
+from .app import DEFAULT_CACHE_TTL, DEFAULT_MAX_BODY
+from .endpoint import EndpointServer
 from .errors import CredentialsFileError, RegistrationError
 from .fleet import DEFAULT_OFFLINE_AFTER, fleet_status, render_text
 from .sigv4 import load_credentials_file
