@@ -42,6 +42,9 @@ class EndpointServer:
     request headers must arrive within ``header_timeout`` seconds and the body within
     ``body_timeout``, whatever the pace (see ``embedded.py``).  ``ssl_context`` serves HTTPS.
 
+    ``trust_forwarded``: a reverse proxy on this machine is the peer, so the client's address
+    is the last ``X-Forwarded-For`` entry (for the fleet page's loopback rule and the log).
+
     ``fleet_page`` serves the read-only fleet page at ``GET /fleet`` (``web.FleetPage``): to
     loopback clients only, or, with ``fleet_viewers`` (``{user: password}``), to any client with
     those HTTP Basic credentials.  ``offline_after`` is its default recency window (seconds).
@@ -71,6 +74,7 @@ class EndpointServer:
         fleet_page: bool = True,
         fleet_viewers: Mapping[str, str] | None = None,
         offline_after: float = DEFAULT_OFFLINE_AFTER,
+        trust_forwarded: bool = False,
     ) -> None:
         if not credentials:
             raise ValueError("an endpoint needs at least one credential (access key -> secret)")
@@ -97,6 +101,7 @@ class EndpointServer:
                 fleet_page=fleet_page,
                 fleet_viewers=fleet_viewers,
                 offline_after=offline_after,
+                trust_forwarded=trust_forwarded,
             )
         except ValueError:
             if self._owns_store:

@@ -1,0 +1,132 @@
+"""``serve --workers N``: the endpoint's WSGI app in N gunicorn worker processes.
+
+Why gunicorn (docs/operations.md has the whole comparison): it is pure Python (one wheel for
+x86_64, aarch64 and armv7l gateways, no compiler, no Rust or C extension to build there), WSGI
+fits an app whose every request is a short synchronous transaction, and it brings what a
+production server needs - a master that restarts dead workers, graceful reload on SIGHUP, TLS.
+What it cannot do is hold a slow-client flood: its threads read request headers with blocking
+reads, so 128 connections trickling a byte every 4 s hold every thread.  That is the job of
+the reverse proxy in front (``contrib/nginx/edgetelemetry.conf``: header/body deadlines,
+per-address caps, buffered bodies), and ``serve --workers`` refuses a non-loopback address
+unless ``--behind-proxy`` says such a proxy is there.
+
+The master reads the credentials file and checks the store before any worker starts (one-line
+errors, exit 2); each worker opens its own store connections after the fork.  SIGHUP re-reads
+the credentials file in the master and replaces the workers gracefully (gunicorn's reload), so
+keys rotate without a restart; a broken file is logged and the old keys stay.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .app import EndpointApp
+from .errors import CredentialsFileError
+from .sigv4 import Credential, load_credentials_file
+from .store import FleetStore
+
+__all__ = ["WorkerSettings", "serve_with_workers"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerSettings:
+    host: str
+    port: int
+    workers: int
+    threads: int
+    credentials_file: str
+    credentials: Mapping[str, Credential]
+    open_store: Callable[[], FleetStore]
+    app_options: Mapping[str, Any]
+    certfile: str | None = None
+    keyfile: str | None = None
+    header_timeout: float = 10.0
+    log_level: str = "INFO"
+    on_listening: Callable[[str], None] | None = None
+
+
+def gunicorn_available() -> bool:
+    try:
+        import gunicorn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def serve_with_workers(settings: WorkerSettings) -> int:
+    """Run gunicorn's master in this process until SIGINT/SIGTERM; its exit status."""
+    from gunicorn.app.base import BaseApplication
+
+    class _Gunicorn(BaseApplication):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.credentials = dict(settings.credentials)
+            super().__init__()
+
+        def load_config(self) -> None:
+            host = f"[{settings.host}]" if ":" in settings.host else settings.host
+            config = {
+                "bind": f"{host}:{settings.port}",
+                "workers": settings.workers,
+                "worker_class": "gthread",
+                "threads": settings.threads,
+                "timeout": 30,  # a worker silent for this long is restarted
+                "graceful_timeout": 10,
+                "keepalive": max(1, int(settings.header_timeout)),
+                "limit_request_line": 8190,
+                "limit_request_fields": 100,
+                "preload_app": False,  # each worker opens its own store after the fork
+                "accesslog": None,
+                "errorlog": "-",
+                "loglevel": settings.log_level.lower(),
+                "proc_name": "edgetelemetry-endpoint",
+                "certfile": settings.certfile,
+                "keyfile": settings.keyfile,
+                "when_ready": _when_ready,
+            }
+            # gunicorn >= 25 opens a control socket in $HOME: nothing here uses it
+            config["control_socket_disable"] = True
+            for key, value in config.items():
+                if value is not None and key in self.cfg.settings:
+                    self.cfg.set(key, value)
+
+        def reload(self) -> None:
+            """SIGHUP: new keys for the workers about to start; the old ones if unreadable."""
+            try:
+                fresh = load_credentials_file(settings.credentials_file)
+                if not fresh:
+                    raise CredentialsFileError(
+                        f"credentials file {settings.credentials_file} holds no key"
+                    )
+            except CredentialsFileError as exc:
+                logger.error("SIGHUP: keeping the current keys: %s", exc)
+            else:
+                self.credentials = dict(fresh)
+                logger.info("SIGHUP: %d access key(s) loaded; restarting workers", len(fresh))
+            super().reload()
+
+        def load(self) -> EndpointApp:
+            return EndpointApp(
+                settings.open_store(), self.credentials, date_header=False,
+                **settings.app_options,
+            )
+
+    def _when_ready(server: Any) -> None:
+        if settings.on_listening is not None:
+            name = server.LISTENERS[0].sock.getsockname()
+            host = f"[{name[0]}]" if ":" in name[0] else name[0]
+            scheme = "https" if settings.certfile else "http"
+            settings.on_listening(f"{scheme}://{host}:{name[1]}")
+
+    try:
+        _Gunicorn().run()
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else 1
+    finally:
+        sys.stdout.flush()
+    return 0
