@@ -1,0 +1,209 @@
+"""``edgetelemetry serve`` as a process, embedded and ``--workers 2``: one-line errors, health
+routes, TLS with a real TLS client, key rotation on SIGHUP, refused requests in the log."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from conftest_server import AKID, SECRET, client, heartbeat
+from realservices import _write_self_signed_tls
+from serve_procs import ServeProcess, serve_env, write_private
+
+MODES = {"embedded": (), "workers": ("--workers", "2")}
+
+
+def run_serve(args: list[str], cwd: Path, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgetelemetry", "serve", *args],
+        capture_output=True, text=True, timeout=timeout, env=serve_env(), cwd=cwd,
+    )
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess[str], *words: str) -> str:
+    err = done.stderr.strip()
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith("edgetelemetry serve: "), err
+    for word in words:
+        assert word in err, (word, err)
+    return err
+
+
+@pytest.fixture
+def creds(tmp_path: Path) -> Path:
+    return write_private(tmp_path / "creds.json", {AKID: SECRET})
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--port", "99999"], ["--port 99999"]),
+        (["--port", "-1"], ["--port -1"]),
+        (["--store", "/nonexistent/x"], ["/nonexistent/x", "no directory"]),
+        (["--certfile", "/nonexistent/cert.pem", "--keyfile", "/nonexistent/key.pem"],
+         ["/nonexistent/cert.pem"]),
+    ],
+)
+def test_bad_options_are_one_line_errors(
+    tmp_path: Path, creds: Path, mode: str, args: list[str], words: list[str]
+) -> None:
+    done = run_serve(["--credentials-file", str(creds), *args, *MODES[mode]], tmp_path)
+    assert_one_line_error(done, *words)
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_credentials_file_that_is_not_a_file(tmp_path: Path, mode: str, kind: str) -> None:
+    path = tmp_path / "creds"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        os.mkfifo(path)  # opening it for reading used to block forever
+    done = run_serve(["--credentials-file", str(path), "--store", ":memory:", *MODES[mode]],
+                     tmp_path, timeout=20)
+    assert_one_line_error(done, str(path), "not a regular file")
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_address_in_use_names_the_address(tmp_path: Path, creds: Path, mode: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_serve(["--credentials-file", str(creds), "--store", ":memory:",
+                          "--port", str(port), *MODES[mode]], tmp_path)
+    assert_one_line_error(done, f"127.0.0.1:{port}", "address already in use")
+
+
+def test_workers_refuse_a_public_address_without_a_proxy(tmp_path: Path, creds: Path) -> None:
+    done = run_serve(["--credentials-file", str(creds), "--store", ":memory:",
+                      "--host", "0.0.0.0", "--workers", "2"], tmp_path)
+    assert_one_line_error(done, "--behind-proxy", "contrib/nginx")
+
+
+def get(url: str, context: ssl.SSLContext | None = None) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=10, context=context) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_health_routes_need_no_key_and_say_nothing_of_the_fleet(
+    tmp_path: Path, mode: str
+) -> None:
+    with ServeProcess(tmp_path, *MODES[mode]) as serve:
+        assert get(serve.url + "/healthz") == (200, {"status": "ok"})
+        assert get(serve.url + "/readyz") == (200, {"status": "ready"})
+        # and the operations still need a signature
+        status, body = get(serve.url + "/SendHeartbeat")
+        assert status == 404
+
+
+def test_readyz_says_when_the_store_is_gone(tmp_path: Path) -> None:
+    from edgetelemetry.server import EndpointServer
+
+    with EndpointServer(None, credentials={AKID: SECRET}) as srv:
+        assert get(srv.url + "/readyz")[0] == 200
+        srv.store.close()  # what a store that cannot be reached looks like to the app
+        assert get(srv.url + "/readyz") == (503, {"status": "store unreachable"})
+        assert get(srv.url + "/healthz")[0] == 200
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_tls_with_a_real_tls_client(tmp_path: Path, mode: str) -> None:
+    ca = _write_self_signed_tls(tmp_path, "127.0.0.1")
+    with ServeProcess(
+        tmp_path, "--certfile", str(tmp_path / "server.crt"), "--keyfile",
+        str(tmp_path / "server.key"), *MODES[mode],
+    ) as serve:
+        assert serve.url.startswith("https://127.0.0.1:")
+        edge = boto3.client(
+            "sagemaker-edge", endpoint_url=serve.url, region_name="us-east-1",
+            aws_access_key_id=AKID, aws_secret_access_key=SECRET, verify=str(ca),
+            config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=10),
+        )
+        answer = edge.send_heartbeat(**heartbeat())
+        assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+        context = ssl.create_default_context(cafile=str(ca))
+        assert get(serve.url + "/healthz", context)[0] == 200
+        # a client that does not trust the CA gets no answer at all
+        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+            urllib.request.urlopen(serve.url + "/healthz", timeout=10)
+        # plain HTTP on the TLS port is not served
+        with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+            urllib.request.urlopen(serve.url.replace("https", "http") + "/healthz", timeout=5)
+    with ServeProcess(tmp_path / "plain", *MODES[mode]) as plain:
+        assert plain.url.startswith("http://")
+
+
+def wait_until(check: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.2)
+
+
+def accepted(url: str, key: str, secret: str) -> bool:
+    try:
+        client(url, key, secret).send_heartbeat(**heartbeat())
+    except ClientError as exc:
+        assert exc.response["Error"]["Code"] == "UnrecognizedClientException"
+        return False
+    return True
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_sighup_rotates_keys_without_a_restart(tmp_path: Path, mode: str) -> None:
+    new_key, new_secret = "AKIDROTATED00002", "rotated-secret-2"
+    with ServeProcess(tmp_path, *MODES[mode]) as serve:
+        assert accepted(serve.url, AKID, SECRET)
+        assert not accepted(serve.url, new_key, new_secret)
+        write_private(serve.credentials_file, {new_key: new_secret})
+        serve.signal(signal.SIGHUP)
+        wait_until(lambda: accepted(serve.url, new_key, new_secret))
+        wait_until(lambda: not accepted(serve.url, AKID, SECRET))
+        # a broken file on the next SIGHUP: logged, and the keys in use stay
+        serve.credentials_file.write_text("{not json")
+        serve.signal(signal.SIGHUP)
+        wait_until(lambda: "keeping the current keys" in serve.log())
+        assert accepted(serve.url, new_key, new_secret)
+        assert serve.proc is not None and serve.proc.poll() is None
+        assert new_secret not in serve.log() and SECRET not in serve.log()
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_refused_requests_are_logged_at_info_without_secrets(tmp_path: Path, mode: str) -> None:
+    with ServeProcess(tmp_path, *MODES[mode]) as serve:
+        with pytest.raises(ClientError):
+            client(serve.url, secret="wrong-secret-xyz").send_heartbeat(**heartbeat())
+        with pytest.raises(ClientError):
+            client(serve.url).send_heartbeat(**heartbeat(device="ghost-9"))
+        wait_until(lambda: "device=ghost-9" in serve.log())
+        log = serve.log()
+    lines = [line for line in log.splitlines() if " refused " in line]
+    assert any(
+        "INFO" in line and "403 InvalidSignatureException" in line and f"key={AKID}" in line
+        for line in lines
+    ), log[-2000:]
+    assert any(
+        "400 ValidationException" in line and "device=ghost-9" in line for line in lines
+    ), log[-2000:]
+    assert SECRET not in log and "wrong-secret-xyz" not in log and "Signature=" not in log
