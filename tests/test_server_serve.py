@@ -27,7 +27,9 @@ from serve_procs import ServeProcess, serve_env, write_private
 MODES = {"embedded": (), "workers": ("--workers", "2")}
 
 
-def run_serve(args: list[str], cwd: Path, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+def run_serve(
+    args: list[str], cwd: Path, timeout: float = 20.0
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "edgetelemetry", "serve", *args],
         capture_output=True, text=True, timeout=timeout, env=serve_env(), cwd=cwd,
