@@ -111,7 +111,8 @@ class SlowFlood:
 
     def stop(self) -> FloodFigures:
         self._stop.set()
-        self._thread.join(30)
+        if self._thread.is_alive():
+            self._thread.join(30)
         for sock in self._socks:
             if sock is not None:
                 sock.close()

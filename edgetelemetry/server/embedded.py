@@ -199,6 +199,9 @@ class _Slots:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # the listen backlog: socketserver's 5 drops SYNs from a burst of devices (each then waits
+    # a second for its retry) while the accept thread starts connection threads
+    request_queue_size = 1024
 
     def __init__(
         self,
