@@ -59,6 +59,21 @@ def gunicorn_available() -> bool:
     return True
 
 
+def _worker_class() -> type:
+    """gunicorn's threaded worker, answering an unknown transfer coding with a 4xx: gunicorn's
+    501 would be the one 5xx a request's content could cause (the embedded server answers 411)."""
+    from gunicorn.http.errors import InvalidHeader, UnsupportedTransferCoding
+    from gunicorn.workers.gthread import ThreadWorker
+
+    class EndpointWorker(ThreadWorker):  # type: ignore[misc]
+        def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+            if isinstance(exc, UnsupportedTransferCoding):
+                exc = InvalidHeader("Transfer-Encoding")
+            super().handle_error(req, client, addr, exc)
+
+    return EndpointWorker
+
+
 def serve_with_workers(settings: WorkerSettings) -> int:
     """Run gunicorn's master in this process until SIGINT/SIGTERM; its exit status."""
     from gunicorn.app.base import BaseApplication
@@ -73,7 +88,7 @@ def serve_with_workers(settings: WorkerSettings) -> int:
             config = {
                 "bind": f"{host}:{settings.port}",
                 "workers": settings.workers,
-                "worker_class": "gthread",
+                "worker_class": _worker_class(),
                 "threads": settings.threads,
                 "timeout": 30,  # a worker silent for this long is restarted
                 "graceful_timeout": 10,
