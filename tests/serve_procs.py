@@ -42,6 +42,8 @@ class ServeProcess:
         credentials: dict[str, Any] | None = None,
         devices: list[str] | None = None,
         store: str | None = None,
+        port: int = 0,
+        registry: bool = True,
         start_timeout: float = 30.0,
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -49,15 +51,17 @@ class ServeProcess:
         self.credentials_file = write_private(
             workdir / "credentials.json", credentials or {AKID: SECRET}
         )
-        registry = workdir / "registry.json"
-        registry.write_text(
-            json.dumps({"fleets": [{"name": FLEET, "devices": devices or [DEVICE, "cam-2"]}]})
-        )
         self.store = store or str(workdir / "endpoint.sqlite3")
         self.args = [
-            "--store", self.store, "--port", "0", "--credentials-file",
-            str(self.credentials_file), "--registry", str(registry), *args,
+            "--store", self.store, "--port", str(port), "--credentials-file",
+            str(self.credentials_file), *args,
         ]
+        if registry:
+            path = workdir / "registry.json"
+            path.write_text(
+                json.dumps({"fleets": [{"name": FLEET, "devices": devices or [DEVICE, "cam-2"]}]})
+            )
+            self.args += ["--registry", str(path)]
         self.start_timeout = start_timeout
         self.log_path = workdir / f"serve-{time.monotonic_ns()}.log"
         self.proc: subprocess.Popen[str] | None = None
@@ -94,6 +98,15 @@ class ServeProcess:
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         os.kill(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        """``kill -9`` of the master and every worker at once (its whole session)."""
+        proc, self.proc = self.proc, None
+        assert proc is not None
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
     def stop(self, timeout: float = 20.0) -> int | None:
         proc, self.proc = self.proc, None
