@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from endpoint_load import FLEETS, Device, _get, worker
+from endpoint_load import FLEETS, Device, _get, server_files, worker
 
 from edgetelemetry.server.cli import open_store
 
@@ -68,16 +68,7 @@ def fleet(devices: int) -> list[Device]:
 
 def _start(work: Path, devices: list[Device], store: str, extra: Sequence[str]) -> tuple[
         subprocess.Popen[str], str, Path]:
-    creds = work / "credentials.json"
-    creds.write_text(json.dumps({d.key: d.secret for d in devices}))
-    creds.chmod(0o600)
-    fleets: dict[str, list[str]] = {}
-    for d in devices:
-        fleets.setdefault(d.fleet, []).append(d.name)
-    registry = work / "registry.json"
-    registry.write_text(
-        json.dumps({"fleets": [{"name": f, "devices": names} for f, names in fleets.items()]})
-    )
+    creds, registry = server_files(work, devices)
     log_path = work / "serve.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
