@@ -209,3 +209,21 @@ def test_refused_requests_are_logged_at_info_without_secrets(tmp_path: Path, mod
         "400 ValidationException" in line and "device=ghost-9" in line for line in lines
     ), log[-2000:]
     assert SECRET not in log and "wrong-secret-xyz" not in log and "Signature=" not in log
+
+
+def test_behind_a_proxy_the_fleet_page_sees_the_forwarded_client() -> None:
+    """Through a proxy on loopback every peer is 127.0.0.1: with trust_forwarded (serve
+    --behind-proxy) the loopback-only fleet page judges the address the proxy forwarded."""
+    from conftest_server import post
+
+    from edgetelemetry.server import EndpointServer
+
+    for trust, forwarded, allowed in ((False, None, True), (True, None, True),
+                                      (True, "203.0.113.9", False),
+                                      (True, "203.0.113.9, 127.0.0.1", True)):
+        with EndpointServer(None, credentials={AKID: SECRET}, trust_forwarded=trust) as srv:
+            headers = {"Host": f"127.0.0.1:{srv.port}"}
+            if forwarded:
+                headers["X-Forwarded-For"] = forwarded
+            answer = post(srv.port, "fleet/api/status", b"", headers, method="GET")
+        assert (answer.status == 200) == allowed, (trust, forwarded, answer.status)
