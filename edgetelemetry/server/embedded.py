@@ -17,9 +17,11 @@ phase      from                                           deadline (``Limits``)
 
 A connection slot is taken at accept: at most ``max_connections`` in all and
 ``max_per_address`` per client address.  When a newcomer finds no slot, the connection that
-has spent longest unfinished in ``head`` or ``body`` (at least ``evict_after`` seconds) is
+has spent longest unfinished in ``head`` or ``body`` (at least ``evict_after``, 0.1 s) is
 dropped to make room: a slow client is the first to go, a device that sends its request at
-once is never the oldest.  Only when nothing can be dropped does the newcomer get a 503.
+once is never the oldest.  The grace is short on purpose: an attacker who reopens its
+connections keeps them young, and with a long grace a burst of fresh ones would hold every
+slot until it passed.  Only when nothing can be dropped does the newcomer get a 503.
 
 The body is read by the server (up to 4x the app's ``max_body``, under its deadline) before the
 app runs, so a slow body never holds the application.
@@ -63,7 +65,7 @@ class Limits:
     header_timeout: float = 10.0
     body_timeout: float = 20.0
     write_timeout: float = 20.0
-    evict_after: float = 1.0
+    evict_after: float = 0.1
 
     def __post_init__(self) -> None:
         if self.max_connections < 1 or self.max_per_address < 1:

@@ -40,7 +40,9 @@ class EndpointServer:
 
     Connections: at most ``max_connections`` (``max_per_address`` from one address); the
     request headers must arrive within ``header_timeout`` seconds and the body within
-    ``body_timeout``, whatever the pace (see ``embedded.py``).  ``ssl_context`` serves HTTPS.
+    ``body_timeout``, whatever the pace; a newcomer that finds no slot drops the connection
+    longest unfinished (at least ``evict_after`` seconds) before it is refused (see
+    ``embedded.py``).  ``ssl_context`` serves HTTPS.
 
     ``trust_forwarded``: a reverse proxy on this machine is the peer, so the client's address
     is the last ``X-Forwarded-For`` entry (for the fleet page's loopback rule and the log).
@@ -69,6 +71,7 @@ class EndpointServer:
         header_timeout: float = 10.0,
         body_timeout: float = 20.0,
         request_timeout: float = 20.0,
+        evict_after: float = 0.1,
         ssl_context: ssl.SSLContext | None = None,
         store: FleetStore | None = None,
         fleet_page: bool = True,
@@ -84,6 +87,7 @@ class EndpointServer:
             header_timeout=header_timeout,
             body_timeout=body_timeout,
             write_timeout=request_timeout,
+            evict_after=evict_after,
         )
         self._owns_store = store is None
         self.store: FleetStore = store if store is not None else Store(store_path, clock=clock)
