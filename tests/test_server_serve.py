@@ -77,7 +77,8 @@ def test_credentials_file_that_is_not_a_file(tmp_path: Path, mode: str, kind: st
         path.mkdir()
     else:
         os.mkfifo(path)  # opening it for reading used to block forever
-    done = run_serve(["--credentials-file", str(path), "--store", ":memory:", *MODES[mode]],
+    done = run_serve(["--credentials-file", str(path), "--store", str(tmp_path / "s.db"),
+                      *MODES[mode]],
                      tmp_path, timeout=20)
     assert_one_line_error(done, str(path), "not a regular file")
 
@@ -88,13 +89,19 @@ def test_address_in_use_names_the_address(tmp_path: Path, creds: Path, mode: str
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = run_serve(["--credentials-file", str(creds), "--store", ":memory:",
+        done = run_serve(["--credentials-file", str(creds), "--store", str(tmp_path / "s.db"),
                           "--port", str(port), *MODES[mode]], tmp_path)
     assert_one_line_error(done, f"127.0.0.1:{port}", "address already in use")
 
 
+def test_workers_refuse_a_store_in_memory(tmp_path: Path, creds: Path) -> None:
+    done = run_serve(["--credentials-file", str(creds), "--store", ":memory:", "--workers", "2"],
+                     tmp_path)
+    assert_one_line_error(done, ":memory:")
+
+
 def test_workers_refuse_a_public_address_without_a_proxy(tmp_path: Path, creds: Path) -> None:
-    done = run_serve(["--credentials-file", str(creds), "--store", ":memory:",
+    done = run_serve(["--credentials-file", str(creds), "--store", str(tmp_path / "s.db"),
                       "--host", "0.0.0.0", "--workers", "2"], tmp_path)
     assert_one_line_error(done, "--behind-proxy", "contrib/nginx")
 

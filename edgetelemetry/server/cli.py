@@ -143,6 +143,9 @@ def _check_options(args: argparse.Namespace) -> None:
             raise _UsageError(f"--workers {args.workers}: choose 1-64")
         if not 1 <= args.threads <= 256:
             raise _UsageError(f"--threads {args.threads}: choose 1-256")
+        if args.store == ":memory:":
+            raise _UsageError("--workers with --store :memory: would give each worker a store "
+                              "of its own; name a file or a postgresql:// URL")
         if not args.host.startswith(_LOOPBACK) and not args.behind_proxy:
             raise _UsageError(
                 f"--workers on {args.host}: gunicorn cannot hold slow clients by itself; bind "
