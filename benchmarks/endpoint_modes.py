@@ -28,7 +28,7 @@ from typing import Any
 
 from endpoint_load import FLEETS, Device, _get, server_files, worker
 
-from edgetelemetry.server.cli import open_store
+from edgetelemetry.server.store import open_store
 
 
 @dataclass

@@ -58,10 +58,7 @@ def test_workers_on_postgresql_against_the_embedded_server(tmp_path: Path) -> No
             [sys.executable, "-m", "edgetelemetry", "store", "migrate", "--store", url],
             capture_output=True, text=True, timeout=120,
         )
-        assert migrate.returncode == 0, (
-            "the PostgreSQL store (issue 15's store side) is not in this tree: "
-            + migrate.stderr.strip()[-300:]
-        )
+        assert migrate.returncode == 0, migrate.stderr.strip()[-300:]
         for devices, rounds in SIZES:
             results = [run_mode(name, store, extra, devices, rounds)
                        for name, store, extra in modes(WORKERS, url)]

@@ -6,10 +6,9 @@ started again; every heartbeat answered 200 is in the store exactly once.
 A device retries what got no 200 (a reset, nginx's 502 for the replica that died mid-request),
 as the agent does; each heartbeat carries the agent's ``spool-seq`` key, so a retry of a
 heartbeat that was stored before its answer was lost is recognised by the store's unique
-``(device, spool-seq)`` constraint and not stored again.
-
-This needs the PostgreSQL store backend and its dedup (the store side of issue 15): until they
-are in the tree, this test fails and says so.
+``(device, spool-seq)`` constraint and not stored again (docs/store.md).  The database is a
+fresh one of the test PostgreSQL server (``postgresql_url``, tests/realservices.py), its schema
+applied by ``edgetelemetry store migrate`` as an operator would before starting replicas.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -32,6 +30,8 @@ from conftest_server import AKID, FLEET, REGION, SECRET
 from nginx_front import start_front
 from realservices import free_port
 from serve_procs import ServeProcess, serve_env
+
+from edgetelemetry.server.store import open_store
 
 DEVICES = 10_000
 THREADS = 16
@@ -121,17 +121,13 @@ class Devices:
 def test_replicas_behind_nginx_lose_nothing_and_store_nothing_twice(
     tmp_path: Path, postgresql_url: str
 ) -> None:
-    from edgetelemetry.server.cli import open_store
-
     names = [f"dev-{i:05d}" for i in range(DEVICES)]
     migrate = subprocess.run(
         [sys.executable, "-m", "edgetelemetry", "store", "migrate", "--store", postgresql_url],
         capture_output=True, text=True, timeout=120, env=serve_env(),
     )
-    assert migrate.returncode == 0, (
-        "the PostgreSQL store (`edgetelemetry store migrate`, issue 15's store side) is not "
-        f"in this tree: {migrate.stderr.strip()[-500:]}"
-    )
+    assert migrate.returncode == 0, migrate.stderr.strip()[-500:]
+    assert "schema version" in migrate.stdout, migrate.stdout
     with contextlib.ExitStack() as stack:
         ports = [free_port(), free_port()]
         replicas = [
@@ -164,11 +160,8 @@ def test_replicas_behind_nginx_lose_nothing_and_store_nothing_twice(
     assert devices.gave_up == [], summary
     assert len(devices.acked) == DEVICES, summary
     assert killed_at < DEVICES, summary  # the kill happened while devices were sending
-    store: Any = open_store(postgresql_url)
-    try:
+    with open_store(postgresql_url) as store:
         counts = {name: store.heartbeat_count(name) for name in names}
-    finally:
-        store.close()
     twice = sorted(n for n, c in counts.items() if c > 1)
     missing = sorted(n for n in devices.acked if counts[n] == 0)
     assert missing == [], (len(missing), missing[:5], summary)

@@ -387,19 +387,11 @@ class EndpointApp:
         if request.path == "/healthz":
             return self._answer(request, start_response, 200, {"status": "ok"})
         try:
-            self._ping_store()
+            self.store.ping()
         except Exception as exc:  # what the store raises when it is gone: its type and message
             logger.warning("readyz: the store is not reachable: %s", type(exc).__name__)
             return self._answer(request, start_response, 503, {"status": "store unreachable"})
         return self._answer(request, start_response, 200, {"status": "ready"})
-
-    def _ping_store(self) -> None:
-        ping = getattr(self.store, "ping", None)
-        if callable(ping):
-            ping()
-            return
-        # no ping in the interface: an indexed count for a name no device can have
-        self.store.heartbeat_count("-readyz-")
 
     def _fleet(self, request: _Request, start_response: StartResponse) -> Iterable[bytes]:
         page = self.fleet_page
@@ -474,9 +466,11 @@ class EndpointApp:
             )
         try:
             if operation == "SendHeartbeat":
-                self.store.record_heartbeat(
+                stored = self.store.record_heartbeat(
                     params, access_key_id=cred.access_key_id, auto_register=self.auto_register
                 )
+                if not stored:  # answered as the first send was: the agent moves on
+                    logger.info("SendHeartbeat from %s: a resend, already stored", device)
                 return {}
             if operation == "GetDeviceRegistration":
                 status = self.store.check_device(device, fleet, auto_register=self.auto_register)

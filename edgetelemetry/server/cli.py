@@ -14,7 +14,6 @@ import math
 import os
 import signal
 import socket
-import sqlite3
 import ssl
 import sys
 import threading
@@ -31,13 +30,15 @@ from .sigv4 import Credential, load_credentials_file
 from .store import (
     DEFAULT_STORE,
     FleetStore,
-    Store,
     StoreError,
     apply_registry,
+    is_postgresql,
     open_read_only,
+    open_store,
 )
+from .store_cli import STORE_HELP, add_compaction_arguments, retention_of, start_compactor
 
-__all__ = ["fleet_status_main", "main", "open_store", "register_main", "status_parser"]
+__all__ = ["fleet_status_main", "main", "register_main", "status_parser"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +50,17 @@ def _serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edgetelemetry serve",
         description="Run a SageMaker Edge Manager compatible endpoint (SendHeartbeat, "
-        "GetDeviceRegistration, GetDeployments): one process by default, or N gunicorn worker "
-        "processes with --workers.",
+        "GetDeviceRegistration, GetDeployments) backed by SQLite or PostgreSQL: one process by "
+        "default, or N gunicorn worker processes with --workers.",
     )
+    p.add_argument("--store", default=DEFAULT_STORE, help=STORE_HELP + " (':memory:' for none)")
     p.add_argument(
-        "--store", default=DEFAULT_STORE,
-        help="SQLite file (':memory:' for none) or a postgresql:// URL",
+        "--migrate",
+        action="store_true",
+        help="upgrade a store written by an older edgetelemetry before serving (otherwise "
+        "serve refuses it and says so)",
     )
+    add_compaction_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (0 picks a free one)")
     p.add_argument(
@@ -160,17 +165,14 @@ def _check_options(args: argparse.Namespace) -> None:
         raise _UsageError("--max-connections and --max-connections-per-address must be >= 1")
 
 
-def open_store(spec: str) -> FleetStore:
-    """The store ``--store`` names: a SQLite file, ``:memory:``, or a ``postgresql://`` URL.
-    ``StoreError`` (one line) when it cannot be opened."""
-    if spec.startswith(("postgresql://", "postgres://")):
-        from . import store as stores
+def _open_store(spec: str, *, migrate: bool = False, pool_size: int | None = None) -> FleetStore:
+    """The store ``--store`` names (a SQLite file, ``:memory:``, or a ``postgresql://`` URL),
+    with one-line errors for a file that cannot be: ``StoreError``.  ``pool_size``: the
+    PostgreSQL connections this process may hold (a worker's threads and its compactor)."""
+    if is_postgresql(spec):
+        from .store.postgresql import DEFAULT_POOL_SIZE, PostgresStore
 
-        opener = getattr(stores, "open_store", None)
-        if opener is None:
-            raise StoreError("this edgetelemetry has no PostgreSQL store backend")
-        result: FleetStore = opener(spec)
-        return result
+        return PostgresStore(spec, migrate=migrate, pool_size=pool_size or DEFAULT_POOL_SIZE)
     path = None if spec == ":memory:" else spec
     if path is not None:
         folder = os.path.dirname(os.path.abspath(path))
@@ -178,10 +180,7 @@ def open_store(spec: str) -> FleetStore:
             raise StoreError(f"cannot open store {path}: no directory {folder}")
         if os.path.exists(path) and not os.path.isfile(path):
             raise StoreError(f"cannot open store {path}: not a regular file")
-    try:
-        return Store(path)
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot open store {spec}: {exc}") from None
+    return open_store(path, migrate=migrate)
 
 
 def _ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
@@ -243,7 +242,12 @@ def _load_registry(store: FleetStore, path: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``edgetelemetry serve``: serve until SIGINT/SIGTERM; print the URL once listening."""
-    args = _serve_parser().parse_args(argv)
+    parser = _serve_parser()
+    args = parser.parse_args(argv)
+    try:
+        retention_of(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         _check_options(args)
         credentials = load_credentials_file(args.credentials_file)
@@ -257,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(
             level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
-        store = open_store(args.store)
+        store = _open_store(args.store, migrate=args.migrate)
     except (_UsageError, CredentialsFileError, StoreError) as exc:
         print(f"edgetelemetry serve: {exc}", file=sys.stderr)
         return 2
@@ -283,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             url = server.start()
         except OSError as exc:
             raise OSError(exc.errno, _listen_error(args.host, args.port, exc)) from None
+        compactor = start_compactor(store, args)
     except (OSError, ValueError, EdgeTelemetryError) as exc:
         store.close()
         print(f"edgetelemetry serve: {_one_line(exc)}", file=sys.stderr)
@@ -301,6 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 reload.clear()
                 _reload_credentials(server, args.credentials_file)
     finally:
+        if compactor is not None:
+            compactor.stop()
         server.stop()
         store.close()
     return 0
@@ -344,7 +351,10 @@ def _serve_workers(
         threads=args.threads,
         credentials_file=args.credentials_file,
         credentials=credentials,
-        open_store=lambda: open_store(args.store),
+        # one pool per worker, shared by its threads, with a connection to spare for the
+        # worker's compactor
+        open_store=lambda: _open_store(args.store, pool_size=args.threads + 1),
+        start_compactor=lambda store: start_compactor(store, args),
         app_options=_app_options(args, viewers),
         certfile=args.certfile,
         keyfile=args.keyfile,
@@ -363,12 +373,12 @@ def register_main(argv: Sequence[str] | None = None) -> int:
         prog="edgetelemetry register",
         description="Register fleets, devices and deployments with a self-hosted endpoint's store.",
     )
-    p.add_argument("--store", default=DEFAULT_STORE)
+    p.add_argument("--store", default=DEFAULT_STORE, help=STORE_HELP)
     p.add_argument("registry", help="registry JSON file ('-' for stdin)")
     args = p.parse_args(argv)
     try:
         document = json.load(sys.stdin) if args.registry == "-" else _read_json(args.registry)
-        with Store(args.store) as store:
+        with open_store(args.store) as store:
             counts = apply_registry(store, document)
     except (OSError, ValueError, RegistrationError, StoreError) as exc:
         print(f"edgetelemetry register: {exc}", file=sys.stderr)
@@ -397,8 +407,7 @@ def status_parser(prog: str = "edgetelemetry fleet status") -> argparse.Argument
         "read-only, so it runs beside 'edgetelemetry serve'.",
     )
     p.add_argument(
-        "--store", default=DEFAULT_STORE, help=f"the endpoint's SQLite file ({DEFAULT_STORE})"
-    )
+        "--store", default=DEFAULT_STORE, help=STORE_HELP)
     p.add_argument("--json", action="store_true", help="print a JSON document instead of a table")
     p.add_argument(
         "--offline-after",

@@ -13,7 +13,7 @@ from .app import DEFAULT_CACHE_TTL, DEFAULT_MAX_BODY, EndpointApp
 from .embedded import EmbeddedServer, Limits
 from .fleet.queries import DEFAULT_OFFLINE_AFTER
 from .sigv4 import Credential
-from .store import FleetStore, Store
+from .store import FleetStore, open_store
 
 __all__ = ["EndpointServer"]
 
@@ -90,7 +90,7 @@ class EndpointServer:
             evict_after=evict_after,
         )
         self._owns_store = store is None
-        self.store: FleetStore = store if store is not None else Store(store_path, clock=clock)
+        self.store: FleetStore = store if store is not None else open_store(store_path, clock=clock)
         try:
             self.app = EndpointApp(
                 self.store,

@@ -10,8 +10,12 @@ the reverse proxy in front (``contrib/nginx/edgetelemetry.conf``: header/body de
 per-address caps, buffered bodies), and ``serve --workers`` refuses a non-loopback address
 unless ``--behind-proxy`` says such a proxy is there.
 
-The master reads the credentials file and checks the store before any worker starts (one-line
-errors, exit 2); each worker opens its own store connections after the fork.  SIGHUP re-reads
+The master reads the credentials file and checks (and with ``--migrate`` upgrades) the store
+before any worker starts (one-line errors, exit 2), then closes it: nothing of the store crosses
+the fork.  Each worker opens its own store after the fork - on PostgreSQL one connection pool
+shared by the worker's threads, on SQLite its own writer connection, the workers taking turns on
+the file's write lock - and runs its own compactor (passes of several processes take disjoint
+batches, docs/store.md); the worker closes both when it exits.  SIGHUP re-reads
 the credentials file in the master and replaces the workers gracefully (gunicorn's reload), so
 keys rotate without a restart; a broken file is logged and the old keys stay.
 """
@@ -27,7 +31,7 @@ from typing import Any
 from .app import EndpointApp
 from .errors import CredentialsFileError
 from .sigv4 import Credential, load_credentials_file
-from .store import FleetStore
+from .store import Compactor, FleetStore
 
 __all__ = ["WorkerSettings", "serve_with_workers"]
 
@@ -43,6 +47,7 @@ class WorkerSettings:
     credentials_file: str
     credentials: Mapping[str, Credential]
     open_store: Callable[[], FleetStore]
+    start_compactor: Callable[[FleetStore], Compactor | None]
     app_options: Mapping[str, Any]
     certfile: str | None = None
     keyfile: str | None = None
@@ -81,6 +86,8 @@ def serve_with_workers(settings: WorkerSettings) -> int:
     class _Gunicorn(BaseApplication):  # type: ignore[misc]
         def __init__(self) -> None:
             self.credentials = dict(settings.credentials)
+            self.store: FleetStore | None = None  # a worker's, once it has loaded the app
+            self.compactor: Compactor | None = None
             super().__init__()
 
         def load_config(self) -> None:
@@ -103,6 +110,7 @@ def serve_with_workers(settings: WorkerSettings) -> int:
                 "certfile": settings.certfile,
                 "keyfile": settings.keyfile,
                 "when_ready": _when_ready,
+                "worker_exit": _worker_exit,
             }
             # gunicorn >= 25 opens a control socket in $HOME: nothing here uses it
             config["control_socket_disable"] = True
@@ -126,10 +134,31 @@ def serve_with_workers(settings: WorkerSettings) -> int:
             super().reload()
 
         def load(self) -> EndpointApp:
-            return EndpointApp(
-                settings.open_store(), self.credentials, date_header=False,
-                **settings.app_options,
-            )
+            """In the worker, after the fork: its store, its compactor, the app."""
+            self.store = store = settings.open_store()
+            try:
+                app = EndpointApp(
+                    store, self.credentials, date_header=False, **settings.app_options
+                )
+                self.compactor = settings.start_compactor(store)
+            except BaseException:
+                store.close()
+                raise
+            return app
+
+        def close_worker_store(self) -> None:
+            if self.compactor is not None:
+                self.compactor.stop()
+                self.compactor = None
+            if self.store is not None:
+                self.store.close()
+                self.store = None
+
+    application: _Gunicorn | None = None
+
+    def _worker_exit(server: Any, worker: Any) -> None:
+        if application is not None:
+            application.close_worker_store()
 
     def _when_ready(server: Any) -> None:
         if settings.on_listening is not None:
@@ -139,7 +168,8 @@ def serve_with_workers(settings: WorkerSettings) -> int:
             settings.on_listening(f"{scheme}://{host}:{name[1]}")
 
     try:
-        _Gunicorn().run()
+        application = _Gunicorn()
+        application.run()
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else 1
     finally:

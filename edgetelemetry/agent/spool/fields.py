@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from .cursors import SinkCursor
 from .frames import Segment
 
 __all__ = ["SpoolFields"]
@@ -37,3 +38,5 @@ class SpoolFields:
     _doomed: list[str]
     _lock_fd: int | None
     _closed: bool
+    _sinks: dict[str, SinkCursor]  # one cursor per sink when there are two or more
+    _sink_names: tuple[str, ...]

@@ -27,7 +27,7 @@ __all__ = [
 MAX_PAYLOAD = 0xFFFFFFFF
 
 SEGMENT_RE = re.compile(r"seg-([0-9a-f]{16})\.log")
-DEAD_RE = re.compile(r"dl-([0-9a-f]{16})\.rec")
+DEAD_RE = re.compile(r"dl-([0-9a-f]{16})(?:-[a-z0-9-]{1,32})?\.rec")  # -<sink> with several
 CURSOR = "cursor"
 CURSOR_TAG = b"edgetelemetry-spool-cursor 1"
 LOCK = "lock"

@@ -25,13 +25,14 @@ import threading
 import time
 import zlib
 from bisect import bisect_right
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from contextlib import closing
 from itertools import islice
 from typing import Literal, Union
 
 from ..._fs import datasync, fsync_dir, open_private, replace_file, write_all
 from .bounds import SpoolBounds
+from .cursors import SinkCursor, check_sink_names
 from .errors import (
     RecordTooLargeError,
     SpoolError,
@@ -50,6 +51,7 @@ from .layout import (
     ranges,
 )
 from .recovery import SpoolRecovery
+from .sinks import SpoolSinks
 
 __all__ = ["FsyncPolicy", "Spool"]
 
@@ -59,8 +61,12 @@ FsyncPolicy = Literal["always", "batch", "never"]
 Payload = Union[bytes, bytearray, memoryview]
 
 
-class Spool(SpoolBounds, SpoolRecovery):
+class Spool(SpoolBounds, SpoolRecovery, SpoolSinks):
     """A directory of append-only segment files plus a cursor; see the module docstring.
+
+    ``sinks`` names the delivery targets: with two or more, each has its own durable cursor
+    (``sink=`` on ``pending``, ``newest``, ``ack``, ``dead_letter``, ``sink_stats``) and a
+    record stays until every sink has it (``sinks.py``).
 
     ``fsync`` chooses what "durable" means when ``append`` returns:
 
@@ -85,7 +91,9 @@ class Spool(SpoolBounds, SpoolRecovery):
         quarantine_max_bytes: int | None = None,
         dead_letter_max_bytes: int | None = None,
         clock: Callable[[], float] = time.time,
+        sinks: Sequence[str] = (),
     ) -> None:
+        names = check_sink_names(sinks)
         if fsync not in ("always", "batch", "never"):
             raise ValueError(f"fsync must be 'always', 'batch' or 'never', not {fsync!r}")
         if max_bytes <= FRAME_HEADER_SIZE:
@@ -129,8 +137,12 @@ class Spool(SpoolBounds, SpoolRecovery):
         self._doomed: list[str] = []  # segment paths to unlink once the cursor is written
         self._lock_fd: int | None = None
         self._closed = False
+        self._sinks: dict[str, SinkCursor] = {}
+        self._sink_names = names
         try:
             self._open()
+            self._open_sinks(names)
+            self._persist()
         except BaseException:
             self._release()
             raise
@@ -190,34 +202,38 @@ class Spool(SpoolBounds, SpoolRecovery):
             seg.unacked += 1
             self._total_bytes += size
             self._unacked += 1
+            for cursor in self._sinks.values():
+                cursor.unacked += 1
             return seq
 
-    def pending(self, limit: int | None = None) -> list[Record]:
-        """Unacknowledged records, oldest first (at most ``limit``)."""
+    def pending(self, limit: int | None = None, *, sink: str | None = None) -> list[Record]:
+        """Unacknowledged records (of ``sink``), oldest first (at most ``limit``)."""
         if limit is not None and limit < 0:
             raise ValueError("limit must be >= 0")
         with self._mutex:
             self._check_open()
             self._evict_by_age(self._clock())
-            with closing(self._unacked_records(newest_first=False)) as records:
+            cursor = self._sink(sink)
+            with closing(self._unacked_records(newest_first=False, cursor=cursor)) as records:
                 out = list(islice(records, limit))
             self._compact()
             self._persist()
             return out
 
-    def newest(self) -> Record | None:
-        """The newest unacknowledged record: what to send first after an outage."""
+    def newest(self, *, sink: str | None = None) -> Record | None:
+        """The newest unacknowledged record (of ``sink``): what to send first after an outage."""
         with self._mutex:
             self._check_open()
             self._evict_by_age(self._clock())
-            with closing(self._unacked_records(newest_first=True)) as records:
+            cursor = self._sink(sink)
+            with closing(self._unacked_records(newest_first=True, cursor=cursor)) as records:
                 found = next(records, None)
             self._compact()
             self._persist()
             return found
 
-    def ack(self, seq: int) -> bool:
-        """Mark one record delivered, durably; True if it was pending.
+    def ack(self, seq: int, *, sink: str | None = None) -> bool:
+        """Mark one record delivered (to ``sink``), durably; True if it was pending (for it).
 
         Acks may come in any order (newest first, then the backlog).  Acking a record that
         is already acked, evicted or dead-lettered is a no-op; one never issued is a
@@ -226,10 +242,13 @@ class Spool(SpoolBounds, SpoolRecovery):
         """
         with self._mutex:
             where = self._pending_location(seq)
-            if where is None:
+            cursor = self._sink(sink)
+            if where is None or cursor is not None and not self._sink_take(cursor, seq,
+                                                                            "delivered"):
                 return False
-            self._mark(where[0], seq)
-            self._compact()
+            if not self._held(seq):
+                self._mark(where[0], seq)
+                self._compact()
             self._persist()
             return True
 
@@ -264,14 +283,16 @@ class Spool(SpoolBounds, SpoolRecovery):
                 self._persist()
             return count
 
-    def dead_letter(self, seq: int, reason: str) -> bool:
-        """Move a pending record that can never be delivered to ``dead/`` and ack it.
+    def dead_letter(self, seq: int, reason: str, *, sink: str | None = None) -> bool:
+        """Copy a pending record that can never be delivered (to ``sink``) to ``dead/`` and
+        ack it (for that sink: ``dl-<seq>-<sink>.rec``).
 
         Returns False if the record is no longer pending (acked or evicted meanwhile).
         """
         with self._mutex:
             where = self._pending_location(seq)
-            if where is None:
+            cursor = self._sink(sink)
+            if where is None or cursor is not None and cursor.has(seq):
                 return False
             seg, j = where
             fd = self._open_read(seg)
@@ -285,20 +306,26 @@ class Spool(SpoolBounds, SpoolRecovery):
                 self._compact()
                 self._persist()
                 return False
-            meta = {
+            meta: dict[str, object] = {
                 "seq": seq,
                 "timestamp": rec.timestamp,
                 "dead_lettered_at": self._clock(),
                 "reason": str(reason),
             }
+            suffix = ""
+            if cursor is not None:
+                meta["sink"], suffix = cursor.name, f"-{cursor.name}"
             line = json.dumps(meta, sort_keys=True).encode() + b"\n"
             try:
-                self._write_atomic(self._ddir, f"dl-{seq:016x}.rec", line + rec.payload)
+                self._write_atomic(self._ddir, f"dl-{seq:016x}{suffix}.rec", line + rec.payload)
             except OSError as exc:
                 raise SpoolError(f"could not dead-letter record {seq}: {exc}") from exc
             log.warning("dead-lettered record %d: %s", seq, reason)
             self._counters["dead_letters"] += 1
-            self._mark(seg, seq)
+            if cursor is not None:
+                self._sink_take(cursor, seq, "dead_letters")
+            if not self._held(seq):
+                self._mark(seg, seq)
             try:
                 self._counters["dead_letters_dropped"] += self._trim(
                     self._ddir, DEAD_RE, self._dead_max_bytes
@@ -460,12 +487,13 @@ class Spool(SpoolBounds, SpoolRecovery):
         the next cursor write.
         """
         error: OSError | None = None
-        if self._dirty:
-            try:
+        try:
+            self._persist_sinks()  # first: a crash in between leaves a sink ahead, not behind
+            if self._dirty:
                 self._write_cursor()
                 self._dirty = False
-            except OSError as exc:
-                error = exc
+        except OSError as exc:
+            error = exc
         doomed, self._doomed = self._doomed, []
         for path in doomed:
             self._unlink(path, sync=False)
@@ -482,11 +510,13 @@ class Spool(SpoolBounds, SpoolRecovery):
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _unacked_records(self, newest_first: bool) -> Generator[Record, None, None]:
-        """The unacknowledged records that read back intact, oldest or newest first, one
-        segment's descriptor open at a time.  A damaged record is quarantined and skipped
-        (``_read``), an unreadable segment counted lost (``_open_read``).  The caller holds
-        the mutex and closes the generator, which closes the descriptor."""
+    def _unacked_records(self, newest_first: bool,
+                         cursor: SinkCursor | None = None) -> Generator[Record, None, None]:
+        """The unacknowledged records (less those ``cursor``'s sink has) that read back intact,
+        oldest or newest first, one segment's descriptor open at a time.  A damaged record is
+        quarantined and skipped (``_read``), an unreadable segment counted lost
+        (``_open_read``).  The caller holds the mutex and closes the generator, which closes
+        the descriptor."""
         segments = list(self._segments)  # _open_read may drop a segment
         for seg in reversed(segments) if newest_first else segments:
             if not seg.unacked:
@@ -495,11 +525,14 @@ class Spool(SpoolBounds, SpoolRecovery):
             if fd is None:
                 continue
             try:
-                first = bisect_right(seg.seqs, self._acked_upto)
+                floor = self._acked_upto if cursor is None else max(self._acked_upto,
+                                                                     cursor.acked_upto)
+                first = bisect_right(seg.seqs, floor)
                 order = (range(len(seg.seqs) - 1, first - 1, -1) if newest_first
                          else range(first, len(seg.seqs)))
                 for j in order:
-                    if seg.seqs[j] not in self._acked_above:
+                    if seg.seqs[j] not in self._acked_above and (
+                            cursor is None or not cursor.has(seg.seqs[j])):
                         record = self._read(seg, j, fd)
                         if record is not None:
                             yield record
@@ -523,6 +556,7 @@ class Spool(SpoolBounds, SpoolRecovery):
             for seq in seg.seqs:
                 if seq > self._acked_upto and seq not in self._acked_above:
                     self._acked_above.add(seq)
+                    self._sinks_drop(seq)
             self._unacked -= seg.unacked
             seg.unacked = 0
             self._dirty = True
