@@ -1,5 +1,6 @@
 """``edgetelemetry serve`` as a process, embedded and ``--workers 2``: one-line errors, health
-routes, TLS with a real TLS client, key rotation on SIGHUP, refused requests in the log."""
+routes, TLS with a real TLS client, key rotation on SIGHUP, refused requests in the log; workers
+on either store backend."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from botocore.exceptions import ClientError
 from conftest_server import AKID, SECRET, client, heartbeat
 from realservices import _write_self_signed_tls
 from serve_procs import ServeProcess, serve_env, write_private
+from store_backends import store_target_fixture  # noqa: F401 - the fixture
 
 MODES = {"embedded": (), "workers": ("--workers", "2")}
 
@@ -234,3 +238,61 @@ def test_behind_a_proxy_the_fleet_page_sees_the_forwarded_client() -> None:
                 headers["X-Forwarded-For"] = forwarded
             answer = post(srv.port, "fleet/api/status", b"", headers, method="GET")
         assert (answer.status == 200) == allowed, (trust, forwarded, answer.status)
+
+
+def test_workers_on_either_backend_store_once_and_compact(
+    tmp_path: Path, store_target: str
+) -> None:
+    """``serve --workers 2`` on a SQLite file and on PostgreSQL: the master migrates and
+    registers, each worker opens its own store (a pool shared by its threads on PostgreSQL) and
+    runs its own compactor.  Racing resends through both workers are stored once, an old
+    heartbeat is rolled up in the background, and the workers close their stores on exit."""
+    from edgetelemetry.server.store import open_read_only
+
+    spool = uuid.uuid4().hex
+    now = time.time()
+
+    def keyed(seq: int, ts: float) -> dict[str, Any]:
+        return heartbeat(AgentMetrics=[
+            {"MetricName": "spool-seq", "Dimension": f"{spool}/1/1", "Value": float(seq),
+             "Timestamp": ts},
+            {"MetricName": "spool-bytes", "Value": 1.0, "Timestamp": ts, "Dimension": "all"},
+        ])
+
+    failures: list[BaseException] = []
+
+    def send(url: str, seqs: list[int]) -> None:
+        try:
+            edge = client(url)
+            for seq in seqs:
+                edge.send_heartbeat(**keyed(seq, now))
+        except BaseException as exc:  # reported by the test thread
+            failures.append(exc)
+
+    with ServeProcess(
+        tmp_path / "serve", "--workers", "2", "--threads", "4", "--compact-every", "0.2",
+        "--keep-raw", "1", "--keep-hourly", "30", store=store_target,
+    ) as serve:
+        # 8 threads, each sending every one of 20 keys: 160 requests, 20 heartbeats
+        threads = [
+            threading.Thread(target=send, args=(serve.url, list(range(1, 21))))
+            for _ in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not failures, failures[:3]
+        client(serve.url).send_heartbeat(**keyed(100, now - 5 * 86400))  # past --keep-raw
+
+        def rolled_up() -> bool:
+            with open_read_only(store_target) as store:
+                return bool(store.metric_rollups("cam-1", None, "spool-bytes"))
+
+        wait_until(rolled_up, timeout=60)
+        assert serve.stop() == 0
+        log = serve.log()
+    assert "Traceback" not in log and "compaction pass failed" not in log, log[-3000:]
+    with open_read_only(store_target) as store:
+        assert store.heartbeat_count("cam-1") == 21  # rolled-up heartbeats count too
+        assert [h.points for h in store.metric_rollups("cam-1", None, "spool-bytes")] == [1]
