@@ -142,6 +142,7 @@ def serve_with_workers(settings: WorkerSettings) -> int:
                 )
                 self.compactor = settings.start_compactor(store)
             except BaseException:
+                self.store = None
                 store.close()
                 raise
             return app
