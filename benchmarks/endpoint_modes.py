@@ -8,6 +8,12 @@ process; the client processes of ``endpoint_load.py`` sign every request first, 
 keep-alive connections.  Afterwards the store is read back through the store interface
 (``heartbeat_count`` per device): lost = acknowledged but not stored, duplicated = stored more
 often than sent.
+
+CPU: the processes of the server (``serve`` and its workers) and, when given, of the store's
+server (PostgreSQL's postmaster and backends) are sampled from ``/proc`` at the common start
+and after the last answer: their CPU milliseconds per acknowledged heartbeat say what the
+endpoint costs whatever else the machine is doing, and so what a quiet machine would carry
+(``cores x 1000 / ms per heartbeat``, the clients elsewhere).
 """
 
 from __future__ import annotations
@@ -15,13 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +51,12 @@ class ModeResult:
     duplicated: int
     statuses: dict[int, int]
     server_log: str
+    server_cpu_s: float = 0.0  # serve and its workers, during the sending
+    store_cpu_s: float = 0.0  # the store's server (PostgreSQL), during the sending
+
+    @property
+    def cpu_ms_per_heartbeat(self) -> float:
+        return 1000 * (self.server_cpu_s + self.store_cpu_s) / self.acked if self.acked else 0.0
 
     @property
     def per_second(self) -> float:
@@ -55,7 +68,43 @@ class ModeResult:
             "heartbeats_per_second": round(self.per_second, 1), "p50_ms": round(self.p50_ms, 2),
             "p99_ms": round(self.p99_ms, 2), "lost": self.lost, "duplicated": self.duplicated,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "server_cpu_s": round(self.server_cpu_s, 2), "store_cpu_s": round(self.store_cpu_s, 2),
+            "cpu_ms_per_heartbeat": round(self.cpu_ms_per_heartbeat, 3),
         }
+
+
+def family(pid: int) -> set[int]:
+    """``pid`` and its descendants, from ``/proc``."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = {pid}, [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def cpu_seconds(pids: set[int]) -> float:
+    """CPU time of ``pids`` and of their children already reaped (utime, stime, cutime,
+    cstime), in seconds; a process gone meanwhile counts 0."""
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += sum(int(f) for f in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def fleet(devices: int) -> list[Device]:
@@ -85,6 +134,11 @@ def _start(work: Path, devices: list[Device], store: str, extra: Sequence[str]) 
     return proc, line.split("listening on ", 1)[1].split()[0], log_path
 
 
+def stored_counts(store: str, members: list[Device]) -> dict[str, int]:
+    with open_store(store) as reader:
+        return {d.name: reader.heartbeat_count(d.name) for d in members}
+
+
 def run_mode(
     mode: str,
     store: str,
@@ -93,14 +147,17 @@ def run_mode(
     rounds: int,
     processes: int = 2,
     threads: int = 4,
+    store_pids: Callable[[], set[int]] | None = None,
 ) -> ModeResult:
-    """One mode: start ``serve`` with ``extra`` on ``store``, send, stop, read back."""
+    """One mode: start ``serve`` with ``extra`` on ``store``, send, stop, read back.
+    ``store_pids``: the processes of the store's server, for its CPU time."""
     members = fleet(devices)
     with tempfile.TemporaryDirectory(prefix="et-modes-") as tmp:
         work = Path(tmp)
         store = store.replace("{work}", str(work))
         proc, url, log_path = _start(work, members, store, extra)
         try:
+            before = stored_counts(store, members)  # a database another mode wrote to
             ctx = multiprocessing.get_context("spawn")
             ready, start_at, results = ctx.Queue(), ctx.Event(), ctx.Queue()
             procs = [
@@ -112,6 +169,9 @@ def run_mode(
                 p.start()
             for _ in procs:
                 _get(ready, procs)
+            server_pids = family(proc.pid)
+            pg_pids = store_pids() if store_pids else set()
+            cpu_at_start = cpu_seconds(server_pids), cpu_seconds(pg_pids)
             started = time.perf_counter()
             start_at.set()
             rows: list[tuple[str, int, float]] = []
@@ -120,6 +180,9 @@ def run_mode(
                 out, _errors, end = _get(results, procs)
                 rows += out
                 ended = max(ended, end)
+            server_cpu = cpu_seconds(server_pids | family(proc.pid)) - cpu_at_start[0]
+            store_cpu = cpu_seconds(pg_pids | (store_pids() if store_pids else set()))
+            store_cpu -= cpu_at_start[1]
             for p in procs:
                 p.join(30)
         finally:
@@ -133,11 +196,8 @@ def run_mode(
                 proc.stdout.close()
         log = log_path.read_text(errors="replace")
         acked = Counter(device for device, status, _ in rows if status == 200)
-        reader: Any = open_store(store)
-        try:
-            stored = {d.name: reader.heartbeat_count(d.name) for d in members}
-        finally:
-            reader.close()
+        after = stored_counts(store, members)
+        stored = {name: after[name] - before[name] for name in after}
     latencies = sorted(ms for _, status, ms in rows if status)
     pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
     return ModeResult(
@@ -147,6 +207,7 @@ def run_mode(
         lost=sum(max(0, n - stored.get(d, 0)) for d, n in acked.items()),
         duplicated=sum(max(0, stored[d.name] - rounds) for d in members),
         statuses=dict(Counter(status for _, status, _ in rows)), server_log=log,
+        server_cpu_s=server_cpu, store_cpu_s=store_cpu,
     )
 
 
@@ -158,6 +219,8 @@ def modes(workers: int, postgresql_url: str | None) -> list[tuple[str, str, list
     if postgresql_url:
         found.append((f"{workers} workers, PostgreSQL", postgresql_url,
                       ["--workers", str(workers)]))
+        # the same store in one process: separates what gunicorn costs from what the store does
+        found.append(("embedded, PostgreSQL", postgresql_url, []))
     return found
 
 

@@ -32,6 +32,9 @@ def check(result: ModeResult) -> None:
            unit="hb/s", sent=result.sent)
     report(f"endpoint {result.mode} ({result.devices} devices) p99", result.p99_ms, unit="ms",
            p50=round(result.p50_ms, 2))
+    report(f"endpoint {result.mode} ({result.devices} devices) CPU per heartbeat",
+           result.cpu_ms_per_heartbeat, unit="ms", server=round(result.server_cpu_s, 2),
+           store_server=round(result.store_cpu_s, 2))
     assert result.statuses == {200: result.sent}, (result.summary(), result.server_log[-2000:])
     assert result.lost == 0 and result.duplicated == 0, result.summary()
     assert "Traceback" not in result.server_log, result.server_log[-3000:]
@@ -60,11 +63,12 @@ def test_workers_on_postgresql_against_the_embedded_server(tmp_path: Path) -> No
         )
         assert migrate.returncode == 0, migrate.stderr.strip()[-300:]
         for devices, rounds in SIZES:
-            results = [run_mode(name, store, extra, devices, rounds)
+            results = [run_mode(name, store, extra, devices, rounds,
+                                store_pids=server.pids if store == url else None)
                        for name, store, extra in modes(WORKERS, url)]
             for result in results:
                 check(result)
-            embedded, _, postgresql = results
+            embedded, _, postgresql, _ = results
             ratio = postgresql.per_second / embedded.per_second
             report(f"endpoint {WORKERS} workers PostgreSQL / embedded ({devices} devices)",
                    ratio, unit="x")
