@@ -127,7 +127,9 @@ def read_checked(
 
     ``check(stat)`` runs before anything is read and raises to refuse the file.  ``OSError``
     from opening it propagates (``FileNotFoundError`` among them)."""
-    flags = os.O_RDONLY | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
+    # O_NONBLOCK: a FIFO planted at ``path`` opens at once (and ``check`` sees it) instead of
+    # blocking until a writer comes; reads of a regular file ignore the flag
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW)
     fd = os.open(path, flags)
     try:
         st = os.fstat(fd)
