@@ -11,12 +11,14 @@ from .errors import SpoolPermissionError
 __all__ = [
     "COUNTERS",
     "CURSOR",
+    "CURSOR_MAX",
     "CURSOR_TAG",
     "DEAD",
     "DEAD_RE",
     "LOCK",
     "MAX_PAYLOAD",
     "QUARANTINE",
+    "QUARANTINE_RE",
     "SEGMENT_RE",
     "SEQ_BLOCK",
     "is_uint",
@@ -28,7 +30,9 @@ MAX_PAYLOAD = 0xFFFFFFFF
 
 SEGMENT_RE = re.compile(r"seg-([0-9a-f]{16})\.log")
 DEAD_RE = re.compile(r"dl-([0-9a-f]{16})\.rec")
+QUARANTINE_RE = re.compile(r"q-[0-9]{20}-.+\.(bad|unusable)")  # only these are ever trimmed
 CURSOR = "cursor"
+CURSOR_MAX = 16 << 20  # a larger cursor is damage: it is never read whole
 CURSOR_TAG = b"edgetelemetry-spool-cursor 1"
 LOCK = "lock"
 QUARANTINE = "quarantine"
@@ -50,18 +54,14 @@ COUNTERS = (
     "dead_letters",
     "dead_letters_dropped",
     "cursor_resets",
+    "write_failures",
 )
 
 
 def unusable(exc: OSError | SpoolPermissionError) -> bool:
-    """An entry to move aside rather than open: a symlink, not a regular file, not ours."""
-    return isinstance(exc, SpoolPermissionError) or exc.errno in (
-        errno.ELOOP,
-        errno.EISDIR,
-        errno.ENXIO,
-        errno.EACCES,
-        errno.EPERM,
-    )
+    """An entry to move aside rather than open: a symlink, not a regular file, not ours, or a
+    file of ours whose mode could not be repaired."""
+    return isinstance(exc, SpoolPermissionError) or exc.errno in (errno.EACCES, errno.EPERM)
 
 
 def ranges(seqs: set[int]) -> list[list[int]]:
