@@ -67,10 +67,11 @@ from ..snapshot import Snapshot
 from .clock import MIN_WALL_NS, SigningOffset, TimeKeeper, phase, restamp
 from .config import AgentConfig
 from .delivery import Cycle, DeliveryLoop, HeartbeatSink, TickResult
+from .faults import FaultLog
 from .sender import Sender
 from .signals import SigtermGuard
 from .spool import RecordTooLargeError, Spool, SpoolClosedError, SpoolError
-from .state import AgentState, StateFile
+from .state import StateFile
 
 __all__ = ["Agent", "AgentClosedError", "TickResult"]
 
@@ -190,12 +191,14 @@ class Agent(DeliveryLoop):
         self._closed = False
         self._guard = SigtermGuard(self.close)
         self._warned_unset = False
+        self._delivery_faults = FaultLog(log, "delivery")
+        self._state_faults = FaultLog(log, "saving the agent state")
 
         # The state is read before the spool opens: the spool's clock (which ages records at
         # open) depends on whether records stamped by an unset clock are still pending.
         state_dir = config.spool_dir
         self._state_file = StateFile(state_dir, fsync=config.fsync != "never")
-        self._state = self._state_file.load() if os.path.isdir(state_dir) else AgentState()
+        self._state = self._state_file.load()
         self._raw_frame_upto: int | None = self._state.raw_frame_upto
         self._state_dirty = False
         self._spool = Spool(config.spool_dir, max_bytes=config.spool_max_bytes,
@@ -274,7 +277,8 @@ class Agent(DeliveryLoop):
                 self._counters["deployment-results-dropped"] += 1
                 log.warning("more than %d undelivered deployment results: dropped %s",
                             _MAX_DEPLOYMENTS, lost.get("DeploymentName"))
-            self._save_state_locked()
+            self._state_dirty = True
+            self._try_save_state_locked()  # kept in memory (and retried) if the disk fails
 
     def report_sample(self, model: str, version: str, timestamp: float | None = None) -> None:
         """Note that ``model``/``version`` captured a sample (``LatestSampleTime``) at
@@ -346,11 +350,12 @@ class Agent(DeliveryLoop):
                 log.warning("close: a send is still running after %gs; its record stays "
                             "spooled", timeout)
             with self._lock:
-                try:
-                    self._save_state_locked()
-                except OSError as exc:
-                    log.error("could not save the agent state: %s", exc)
-            self._spool.close()
+                self._state_dirty = True
+                self._try_save_state_locked()
+            try:
+                self._spool.close()
+            except SpoolError as exc:  # the spool logged the fault; acks since are resent
+                log.debug("close: %s", exc)
             if self._owns_sender and not busy:
                 self._sender.close()
             atexit.unregister(self._atexit_hook)
@@ -406,11 +411,8 @@ class Agent(DeliveryLoop):
             result = self._send_step(result, drain_until)
         with self._lock:
             if self._state_dirty:
-                try:
-                    self._save_state_locked()
-                except OSError as exc:
-                    log.error("could not save the agent state: %s", exc)
-        return result
+                self._try_save_state_locked()
+        return replace(result, spool_error=self._spool.fault)
 
     # -- window -------------------------------------------------------------------------------
 
@@ -453,8 +455,8 @@ class Agent(DeliveryLoop):
             self._bump("windows-lost")
             self._unspooled = None
             return None
-        except SpoolError as exc:
-            log.error("could not spool the window (kept in memory, merged into the next): %s",
+        except SpoolError as exc:  # logged once by the spool; reported in its figures
+            log.debug("could not spool the window (kept in memory, merged into the next): %s",
                       exc)
             self._bump("spool-append-failures")
             self._unspooled = snap
@@ -490,6 +492,8 @@ class Agent(DeliveryLoop):
                 self._deliver(rec, Cycle(), with_state=True)
         except (SpoolClosedError, AgentClosedError):
             pass
+        except SpoolError as exc:  # logged once by the spool
+            log.debug("close: the last send stopped: %s", exc)
         except Exception:
             log.exception("close: the last send failed")
         finally:
@@ -509,6 +513,19 @@ class Agent(DeliveryLoop):
                 if cur.latest_inference_ns is None or s.last_wall_ns > cur.latest_inference_ns:
                     self._state.models[key] = replace(cur, latest_inference_ns=s.last_wall_ns)
                     self._state_dirty = True
+
+    def _try_save_state_locked(self) -> None:
+        """Save the state unless the disk is failing (then it stays dirty, in memory, and is
+        saved once the spool can write again); one WARNING per class of failure."""
+        if self._spool.fault is not None:
+            return  # the spool already reports the disk; the state is saved once it recovers
+        try:
+            self._save_state_locked()
+        except OSError as exc:
+            self._state_faults.failed(type(exc).__name__,
+                                      f"{self._state_file.path}: {exc.strerror or exc}")
+        else:
+            self._state_faults.ok()
 
     def _save_state_locked(self) -> None:
         now = self._time.trusted_now()

@@ -4,7 +4,9 @@ A *sink* is where delivered records go.  Today there is one, ``HeartbeatSink``: 
 becomes ``SendHeartbeat`` requests (``heartbeat.build_heartbeat`` + ``split_heartbeat``) sent by
 a ``Sender``.  ``DeliveryLoop`` is the send half of ``Agent``: per cycle, the newest record
 first, then pending ``DeploymentResult``s, then the backlog at ``backlog_rate``; a record is
-acked once every request it was split into got 200 (see ``agent.py`` for the whole cycle).
+acked once every request it was split into got 200 (see ``agent.py`` for the whole cycle).  A
+failure is logged once per class of failure (``FaultLog``), and a spool that cannot be written
+or read ends the cycle without raising.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ..recording.process import boot_id
 from ..snapshot import Snapshot
 from .clock import MIN_WALL_NS, SigningOffset, TimeKeeper, restamp
 from .config import AgentConfig
+from .faults import FaultLog, describe_send_failure
 from .sender import Outcome, Sender, SendResult
 from .spool import Record as SpoolRecord
 from .spool import Spool, SpoolError
@@ -103,6 +106,7 @@ class TickResult:
     records_dead_lettered: int = 0
     send_skipped: bool = False
     failure: SendResult | None = None
+    spool_error: str | None = None  # the spool's write failure in progress (Spool.fault)
 
 
 @dataclass
@@ -136,6 +140,7 @@ class DeliveryLoop:
     _rng: random.Random
     _monotonic: Callable[[], float]
     _counters: dict[str, int]
+    _delivery_faults: FaultLog
 
     def _bump(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -157,10 +162,13 @@ class DeliveryLoop:
                 self._bump("send-cycles-skipped")
                 return replace(result, send_skipped=True)
             cycle = Cycle()
-            ok = self._send_cycle(cycle, drain_until)
+            try:
+                ok = self._send_cycle(cycle, drain_until)
+            except SpoolError as exc:  # the spool logged it once; the next cycle tries again
+                log.debug("send cycle ended by the spool: %s", exc)
+                return replace(result, requests_sent=cycle.sent, records_acked=cycle.acked,
+                               records_dead_lettered=cycle.dead)
             if ok:
-                if self._fail_streak:
-                    log.info("delivering again after %d failed cycles", self._fail_streak)
                 self._fail_streak = 0
                 self._send_not_before = -math.inf
             else:
@@ -173,12 +181,11 @@ class DeliveryLoop:
                 if retry_after:
                     delay = min(self._backoff_cap, max(delay, retry_after))
                 self._send_not_before = now + delay
-                failure = cycle.failure
-                level = logging.WARNING if self._fail_streak == 1 else logging.DEBUG
-                log.log(level, "send cycle failed (%s %s: %s); %d in a row, next try in >= %.0fs",
-                        failure.outcome.value if failure else "?",
-                        failure.error_code if failure else "", failure.message if failure else "",
-                        self._fail_streak, delay)
+                failure = cycle.failure  # logged once per class by _send's FaultLog
+                log.debug("send cycle failed (%s %s: %s); %d in a row, next try in >= %.0fs",
+                          failure.outcome.value if failure else "?",
+                          failure.error_code if failure else "",
+                          failure.message if failure else "", self._fail_streak, delay)
             return replace(result, requests_sent=cycle.sent, records_acked=cycle.acked,
                            records_dead_lettered=cycle.dead, failure=cycle.failure)
 
@@ -258,7 +265,14 @@ class DeliveryLoop:
             cycle.failure = result
             return Delivery.FAILED
         self._forget_partial(rec.seq)
-        if self._spool.ack(rec.seq):
+        try:
+            acked = self._spool.ack(rec.seq)
+        except SpoolError as exc:
+            # acked in memory (never sent again by this agent); the cursor is written by the
+            # next write that succeeds, and a crash before that resends it
+            log.debug("ack of record %d not yet durable: %s", rec.seq, exc)
+            acked = True
+        if acked:
             cycle.acked += 1
         return Delivery.SENT
 
@@ -360,6 +374,11 @@ class DeliveryLoop:
         self._time.learn(result.server_time)
         if result.ok:
             cycle.sent += 1
+            self._delivery_faults.ok()
+        else:
+            self._delivery_faults.failed(*describe_send_failure(
+                result, endpoint=self._sink.sender.endpoint_url,
+                region=self._sink.sender.region, identity=self._sink.identity))
         return result
 
     def _sync_sender_clock(self) -> None:
@@ -369,8 +388,8 @@ class DeliveryLoop:
     def _dead_letter(self, seq: int, reason: str) -> bool:
         try:
             return self._spool.dead_letter(seq, reason)
-        except SpoolError as exc:  # disk trouble: it stays pending and is tried again
-            log.error("could not dead-letter record %d: %s", seq, exc)
+        except SpoolError as exc:  # disk trouble (logged by the spool): tried again later
+            log.debug("could not dead-letter record %d: %s", seq, exc)
             return False
 
     def _resolve_raw_frame(self) -> None:

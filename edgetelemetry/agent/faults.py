@@ -12,7 +12,13 @@ from __future__ import annotations
 import logging
 import threading
 
-__all__ = ["FaultLog"]
+from ..heartbeat import DeviceIdentity
+from .sender import Outcome, SendResult
+
+__all__ = ["FaultLog", "describe_send_failure"]
+
+_SIGNATURE_CODES = ("InvalidSignatureException", "SignatureDoesNotMatch",
+                    "IncompleteSignatureException")
 
 
 class FaultLog:
@@ -58,3 +64,36 @@ class FaultLog:
             self._log.info("%s recovered after %d failure(s) of class %s", self._what, count,
                            kind)
 
+
+def describe_send_failure(result: SendResult, *, endpoint: str, region: str,
+                          identity: DeviceIdentity) -> tuple[str, str]:
+    """The class of a failed send and a message that says what to check (no secrets: the
+    ``Sender`` cleaned the server's message; an access key id is not a secret)."""
+    code = result.error_code or "?"
+    said = f"{code}: {result.message}" if result.message else code
+    device = f"device {identity.device_name} (fleet {identity.fleet_name})"
+    if code == "CredentialsUnavailable":
+        return "no credentials", (
+            f"no credentials to sign requests to {endpoint} with ({result.message}); set "
+            "aws_access_key_id and aws_secret_access_key, a profile or IoT certificates "
+            "(docs/configuration.md), or boto3's own chain")
+    if result.outcome is Outcome.CLOCK_SKEW:
+        return "clock skew", f"{endpoint} refuses our request time even after a correction " \
+                             f"from its Date header ({said})"
+    if result.outcome is Outcome.REFRESH_CREDENTIALS:
+        if code in _SIGNATURE_CODES:
+            return "signature refused", (
+                f"{endpoint} refused the request signature ({said}); check the secret key and "
+                f"that the endpoint serves region {region}, the region requests are signed for")
+        return "credentials refused", f"{endpoint} refused the credentials ({said})"
+    if result.outcome is Outcome.FATAL:
+        hint = ""
+        if "not registered" in (result.message or ""):
+            hint = f"; register {device} at the endpoint (edgetelemetry register)"
+        return "request refused", (f"{endpoint} refused {device}'s heartbeat ({said}); such "
+                                   f"records are dead-lettered{hint}")
+    if result.http_status is None:
+        return "endpoint unreachable", f"cannot reach {endpoint} ({said})"
+    if result.http_status == 429:
+        return "throttled", f"{endpoint} throttles {device} ({said})"
+    return "endpoint error", f"{endpoint} answered HTTP {result.http_status} ({said})"

@@ -53,6 +53,8 @@ SPOOL_FIGURES = {
     "dead_letters": "dead-letters",
     "dead_letters_dropped": "dead-letters-dropped",
     "cursor_resets": "cursor-resets",
+    "write_failures": "spool-write-failures",
+    "write_faulted": "spool-faulted",
 }
 # Sender stats() -> metric name.
 SENDER_FIGURES = {
