@@ -73,7 +73,7 @@ def test_a_symlinked_spool_directory_is_refused(tmp_path: Path) -> None:
     _untouched(victim, files)
 
 
-@pytest.mark.parametrize("name", ["lock", "cursor", "agent-state.json"])
+@pytest.mark.parametrize("name", ["lock", "cursor", "agent-state.json", "spool-id"])
 def test_a_symlink_in_the_spool_is_never_followed(tmp_path: Path, name: str) -> None:
     d = tmp_path / "s"
     with Spool(d, **FAST) as s:
@@ -138,8 +138,8 @@ except Exception as exc:
 """
 
 
-@pytest.mark.parametrize("name", ["cursor", "agent-state.json", "seg-0000000000000001.log",
-                                  "lock"])
+@pytest.mark.parametrize("name", ["cursor", "agent-state.json", "spool-id",
+                                  "seg-0000000000000001.log", "lock"])
 def test_a_fifo_in_the_spool_never_blocks_start_up(tmp_path: Path, name: str) -> None:
     done = run_python(_OPEN_WITH_A_FIFO, str(tmp_path / "s"), name, timeout=30)
     assert done.returncode == 0, done.stderr

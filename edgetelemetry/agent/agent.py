@@ -193,6 +193,7 @@ class Agent(DeliveryLoop):
         self._warned_unset = False
         self._delivery_faults = FaultLog(log, "delivery")
         self._state_faults = FaultLog(log, "saving the agent state")
+        self._reported_models: dict[tuple[str, str], tuple[int | None, int | None]] = {}
 
         # The state is read before the spool opens: the spool's clock (which ages records at
         # open) depends on whether records stamped by an unset clock are still pending.

@@ -23,6 +23,7 @@ class SpoolFields:
     _root: PrivateDir
     _quarantine: PrivateDir
     _dead: PrivateDir
+    _spool_id: str
     _faults: FaultLog
     _policy: str
     _segment_bytes: int

@@ -20,6 +20,8 @@ __all__ = [
     "QUARANTINE",
     "QUARANTINE_RE",
     "SEGMENT_RE",
+    "SPOOL_ID",
+    "SPOOL_ID_RE",
     "SEQ_BLOCK",
     "is_uint",
     "ranges",
@@ -33,6 +35,10 @@ DEAD_RE = re.compile(r"dl-([0-9a-f]{16})\.rec")
 QUARANTINE_RE = re.compile(r"q-[0-9]{20}-.+\.(bad|unusable)")  # only these are ever trimmed
 CURSOR = "cursor"
 CURSOR_MAX = 16 << 20  # a larger cursor is damage: it is never read whole
+# The spool's identity (docs/spool-format.md): 32 lowercase hex digits, made with the spool and
+# kept for its life, so (spool id, seq) names a record even after the directory is recreated.
+SPOOL_ID = "spool-id"
+SPOOL_ID_RE = re.compile(rb"([0-9a-f]{32})\n?")
 CURSOR_TAG = b"edgetelemetry-spool-cursor 1"
 LOCK = "lock"
 QUARANTINE = "quarantine"

@@ -1,4 +1,4 @@
-"""The spool's opening half: lock, sweep, cursor, and the recovery of every segment
+"""The spool's opening half: lock, sweep, identity, cursor, and the recovery of every segment
 around damage (``Spool`` is one class; this is its start-up, kept apart from the steady state).
 
 Damaged data never raises and never blocks start-up: it is salvaged up to (and past) the
@@ -15,6 +15,7 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import zlib
 
 from ..._fs import COPY_CHUNK, TMP_SUFFIX, PrivateDir, write_all
@@ -30,6 +31,8 @@ from .layout import (
     LOCK,
     QUARANTINE,
     SEGMENT_RE,
+    SPOOL_ID,
+    SPOOL_ID_RE,
     is_uint,
     unusable,
 )
@@ -71,7 +74,8 @@ class SpoolRecovery(SpoolAside):
         self._dead = self._subdir(DEAD, "the spool's dead-letter directory")
         for d in (root, self._quarantine, self._dead):
             self._sweep_dir(d)
-        loaded = self._load_cursor()
+        loaded = self._load_cursor()  # first: it holds the counters
+        self._spool_id = self._load_spool_id()
         found_max = self._recover_segments()
         if not loaded:
             self._dirty = True  # a fresh spool gets its cursor at once, so its absence means loss
@@ -136,6 +140,27 @@ class SpoolRecovery(SpoolAside):
                 d.remove(name)
             elif st.st_mode & 0o777 != 0o600:
                 os.close(d.open_file(name, os.O_RDONLY))  # opening it makes it 0600
+
+    def _load_spool_id(self) -> str:
+        """The spool's identity, made (and kept) when it is missing or damaged."""
+        try:
+            raw: bytes | None = self._root.read(SPOOL_ID, 64)
+        except FileNotFoundError:
+            raw = None
+        except SpoolPermissionError as exc:
+            self._move_aside(SPOOL_ID, exc)
+            raw = None
+        match = SPOOL_ID_RE.fullmatch(raw) if raw is not None else None
+        if match is not None:
+            return match.group(1).decode()
+        if raw is not None:
+            log.error("spool %s: its identity file is damaged; quarantined, a new one made",
+                      self._dir)
+            self._counters["corruption_events"] += 1
+            self._quarantine_bytes(SPOOL_ID, 0, raw)
+        spool_id = secrets.token_hex(16)
+        self._write_atomic(self._root, SPOOL_ID, f"{spool_id}\n".encode())
+        return spool_id
 
     def _load_cursor(self) -> bool:
         try:

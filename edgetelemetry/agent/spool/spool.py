@@ -100,6 +100,7 @@ class Spool(SpoolBounds, SpoolReading, SpoolRecovery):
         if not batch_interval_s >= 0:
             raise ValueError("batch_interval_s must be >= 0")
         self._dir = os.path.abspath(os.fspath(directory))
+        self._spool_id = ""
         self._faults = FaultLog(log, f"spool {self._dir}")
         self._fault_message: str | None = None  # the write failure in progress, if any
         self._max_bytes = max_bytes
@@ -146,6 +147,12 @@ class Spool(SpoolBounds, SpoolReading, SpoolRecovery):
     @property
     def directory(self) -> str:
         return self._dir
+
+    @property
+    def spool_id(self) -> str:
+        """This spool's identity: 32 hex digits made with it and kept for its life, so
+        ``(spool_id, seq)`` names a record even across a recreated directory."""
+        return self._spool_id
 
     @property
     def fault(self) -> str | None:
