@@ -24,9 +24,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
-
 import realservices
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from realservices import (
     Mosquitto,
     NginxProxy,
