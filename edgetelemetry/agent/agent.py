@@ -71,7 +71,7 @@ from .faults import FaultLog
 from .sender import Sender
 from .signals import SigtermGuard
 from .spool import RecordTooLargeError, Spool, SpoolClosedError, SpoolError
-from .state import StateFile
+from .state import STATE_FILE, StateFile
 
 __all__ = ["Agent", "AgentClosedError", "TickResult"]
 
@@ -192,7 +192,6 @@ class Agent(DeliveryLoop):
         self._guard = SigtermGuard(self.close)
         self._warned_unset = False
         self._delivery_faults = FaultLog(log, "delivery")
-        self._state_faults = FaultLog(log, "saving the agent state")
         self._reported_models: dict[tuple[str, str], tuple[int | None, int | None]] = {}
 
         # The state is read before the spool opens: the spool's clock (which ages records at
@@ -517,16 +516,15 @@ class Agent(DeliveryLoop):
 
     def _try_save_state_locked(self) -> None:
         """Save the state unless the disk is failing (then it stays dirty, in memory, and is
-        saved once the spool can write again); one WARNING per class of failure."""
+        saved once the spool can write again).  A failure is the spool's disk failing: it is
+        reported (and logged once) as the spool's own writes are."""
         if self._spool.fault is not None:
             return  # the spool already reports the disk; the state is saved once it recovers
         try:
             self._save_state_locked()
         except OSError as exc:
-            self._state_faults.failed(type(exc).__name__,
-                                      f"{self._state_file.path}: {exc.strerror or exc}")
-        else:
-            self._state_faults.ok()
+            self._state_dirty = True
+            self._spool.report_write_failure(f"could not save {STATE_FILE}", exc)
 
     def _save_state_locked(self) -> None:
         now = self._time.trusted_now()

@@ -154,6 +154,12 @@ class Spool(SpoolBounds, SpoolReading, SpoolRecovery):
         ``(spool_id, seq)`` names a record even across a recreated directory."""
         return self._spool_id
 
+    def report_write_failure(self, what: str, exc: OSError) -> None:
+        """A write its owner made in the spool's directory failed (the agent's state file):
+        counted and logged as the spool's own are, since it is the same disk."""
+        with self._mutex:
+            self._write_failed(what, exc)
+
     @property
     def fault(self) -> str | None:
         """The write failure in progress (a read-only or full disk), or None: what failed
