@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from endpoint_helpers import running_endpoint
 from fs_helpers import ROOT, ext4_image, immutable
 
 from edgetelemetry import Recorder
@@ -46,14 +47,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(name="server")
 def server_fixture(tmp_path: Path) -> Iterator[EndpointServer]:
-    srv = EndpointServer(str(tmp_path / "store.sqlite3"), credentials={AKID: SECRET})
-    srv.store.register_fleet(FLEET)
-    srv.store.register_devices(FLEET, [DEVICE])
-    srv.start()
-    try:
+    with running_endpoint(tmp_path / "store.sqlite3", AKID, SECRET, FLEET, [DEVICE]) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def make_agent(spool_dir: Path, url: str, rec: Recorder, **kw: Any) -> Agent:

@@ -30,14 +30,10 @@ DEVICE, FLEET = "cam-full", "fleet-full"
 
 @pytest.fixture(name="server")
 def server_fixture(tmp_path: Path) -> Iterator[EndpointServer]:
-    srv = EndpointServer(str(tmp_path / "store.sqlite3"), credentials={AKID: SECRET})
-    srv.store.register_fleet(FLEET)
-    srv.store.register_devices(FLEET, [DEVICE])
-    srv.start()
-    try:
+    from endpoint_helpers import running_endpoint
+
+    with running_endpoint(tmp_path / "store.sqlite3", AKID, SECRET, FLEET, [DEVICE]) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _fill(path: Path) -> None:
