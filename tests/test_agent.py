@@ -232,7 +232,9 @@ def test_outage_sends_the_fresh_window_first_then_the_backlog_oldest_first(
     server.start()
     port = server.port
     lat = rec.histogram("latency", unit="ms", model="resnet18", version="1.0")
-    agent = make_agent(tmp_path, server.url, rec)
+    # refused connections fail at once; the read timeout only has to outlast a busy machine
+    # (at 1 s the restarted endpoint's first answers timed out under a loaded CI run)
+    agent = make_agent(tmp_path, server.url, rec, read_timeout_s=10)
     try:
         lat.record(1.0)
         assert agent.tick().records_acked == 1
