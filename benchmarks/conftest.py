@@ -11,6 +11,8 @@ import json
 import os
 import pathlib
 import platform
+import threading
+import time
 import timeit
 from typing import Any, Callable
 
@@ -29,6 +31,22 @@ def ns_per_call(stmt: str, env: dict[str, Any], number: int, repeat: int = 7,
         t = timeit.timeit(stmt, globals=env, number=number)
         best = min(best, t / number * 1e9)
     return best
+
+
+def run_threads(threads: list[threading.Thread]) -> int:
+    """Start ``threads``, wait for all; the wall time in ns."""
+    t0 = time.perf_counter_ns()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter_ns() - t0
+
+
+def kept_and_dropped(snap: Any) -> tuple[int, int]:
+    """A snapshot's values counted and dropped, over its series."""
+    return (sum(s.count for s in snap.series),
+            sum(sum(s.dropped.values()) for s in snap.series))
 
 
 def report(name: str, ns: float, unit: str = "ns/call", **extra: Any) -> None:

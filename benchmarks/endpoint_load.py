@@ -22,7 +22,6 @@ import json
 import multiprocessing
 import os
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,8 @@ from urllib.parse import urlsplit
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+
+from edgetelemetry.server.store import open_read_only
 
 REGION = "us-east-1"
 FLEETS = 4
@@ -305,6 +306,20 @@ def _start_server(workdir: Path, devices: list[Device]) -> tuple[subprocess.Pope
     return proc, line.split("listening on ", 1)[1].strip()
 
 
+def read_back(path: Path) -> tuple[dict[str, int], int]:
+    """Heartbeats stored per device, and the metric values they hold, read through the store."""
+    names = [f"latency-ms-{s}" for s in _STATS]
+    with open_read_only(path) as store:
+        stored = {d.name: store.heartbeat_count(d.name) for d in store.devices()}
+        metrics = sum(
+            len(store.metric_series(device, model, name))
+            for device in stored
+            for model, name in [("resnet18", n) for n in names]
+            + [(None, "spool-bytes"), (None, "heartbeat-retries")]
+        )
+    return stored, metrics
+
+
 def run_load(
     devices: int = 1000,
     rounds: int = 3,
@@ -366,11 +381,7 @@ def run_load(
                 _, stderr = proc.communicate()
         statuses = Counter(status for _, status, _ in rows)
         acked = Counter(device for device, status, _ in rows if status == 200)
-        uri = "file:" + str(work / "endpoint.sqlite3") + "?mode=ro"
-        with sqlite3.connect(uri, uri=True) as conn:
-            stored = dict(conn.execute("SELECT device, count(*) FROM heartbeats GROUP BY device"))
-            metrics = conn.execute("SELECT count(*) FROM metrics").fetchone()[0]
-        conn.close()
+        stored, metrics = read_back(work / "endpoint.sqlite3")
     return LoadResult(
         devices=devices,
         rounds=rounds,

@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from conftest import ns_per_call, report
+from conftest import kept_and_dropped, ns_per_call, report, run_threads
 
 import edgetelemetry as et
 from edgetelemetry.bench.cloops import CLoops
@@ -24,10 +24,12 @@ N = 200_000
 @pytest.fixture
 def handle():
     # a ring larger than one timing run, drained between runs: record() is timed on its normal
-    # path, never on the cheaper ring-full drop path
+    # path, never on the full-ring path (where the thread drains its ring: benchmarks/
+    # test_no_loss.py times that)
     with et.Recorder(ring_capacity=1 << 15, collector_period=None) as rec:
         yield rec, rec.histogram("latency", unit="ms", model="resnet18", version="1.0")
-        assert sum(rec.snapshot().series[0].dropped.values()) == 0, "timed the drop path"
+        snap = rec.snapshot()
+        assert not snap.recorder["full_drains"], "timed the full-ring path"
 
 
 RECORD_RUN = 1 << 14
@@ -93,8 +95,8 @@ def test_record_many_per_value() -> None:
         # repeats, outside the timing
         per_batch = ns_per_call("lat.record_many(values)", env, 4, repeat=300,
                                 setup=rec.drain)
-        s = rec.snapshot().series[0]
-        assert sum(s.dropped.values()) == 0
+        snap = rec.snapshot()
+        assert not snap.series[0].dropped and not snap.recorder["full_drains"]
         one = ns_per_call("lat.record(3.2)", env, 4096, repeat=25, setup=rec.drain)
     per_value = per_batch / n
     report("python record_many(), n=1024", per_value, "ns/value")
@@ -115,7 +117,7 @@ def test_group_records_an_inference_cheaper_than_separate_calls() -> None:
         four = ns_per_call("lat.record(3.2); conf.record(0.5); size.record(4096); "
                            "batch.record(1)", env, run, repeat=25, setup=rec.drain)
         snap = rec.snapshot()
-        assert all(sum(s.dropped.values()) == 0 for s in snap.series), "timed the drop path"
+        assert not snap.recorder["full_drains"], "timed the full-ring path"
     report("python group.record(), 4 values", group, ratio_to_4_records=f"{group / four:.2f}")
     assert group < four, f"group.record of 4 values {group:.1f} ns vs 4 x record {four:.1f} ns"
 
@@ -165,31 +167,20 @@ def _sustained_trial(seconds: float, per_tick: int) -> tuple[int, int, float, in
                 if delay > 0:
                     time.sleep(delay)
 
-        threads = [threading.Thread(target=produce, args=(h,)) for h in handles]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - t0
+        elapsed = run_threads([threading.Thread(target=produce, args=(h,))
+                               for h in handles]) / 1e9
         snap = rec.snapshot()
-    count = sum(s.count for s in snap.series)
-    dropped = sum(sum(s.dropped.values()) for s in snap.series)
+    count, dropped = kept_and_dropped(snap)
     assert count + dropped == 2 * per_tick * int(seconds * 1000)
     return count, dropped, elapsed, snap.recorder["ring_high_water"]
 
 
 def test_no_drops_at_one_million_per_second_from_two_threads() -> None:
-    """Default sizes, 2 threads x 500 k records/s for 2 s.  The collector thread must run
-    every ~4 ms for that; on a shared VM another tenant can stall it longer, so the gate is
-    the best of three trials, and every trial's drops are reported."""
-    trials = []
-    for _ in range(3):
-        trials.append(_sustained_trial(2.0, 500))
-        if trials[-1][1] == 0:
-            break
-    count, dropped, elapsed, high_water = min(trials, key=lambda t: t[1])
+    """Default sizes, 2 threads x 500 k records/s for 2 s.  Nothing is dropped by design since
+    issue 11: a ring the collector has not drained in time is drained by the thread that
+    fills it, however long another tenant stalls the collector.  One trial, every time."""
+    count, dropped, elapsed, high_water = _sustained_trial(2.0, 500)
     report("sustained 2 threads, default sizes", count / elapsed / 1e6, "M rec/s",
-           dropped=dropped, high_water=high_water,
-           trials=" ".join(str(t[1]) for t in trials))
-    assert dropped == 0, f"every trial dropped records: {[t[1] for t in trials]}"
+           dropped=dropped, high_water=high_water)
+    assert dropped == 0, f"{dropped} records dropped"
+    assert count == 2 * 500 * 2000

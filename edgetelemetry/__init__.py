@@ -5,7 +5,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .errors import CoreError, EdgeTelemetryError, RecorderClosedError, SnapshotFormatError
+from .errors import (
+    CoreError,
+    EdgeTelemetryError,
+    NameClashError,
+    NamesFullError,
+    RecorderClosedError,
+    RegistrationError,
+    SeriesLimitError,
+    SnapshotFormatError,
+    UnitConflictError,
+)
 from .recording import Group, Histogram, Recorder, Timer
 from .snapshot import HistogramLayout, SeriesSnapshot, Snapshot
 
@@ -19,12 +29,17 @@ __all__ = [
     "Group",
     "Histogram",
     "HistogramLayout",
+    "NameClashError",
+    "NamesFullError",
     "Recorder",
     "RecorderClosedError",
+    "RegistrationError",
+    "SeriesLimitError",
     "SeriesSnapshot",
     "Snapshot",
     "SnapshotFormatError",
     "Timer",
+    "UnitConflictError",
     "__version__",
 ]
 

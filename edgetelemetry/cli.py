@@ -22,6 +22,7 @@ examples:
   edgetelemetry demo --seconds 20          the main job on loopback: workload, agent, endpoint
   edgetelemetry serve --credentials-file keys.json --store fleet.sqlite3
   edgetelemetry fleet status --store fleet.sqlite3
+  edgetelemetry store migrate --store postgresql://edge@db/fleet
   edgetelemetry bench --quick
 
 'edgetelemetry COMMAND --help' describes each command."""
@@ -48,6 +49,18 @@ def _fleet_status(argv: Sequence[str]) -> int:
     return fleet_status_main(argv)
 
 
+def _store_migrate(argv: Sequence[str]) -> int:
+    from .server.store_cli import migrate_main
+
+    return migrate_main(argv)
+
+
+def _store_compact(argv: Sequence[str]) -> int:
+    from .server.store_cli import compact_main
+
+    return compact_main(argv)
+
+
 def _bench(argv: Sequence[str]) -> int:
     from .bench import main as bench_main
 
@@ -59,6 +72,8 @@ _DELEGATED: dict[tuple[str, ...], Callable[[Sequence[str]], int]] = {
     ("serve",): _serve,
     ("register",): _register,
     ("fleet", "status"): _fleet_status,
+    ("store", "migrate"): _store_migrate,
+    ("store", "compact"): _store_compact,
 }
 
 
@@ -118,6 +133,20 @@ def main(argv: list[str] | None = None) -> int:
         "status",
         help="devices connected or offline, models active, latency (see 'fleet status --help')",
     )
+    store = commands.add_parser(
+        "store",
+        help="upkeep of an endpoint's store: migrate, compact (see 'store migrate --help')",
+        description="Upkeep of a self-hosted endpoint's store (SQLite file or PostgreSQL).",
+    )
+    store_commands = store.add_subparsers(dest="store_command", metavar="COMMAND")
+    store_commands.add_parser(
+        "migrate", help="upgrade the store's schema to this version (see 'store migrate --help')"
+    )
+    store_commands.add_parser(
+        "compact",
+        help="roll old heartbeats up into hourly aggregates, drop expired ones "
+        "(see 'store compact --help')",
+    )
 
     args = parser.parse_args(argv)
     if args.command is None:  # nothing to do: say what there is
@@ -125,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "fleet":  # a fleet command of its own would have been delegated
         fleet.print_help()
+        return 2
+    if args.command == "store":
+        store.print_help()
         return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,

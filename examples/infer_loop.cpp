@@ -61,7 +61,8 @@ class Recorder {
         check(et_collector_start(rec_.get(), static_cast<uint64_t>(period.count())),
               "et_collector_start");
     }
-    // Never blocks, never throws: a drop is counted in the window.
+    // Never throws, never loses the value: a full ring is drained by this thread first (one
+    // bounded wait); the one drop left, from a signal handler, is counted in the window.
     void record(uint32_t id, double value) noexcept { et_record(rec_.get(), id, value); }
     WindowPtr close_window() {
         et_window *w = nullptr;

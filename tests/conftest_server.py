@@ -53,9 +53,14 @@ def make_server(**kwargs: Any) -> EndpointServer:
     return server
 
 
-@pytest.fixture(name="server")
-def server_fixture() -> Iterator[EndpointServer]:
-    srv = make_server()
+@pytest.fixture(name="server", params=["sqlite", "postgresql"])
+def server_fixture(request: pytest.FixtureRequest) -> Iterator[EndpointServer]:
+    """A started server on each store backend: SQLite in memory, and a fresh database of the
+    test PostgreSQL server (tests/realservices.py)."""
+    target = None
+    if request.param == "postgresql":
+        target = request.getfixturevalue("postgresql_url")
+    srv = make_server(store_path=target)
     srv.start()
     try:
         yield srv

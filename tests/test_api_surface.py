@@ -20,6 +20,11 @@ def test_public_names() -> None:
         "CoreError",
         "RecorderClosedError",
         "SnapshotFormatError",
+        "RegistrationError",
+        "SeriesLimitError",
+        "NamesFullError",
+        "UnitConflictError",
+        "NameClashError",
         "__version__",
     }
     assert expected <= set(et.__all__)
@@ -32,6 +37,11 @@ def test_errors_share_one_base() -> None:
     for cls in (et.CoreError, et.RecorderClosedError, et.SnapshotFormatError):
         assert issubclass(cls, et.EdgeTelemetryError)
     assert issubclass(et.SnapshotFormatError, ValueError)
+    for cls in (et.SeriesLimitError, et.NamesFullError, et.UnitConflictError,
+                et.NameClashError):
+        assert issubclass(cls, et.RegistrationError)
+    assert issubclass(et.RegistrationError, et.EdgeTelemetryError)
+    assert issubclass(et.RegistrationError, ValueError)  # what registration raised before
 
 
 def test_handle_surface() -> None:
@@ -88,6 +98,9 @@ ROOMS = {
                                 "request_bytes", "validate_input", "validate_send_heartbeat",
                                 "validate_shape", "HeartbeatValidationError",
                                 "HeartbeatTooLargeError", "MIN_TIMESTAMP"},
+    "edgetelemetry.otlp": {"OtlpIdentity", "OtlpMissingError", "build_metrics_request",
+                           "request_json", "agent_metric_name", "exponential_mapping",
+                           "ExponentialMapping", "auto_scale", "aligned_scale"},
     "edgetelemetry.recording.naming": {"NameRule", "check_series_names",
                                        "heartbeat_metric_name", "STAT_SUFFIXES"},
     "edgetelemetry.snapshot": {"Snapshot", "SeriesSnapshot", "SnapshotSource",
@@ -95,6 +108,11 @@ ROOMS = {
     "edgetelemetry.server": {"EndpointServer", "Store", "FleetStore", "StoreError",
                              "apply_registry", "main", "register_main", "Credential",
                              "load_credentials_file"},
+    "edgetelemetry.server.store": {"FleetStore", "Store", "StoreError", "SchemaOutOfDate",
+                                   "open_store", "open_read_only", "apply_registry",
+                                   "Compactor", "RollupPoint", "LatestPoint", "MetricPoint",
+                                   "CompactionReport", "SCHEMA_VERSION", "DEFAULT_STORE",
+                                   "DEFAULT_KEEP_RAW", "DEFAULT_KEEP_HOURLY"},
     "edgetelemetry.server.fleet": {"fleet_status", "latency_series", "open_read_only",
                                    "render_text", "DEFAULT_OFFLINE_AFTER"},
     "edgetelemetry.bench": {"main", "run", "format_table", "SCHEMA"},

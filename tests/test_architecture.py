@@ -30,7 +30,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"_native"}),  # the C core and the fast path, behind the binding
     frozenset({"snapshot"}),  # the unit passed between stages
     frozenset({"recording"}),  # the API an inference loop calls; makes snapshots
-    frozenset({"heartbeat"}),  # snapshots -> requests (pure), the model's shapes
+    frozenset({"heartbeat", "otlp"}),  # snapshots -> requests (pure): SendHeartbeat | OTLP
     frozenset({"agent", "server"}),  # the device's delivery | the fleet's endpoint
     frozenset({"demo"}),  # the main job: both sides on loopback
     frozenset({"bench"}),  # what telemetry costs (public names only)

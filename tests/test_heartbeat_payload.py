@@ -516,3 +516,60 @@ def test_snapshots_with_any_names_validate_or_fail_as_documented(
         assert error.path in str(error) and repr(error.rule) in str(error)
         return
     _wire_checked(params)
+
+
+# -- windows list only series with activity; names never clash (issue 11) -------------------
+
+
+def test_a_model_idle_in_the_window_keeps_its_entry_without_metrics() -> None:
+    # the recorder lists only series with activity: a model known from the agent's state
+    # but idle in this window is reported with its LatestInference and no ModelMetrics
+    busy = series([1.0], model="resnet18")
+    state = {("yolo-v8", "2"): ModelState(latest_inference_ns=T0 - 3600 * SECOND)}
+    params = build_heartbeat([snapshot([busy])], IDENTITY, model_state=state)
+    resnet, yolo = params["Models"]
+    assert resnet["ModelName"] == "resnet18" and len(resnet["ModelMetrics"]) == 11
+    assert yolo == {"ModelName": "yolo-v8", "ModelVersion": "2",
+                    "LatestInference": dt(T0 - 3600 * SECOND), "ModelMetrics": []}
+
+
+def test_with_a_real_recorder_an_idle_series_sends_nothing() -> None:
+    with edgetelemetry.Recorder(collector_period=None) as rec:
+        lat = rec.histogram("latency", unit="ms", model="resnet18", version="1.0")
+        rec.histogram("confidence", model="resnet18", version="1.0")
+        lat.record(2.0)
+        params = build_heartbeat([rec.snapshot()], IDENTITY)
+        [entry] = params["Models"]
+        assert {m["MetricName"].rsplit("-", 1)[0] for m in entry["ModelMetrics"]} == {
+            "latency-ms"}
+        assert build_heartbeat([rec.snapshot()], IDENTITY)["Models"] == []
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_clashing_names_keep_one_series_and_report_the_rest(order: int) -> None:
+    # snapshots no registry checked (hand-made, merged from two recorders): "latency" in ms
+    # and "latency-ms" without a unit would both be latency-ms-*; "all" is the default
+    # dimension's name, so an explicit "all" clashes with no dimension
+    first = series([1.0, 2.0], metric="latency", unit="ms")
+    second = series([50.0], metric="latency-ms", unit=None)
+    third = series([7.0], metric="queue", unit=None, dimension="all")
+    fourth = series([8.0], metric="queue", unit=None)
+    other_model = series([3.0], metric="latency-ms", unit=None, version="2.0")
+    items = [first, second, third, fourth, other_model][::order]
+    params = build_heartbeat([snapshot(items)], IDENTITY, agent_metrics={"cpu-pct": 1.0})
+    v1, v2 = params["Models"]
+    names = [(m["MetricName"], m["Dimension"]) for m in v1["ModelMetrics"]]
+    assert len(names) == len(set(names)) == 22, "one entry per name and dimension"
+    kept = {n: m["Value"] for n, m in metrics_by_name(v1).items() if n.endswith("-count")}
+    assert kept == {"latency-ms-count": 2.0, "queue-count": 1.0}
+    assert metrics_by_name(v1)["queue-max"]["Value"] == 8.0  # no dimension sorts first
+    assert len(v2["ModelMetrics"]) == 11, "another version is another model entry"
+    agent = {m["MetricName"]: m["Value"] for m in params["AgentMetrics"]}
+    assert agent == {"cpu-pct": 1.0, "series-name-clashes": 2.0}
+    # the same choice whatever the order of snapshots: a backlog of two windows
+    backlog = build_heartbeat([snapshot([first], seq=1), snapshot([second], T0 + SECOND, 2)],
+                              IDENTITY)
+    assert {m["Value"] for m in backlog["Models"][0]["ModelMetrics"]
+            if m["MetricName"] == "latency-ms-count"} == {2.0}
+    assert {m["MetricName"]: m["Value"] for m in backlog["AgentMetrics"]} == {
+        "series-name-clashes": 1.0}

@@ -4,6 +4,8 @@
  *
  *   callgrind_gate record N   N x et_record into a ring big enough never to fill
  *   callgrind_gate many N     N values through et_record_many, 256 per call
+ *   callgrind_gate batch N    N values through et_record_many, 65536 per call, on a default
+ *                             recorder: aggregated by the caller, past its 2048-record ring
  *   callgrind_gate group N    N values through et_record_group, one per series (4) per call
  *   callgrind_gate drain N    N records drained by et_collect, a full ring per pass
  *
@@ -26,7 +28,7 @@ static int fail(const char *what, int rc) {
 
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: %s record|many|group|drain N\n", argv[0]);
+        fprintf(stderr, "usage: %s record|many|batch|group|drain N\n", argv[0]);
         return 2;
     }
     const char *mode = argv[1];
@@ -38,6 +40,7 @@ int main(int argc, char **argv) {
     /* record/many: room for every record of the run, so no drain is ever needed */
     cfg.ring_capacity = RING;
     while (strcmp(mode, "drain") != 0 && cfg.ring_capacity < n + BATCH) cfg.ring_capacity *= 2;
+    if (!strcmp(mode, "batch")) cfg.ring_capacity = 2048; /* the default */
     if (cfg.ring_capacity > (1u << 24)) return fail("N too large", ET_EINVAL);
     et_recorder *rec = NULL;
     int rc = et_recorder_new(&cfg, &rec);
@@ -67,6 +70,14 @@ int main(int argc, char **argv) {
         for (unsigned long i = 0; i < n; i += BATCH) {
             const int64_t k = et_record_many(rec, ids[(i / BATCH) & (SERIES - 1)],
                                              values + (i & (4096 - BATCH)), BATCH);
+            if (k > 0) done += (unsigned long)k;
+        }
+    } else if (!strcmp(mode, "batch")) {
+        static double big[65536];
+        for (unsigned i = 0; i < 65536; i++) big[i] = values[i & 4095];
+        for (unsigned long i = 0; i < n; i += 65536) {
+            const size_t m = n - i < 65536 ? n - i : 65536;
+            const int64_t k = et_record_many(rec, ids[0], big, m);
             if (k > 0) done += (unsigned long)k;
         }
     } else if (!strcmp(mode, "group")) {

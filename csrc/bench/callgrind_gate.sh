@@ -11,12 +11,15 @@
 #   ET_GATE_RECORD  et_record, instructions per call           (20: the issue's target)
 #   ET_GATE_DRAIN   et_collect, instructions per drained record (30)
 #   ET_GATE_MANY    et_record_many, instructions per value      (10)
+#   ET_GATE_BATCH   et_record_many past the ring, per value     (24: aggregated by the caller,
+#                   about 2 ns a value; through the ring a value costs many + drain, 36)
 #   ET_GATE_GROUP   et_record_group of 4 series, per value      (18: no more than et_record)
 set -eu
 
 RECORD_MAX=${ET_GATE_RECORD:-20}
 DRAIN_MAX=${ET_GATE_DRAIN:-30}
 MANY_MAX=${ET_GATE_MANY:-10}
+BATCH_MAX=${ET_GATE_BATCH:-24}
 GROUP_MAX=${ET_GATE_GROUP:-18}
 N=${ET_GATE_N:-200000}
 
@@ -75,6 +78,7 @@ for bin in "$@"; do
     check "et_record, per call" "$(per_record "$bin" record et_record)" "$RECORD_MAX" "$gated"
     check "drain + aggregate, per record" "$(per_record "$bin" drain et_collect)" "$DRAIN_MAX" "$gated"
     check "et_record_many, per value" "$(per_record "$bin" many et_record_many)" "$MANY_MAX" "$gated"
+    check "et_record_many > ring, per value" "$(per_record "$bin" batch et_record_many)" "$BATCH_MAX" "$gated"
     check "et_record_group of 4, per value" "$(per_record "$bin" group et_record_group)" "$GROUP_MAX" "$gated"
     gated=no
 done

@@ -7,16 +7,34 @@
  * aggregates to the caller and starts the next window.  This library knows nothing of Python,
  * msgpack or AWS.
  *
+ * Nothing is lost for lack of ring space: a producer that finds its ring full drains it into
+ * the aggregates itself (taking the aggregate lock for one ring's worth of records), a thread
+ * beyond max_threads aggregates its records directly, and a batch too large for the ring is
+ * aggregated by its caller in ring-sized chunks.  The one record still dropped (and counted)
+ * is one made by a signal handler while its thread is inside such a drain.  docs/core.md
+ * explains the full-ring path, its cost and the bound on how long it waits.
+ *
  * Error model: every fallible function returns int, ET_OK (0) or a negative ET_E* code, and
  * et_strerror() names every code.  Nothing here calls exit() or prints.
  *
  * Thread-safety, in the names:
- *   - et_record / et_record_many / et_record_group (producer side): any thread, concurrently, wait-free; each
- *     thread writes to its own ring, claimed on its first record and reclaimed after it exits.
- *   - et_collect, et_window_close, et_collector_*: any thread; serialised by an internal lock
- *     (the single consumer), never blocking producers.
- *   - et_series_add: any thread; takes the registry lock (not the hot path).
+ *   - et_record / et_record_many / et_record_group (producer side): any thread, concurrently.
+ *     Each thread writes to its own ring, claimed on its first record and reclaimed after it
+ *     exits: wait-free while the ring has room.  A full ring, a batch that does not fit and a
+ *     thread without a ring take the aggregate lock for at most ring_capacity values at a
+ *     time (a group longer than the ring: its length, so it stays whole); docs/core.md has
+ *     the bound on the wait.  Nothing is dropped.
+ *   - et_collect, et_window_close, et_collector_*: any thread; they drain one ring per hold of
+ *     the aggregate lock, and closes are serialised among themselves.  Building a closed
+ *     window happens outside the aggregate lock: producers keep recording into the next one.
+ *   - et_series_add / et_series_add_unit: any thread; take the registry lock (not the hot
+ *     path).
  *   - et_recorder_free: exactly once, after every other call on the recorder has returned.
+ *   - Signal handlers may call et_record, et_record_many, et_record_group, et_count_reject
+ *     and et_count_drop (nothing else), as long as the interrupted code is not itself
+ *     recording into the same recorder from that thread; a record that would have to wait for
+ *     the aggregate lock its own thread holds is dropped and counted (ET_DROP_RING_FULL)
+ *     instead of deadlocking.
  *
  * fork(): in the child every recorder forgets what was recorded before the fork (the parent
  * reports it), keeps the forking thread's ring, and has no collector thread: call
@@ -49,23 +67,31 @@ extern "C" {
 #endif
 
 #define ET_VERSION_MAJOR 0
-#define ET_VERSION_MINOR 1
+#define ET_VERSION_MINOR 2
 #define ET_VERSION_PATCH 0
 
 /* Error codes. */
 #define ET_OK 0
 #define ET_EINVAL (-1)      /* an argument is out of range or NULL */
 #define ET_ENOMEM (-2)      /* allocation failed (only at creation or window close) */
-#define ET_ESERIESFULL (-3) /* the series limit is reached */
+#define ET_ESERIESFULL (-3) /* max_series series are registered */
 #define ET_ENAME (-4)       /* a series name is empty, too long or has a control character */
 #define ET_ENOSERIES (-5)   /* no series has this id */
 #define ET_ETHREAD (-6)     /* the collector thread could not be started or stopped */
-#define ET_ERINGFULL (-7)   /* et_record: the record was dropped (and counted); never fatal */
-#define ET_ENORING (-8)     /* et_record: no ring was free for this thread; dropped, counted */
+#define ET_ERINGFULL (-7)   /* a record from a signal handler found its thread inside a drain:
+                             * dropped and counted (ET_DROP_RING_FULL); never fatal */
+#define ET_ENORING (-8)     /* no longer returned by the core (a thread without a ring
+                             * aggregates directly); kept for bindings that count their own */
+#define ET_EUNIT (-9)       /* et_series_add_unit: the series exists with another unit */
+#define ET_ENAMESFULL (-10) /* the series' names do not fit in names_bytes */
+#define ET_ENAMECLASH (-11) /* another series of the model, version and dimension has the same
+                             * display name, metric-unit (see et_series_add_unit) */
 
-/* Drop reasons: a dropped record never enters the aggregates but is counted per series. */
-#define ET_DROP_RING_FULL 0 /* the thread's ring was full: the collector fell behind */
-#define ET_DROP_NO_RING 1   /* every ring was owned by another live thread */
+/* Drop reasons: a dropped record never enters the aggregates but is counted per series.
+ * With no loss for lack of ring space, the core itself drops only RING_FULL records: made by
+ * a signal handler while its thread held the aggregate lock (a deadlock otherwise). */
+#define ET_DROP_RING_FULL 0 /* re-entrant record during its own thread's drain */
+#define ET_DROP_NO_RING 1   /* counted by a binding (et_count_drop), never by the core */
 #define ET_DROP_CLOSED 2    /* recorded after the binding closed the recorder */
 #define ET_DROP_REASONS 3
 
@@ -82,21 +108,32 @@ extern "C" {
 /* Histogram layout: magnitudes in [2^min_exponent, 2^(min_exponent + octaves)) fall into
  * octaves of buckets_per_octave buckets, chosen by the top ET_MANTISSA_BITS bits of the
  * mantissa; smaller magnitudes count as zero, larger ones in the top bucket.  Each sign has
- * its own buckets.  See et_recorder_info().relative_error for the bound this gives. */
+ * its own buckets.  See et_recorder_info().relative_error for the bound this gives.
+ *
+ * Memory: an octave's buckets (a "page") are taken from a pool of histogram_pages pages when
+ * a window first needs them, so a series costs what it uses, not 2 x octaves pages.  When the
+ * pool is used up in a window, or one bucket would pass 2^32 values in a window, values are
+ * still counted, exactly in count/sum/min/max and with octave precision in the histogram: at
+ * the middle bucket of their octave, and in et_series_stats.coarse.  Never lost. */
 #define ET_MANTISSA_BITS 12
 
 typedef struct et_recorder et_recorder;
 typedef struct et_window et_window;
 
-/* Creation-time configuration; memory is fixed from these.  Zero fields take the default. */
+/* Creation-time configuration; memory is fixed from these.  Zero fields take the default
+ * (the value in parentheses). */
 typedef struct et_config {
     uint32_t ring_capacity;      /* records per producer ring; power of two >= 64 (2048) */
-    uint32_t max_threads;        /* producer rings, one per live recording thread (4) */
+    uint32_t max_threads;        /* producer rings, one per live recording thread; more
+                                  * threads still record, through the aggregate lock (4) */
     uint32_t max_series;         /* registered series (16) */
     uint32_t buckets_per_octave; /* histogram accuracy, 8..255 (36: relative error < 1%) */
     int32_t min_exponent;        /* smallest tracked magnitude 2^min_exponent (-30) */
     uint32_t octaves;            /* tracked octaves (70: up to 2^40, about 1.1e12) */
-    uint32_t names_bytes;        /* bytes for series names (ET_NAME_MAX-ish per series) */
+    uint32_t names_bytes;        /* bytes for the series' names and units, each series taking
+                                  * their lengths + 5 (256 x max_series) */
+    uint32_t histogram_pages;    /* histogram pages per window, each one octave of one series
+                                  * (8 x max_series + 2 x octaves) */
 } et_config;
 
 /* What a recorder is and holds; see et_recorder_info. */
@@ -108,36 +145,60 @@ typedef struct et_info {
     uint32_t threads_active;/* rings owned by a live thread */
     uint32_t ring_high_water;/* most records ever pending in one ring at a drain */
     uint64_t records_drained;/* records moved from rings into aggregates, ever */
-    uint64_t collector_passes;/* drain passes, ever */
-    uint64_t unknown_series;/* records whose series id was never registered (dropped) */
+    uint64_t collector_passes;/* drain passes (et_collect, the collector thread, window
+                               * closes), ever */
+    uint64_t unknown_series;/* records whose series id was never registered: counted here,
+                             * aggregated nowhere */
     uint64_t window_seq;    /* sequence number of the current (open) window, from 0 */
     uint64_t collector_period_ns; /* current background drain period (0: not running) */
+    uint64_t full_drains;   /* times a producer found its ring full and drained it, ever */
+    uint64_t direct_values; /* values aggregated by their producer past the ring (batches,
+                             * groups too large for it, threads without a ring), ever */
+    uint64_t pool_exhausted;/* histogram slots that went coarse for want of a page, ever */
+    uint32_t pages_high_water; /* most histogram pages one window used (of histogram_pages) */
+    uint32_t series_bytes;  /* memory each of max_series costs, without names and pages */
+    uint32_t page_bytes;    /* memory of one page; the pool is 2 x histogram_pages of them */
+    uint32_t reserved;
+    uint64_t integrity_errors; /* indexes found out of bounds in the recorder's memory and
+                                * refused: 0 unless something wrote over it */
 } et_info;
 
 /* One series' aggregate over a closed window. */
 typedef struct et_series_stats {
     uint64_t count;        /* accepted values (finite doubles) */
-    double sum, min, max;  /* exact over accepted values; min/max undefined if count == 0 */
+    double sum, min, max;  /* over accepted values; min/max exact, 0 when count == 0; sum
+                            * in double precision (docs/core.md: the order it is taken in) */
     uint64_t zero;         /* values with magnitude below 2^min_exponent, zero included */
     uint64_t rejected[ET_REJECT_REASONS];
     uint64_t dropped[ET_DROP_REASONS];
-    int64_t first_mono_ns, last_mono_ns; /* drain times bounding the series' records */
-    int64_t first_wall_ns, last_wall_ns; /* the same on the wall clock (CLOCK_REALTIME) */
+    int64_t first_mono_ns, last_mono_ns; /* times of the aggregations (drains, batches)
+                                          * bounding the series' records (CLOCK_MONOTONIC) */
+    int64_t first_wall_ns, last_wall_ns; /* the same on the wall clock: the monotonic times
+                                          * shifted by the window end's wall - monotonic,
+                                          * kept inside the window's wall bounds */
     uint32_t buckets;      /* non-zero histogram buckets, see et_window_buckets */
+    uint32_t reserved;
+    uint64_t coarse;       /* values (of count) placed with octave precision only: the page
+                            * pool was used up or a bucket was full; they are in the middle
+                            * bucket of their octave */
 } et_series_stats;
 
 /* ---- lifecycle ---- */
 
-/* Fill *cfg with the defaults (the values in et_config's comments).  Thread-safe; no errors;
- * cfg must not be NULL. */
+/* Fill *cfg with the defaults (the values in et_config's comments); names_bytes and
+ * histogram_pages are left 0, which means "scaled to max_series", so that a caller who only
+ * raises max_series gets room for that many series.  Thread-safe; no errors; NULL is
+ * ignored. */
 ET_API void et_config_default(et_config *cfg);
 
-/* Create a recorder: every byte it will ever use is allocated here (et_info.memory_bytes).
- * cfg NULL, or zero fields, mean defaults.  Sets *out, or NULL on failure.  Thread-safe.
+/* Create a recorder: every byte it will ever use is allocated here, in one block
+ * (et_info.memory_bytes; docs/core.md has the figures per series and per page).  cfg NULL,
+ * or zero fields, mean defaults.  Sets *out, or NULL on failure.  Thread-safe.
  * Errors: ET_EINVAL (out NULL, or a config outside the documented ranges: ring_capacity not
  * a power of two in 64..2^24, max_threads > 1024, max_series > 65536, buckets_per_octave
- * outside 8..255, a range outside normal doubles, names_bytes outside 16..64 MiB),
- * ET_ENOMEM, ET_ETHREAD (the process-wide thread-exit key could not be created). */
+ * outside 8..255, a range outside normal doubles, names_bytes outside 16..64 MiB,
+ * histogram_pages > 2^24), ET_ENOMEM, ET_ETHREAD (the process-wide thread-exit key could not
+ * be created). */
 ET_API int et_recorder_new(const et_config *cfg, et_recorder **out);
 
 /* Stop the collector thread and free everything; records still in the rings are discarded
@@ -146,57 +207,86 @@ ET_API int et_recorder_new(const et_config *cfg, et_recorder **out);
  * more.  No errors. */
 ET_API void et_recorder_free(et_recorder *rec);
 
-/* Register (or find) a series and set *series_id, a small dense id (0, 1, 2, ...) to record
- * with.  model, version and metric must be non-empty, dimension may be NULL or "" (none); the
- * same four names always give the same id, whoever registered them first (C, C++ or Python).
+/* Register (or find) a series with a unit and set *series_id, a small dense id (0, 1, 2, ...)
+ * to record with.  model, version and metric must be non-empty; dimension and unit may be
+ * NULL or "" (none).  The same four names always give the same id, whoever registered them
+ * first (C, C++ or Python); asking for them with another unit is an error, so one series
+ * never carries two units.  Lookup is by hash, so registering thousands of series is linear.
  * Any thread; takes the registry lock, so not for the hot path: register once, keep the id.
- * Errors: ET_EINVAL (rec or series_id NULL), ET_ENAME (a name empty, longer than ET_NAME_MAX /
- * ET_DIMENSION_MAX bytes, or with a control character), ET_ESERIESFULL (max_series or
- * names_bytes used up). */
+ * A series' display name is "metric-unit", or "metric" without a unit: it is what a report
+ * names the series by (the heartbeat's "latency-ms-p99").  Two series of one model, version
+ * and dimension may not share it: "latency" in "ms" and "latency-ms" without a unit would
+ * report under one name, so the second is refused with ET_ENAMECLASH, whoever registers it.
+ * Errors: ET_EINVAL (rec or series_id NULL), ET_ENAME (a name empty, longer than ET_NAME_MAX
+ * (unit too) / ET_DIMENSION_MAX bytes, or with a control character), ET_EUNIT (the series
+ * exists with another unit), ET_ENAMECLASH (*series_id is set to the series that has the
+ * display name: et_series_names names it), ET_ESERIESFULL (max_series series exist),
+ * ET_ENAMESFULL (the names do not fit in what is left of names_bytes).  *series_id is
+ * untouched on any other error. */
+ET_API int et_series_add_unit(et_recorder *rec, const char *model, const char *version,
+                              const char *metric, const char *dimension, const char *unit,
+                              uint32_t *series_id);
+
+/* et_series_add_unit without a unit, except that an existing series is found whatever its
+ * unit: a module that records into a series someone else registered (another language,
+ * through et_api) need not know the unit.  A new series gets no unit.  Same errors but
+ * ET_EUNIT. */
 ET_API int et_series_add(et_recorder *rec, const char *model, const char *version,
                          const char *metric, const char *dimension, uint32_t *series_id);
 
-/* ---- hot path (any thread, wait-free) ---- */
+/* The names and unit of registered series series_id ("" for no dimension or unit; pointers
+ * valid until et_recorder_free); any output pointer may be NULL.  Any thread; no lock.
+ * Errors: ET_EINVAL (rec NULL), ET_ENOSERIES (series_id not registered). */
+ET_API int et_series_names(et_recorder *rec, uint32_t series_id, const char **model,
+                           const char **version, const char **metric, const char **dimension,
+                           const char **unit);
 
-/* Record one value: about 18 instructions, no lock, no allocation, no syscall (the first
- * record of a thread claims it a ring: a few atomics, once).  Any thread, concurrently;
- * wait-free.  rec must be a live recorder (not checked).
- * Returns ET_OK, or ET_ERINGFULL (this thread's ring is full: the collector fell behind) or
- * ET_ENORING (max_threads other live threads own every ring): the record was dropped and
- * counted in its series' et_series_stats.dropped; nothing to handle, never fatal.  NaN and
- * +-Inf are accepted here and counted as rejected by the collector.  An unregistered series
- * id is counted (et_info.unknown_series), never written out of bounds. */
+/* ---- hot path (any thread) ---- */
+
+/* Record one value: about 18 instructions, no lock, no allocation, no syscall while the
+ * thread's ring has room (the first record of a thread claims it a ring: a few atomics,
+ * once).  Any thread, concurrently.  rec must be a live recorder (not checked).
+ * When the ring is full the thread drains it into the aggregates itself, under the
+ * aggregate lock (see "Thread-safety" above), and then records; a thread beyond max_threads
+ * aggregates the value directly under that lock.  Nothing is dropped for lack of space.
+ * Returns ET_OK, or ET_ERINGFULL only from a signal handler whose thread holds the lock
+ * (the record is dropped and counted in et_series_stats.dropped[ET_DROP_RING_FULL]); never
+ * fatal.  NaN and +-Inf are accepted here and counted as rejected when aggregated.  An
+ * unregistered series id is counted (et_info.unknown_series), never written out of
+ * bounds. */
 ET_API int et_record(et_recorder *rec, uint32_t series_id, double value);
 
-/* Record n values of one series with one ring update.  Same contract as et_record.  Returns
- * how many entered the ring (0..n; the rest were dropped and counted), ET_ENORING (all n
- * dropped, counted), or ET_EINVAL (values NULL with n > 0). */
+/* Record n values of one series, in order.  A batch that fits in the thread's ring is one
+ * ring update; a larger one is aggregated by the caller under the aggregate lock (its ring
+ * drained first, so order is kept), in chunks of at most ring_capacity values with the lock
+ * released between chunks, about 1-2 ns per value.  Returns n, or from a signal handler
+ * whose thread holds the lock, how many fitted in the ring (the rest dropped and counted);
+ * ET_EINVAL (values NULL with n > 0).  Same contract as et_record otherwise. */
 ET_API int64_t et_record_many(et_recorder *rec, uint32_t series_id, const double *values,
                               size_t n);
 
 /* Record one value into each of n series (the metrics of one inference: values[i] into
- * series_ids[i]) with one ring update, so the collector sees all n or none: they land in the
- * same window, and a full ring drops all n (each counted in its own series).  Same contract
- * as et_record otherwise.  Returns n, ET_ERINGFULL or ET_ENORING (all n dropped and counted),
- * or ET_EINVAL (series_ids or values NULL with n > 0; n larger than ring_capacity can never
- * fit and is always dropped). */
+ * series_ids[i]) at once: one ring update, or when the ring cannot take them, one hold of
+ * the aggregate lock, so all n land in the same window.  Returns n; ET_ERINGFULL from a
+ * signal handler whose thread holds the lock (all n dropped, each counted in its series);
+ * ET_EINVAL (series_ids or values NULL with n > 0).  Same contract as et_record otherwise. */
 ET_API int64_t et_record_group(et_recorder *rec, const uint32_t *series_ids,
                                const double *values, size_t n);
 
 /* For bindings: count a value that could not even be converted to a double (reason
- * ET_REJECT_TYPE; NaN and Inf are counted by the collector), or a record made after the
+ * ET_REJECT_TYPE; NaN and Inf are counted when aggregated), or a record made after the
  * binding closed its side (et_count_drop, reason ET_DROP_CLOSED or ET_DROP_NO_RING).  Any
- * thread; one relaxed atomic add.  Errors: ET_ENOSERIES (rec NULL or series_id >= max_series),
- * ET_EINVAL (another reason). */
+ * thread, signal handlers included; a few relaxed atomics, no lock; the count lands in the
+ * window open when the aggregate lock is next taken.  Errors: ET_ENOSERIES (rec NULL or
+ * series_id not registered), ET_EINVAL (another reason). */
 ET_API int et_count_reject(et_recorder *rec, uint32_t series_id, int reason);
 ET_API int et_count_drop(et_recorder *rec, uint32_t series_id, int reason);
 
 /* ---- collector side ---- */
 
-/* Drain every ring into the current window's aggregates now.  Not needed with a collector
- * thread; without one, call it often enough that rings (ring_capacity records each) do not
- * fill.  Any thread; serialised with the other collector-side calls by the collector lock;
- * producers never wait.  Errors: ET_EINVAL (rec NULL). */
+/* Drain every ring into the current window's aggregates now, one ring per hold of the
+ * aggregate lock.  Not needed with a collector thread; without one, rings that fill are
+ * drained by their producers.  Any thread.  Errors: ET_EINVAL (rec NULL). */
 ET_API int et_collect(et_recorder *rec);
 
 /* Start a background thread that drains every period_ns at most (it adapts between
@@ -208,12 +298,16 @@ ET_API int et_collector_start(et_recorder *rec, uint64_t period_ns);
 ET_API int et_collector_stop(et_recorder *rec);
 
 /* Drain, close the current window into a new et_window that the caller owns (free it with
- * et_window_free), and open the next window where this one ended (windows tile time).
- * Producers are never stopped; a record is in exactly one window or counted as dropped.  Any
- * thread; serialised with other collector-side calls.  Errors: ET_EINVAL (a NULL argument),
- * ET_ENOMEM (the window stays open, nothing is lost: try again later). */
+ * et_window_free), and open the next window where this one ended (windows tile time).  The
+ * aggregates flip between two sets: the switch is one short hold of the aggregate lock, and
+ * the window is built from the closed set outside it, at a cost that grows with the series
+ * that had activity, not with the series registered.  Producers are never stopped; a record
+ * is in exactly one window or counted as dropped.  Any thread; closes are serialised among
+ * themselves.  Errors: ET_EINVAL (a NULL argument), ET_ENOMEM (the window stays open,
+ * nothing is lost: try again later). */
 ET_API int et_window_close(et_recorder *rec, et_window **out);
-/* Free a closed window.  NULL is ignored.  No errors. */
+/* Free a closed window.  A window holds copies of everything it reports, so it may outlive
+ * its recorder.  NULL is ignored.  No errors. */
 ET_API void et_window_free(et_window *w);
 
 /* Closed window accessors: read-only, so any number of threads may read one window.  The
@@ -224,18 +318,33 @@ ET_API uint64_t et_window_seq(const et_window *w);
  * may be NULL. */
 ET_API void et_window_bounds(const et_window *w, int64_t *start_mono_ns, int64_t *end_mono_ns,
                              int64_t *start_wall_ns, int64_t *end_wall_ns);
-/* Series in the window: every series registered when it closed, ids 0..count-1. */
+/* Series listed in the window: those with activity in it (a value counted, rejected,
+ * dropped), in increasing id order.  A series registered but idle is not listed: the
+ * window's cost follows the active series.  The accessors below take i, a position in this
+ * list (0..count-1), not a series id: et_window_series_id and et_window_series_find map the
+ * two. */
 ET_API uint32_t et_window_series_count(const et_window *w);
-/* Names of series i (pointers valid until et_window_free; dimension is "" when none); any
- * output pointer may be NULL.  Errors: ET_ENOSERIES (w NULL or i >= the series count). */
+/* The series id of listed series i into *series_id.  Errors: ET_EINVAL (series_id NULL),
+ * ET_ENOSERIES (w NULL or i >= the count). */
+ET_API int et_window_series_id(const et_window *w, uint32_t i, uint32_t *series_id);
+/* The position of series series_id in the window's list into *i.  Errors: ET_EINVAL (i
+ * NULL), ET_ENOSERIES (w NULL, or the series had no activity in the window). */
+ET_API int et_window_series_find(const et_window *w, uint32_t series_id, uint32_t *i);
+/* Names of listed series i (pointers valid until et_window_free; dimension is "" when none);
+ * any output pointer may be NULL.  Errors: ET_ENOSERIES (w NULL or i >= the count). */
 ET_API int et_window_series_names(const et_window *w, uint32_t i, const char **model,
                                   const char **version, const char **metric,
                                   const char **dimension);
-/* Aggregates of series i into *out.  Errors: ET_EINVAL (NULL), ET_ENOSERIES (no series i). */
+/* Unit of listed series i ("" when it has none; valid until et_window_free).  Errors:
+ * ET_EINVAL (unit NULL), ET_ENOSERIES (w NULL or i >= the count). */
+ET_API int et_window_series_unit(const et_window *w, uint32_t i, const char **unit);
+/* Aggregates of listed series i into *out.  Errors: ET_EINVAL (NULL), ET_ENOSERIES (no
+ * series i). */
 ET_API int et_window_series_stats(const et_window *w, uint32_t i, et_series_stats *out);
-/* Non-zero buckets of series i: indexes (negative values' buckets are offset by
- * buckets_per_octave * octaves) and counts, each array stats.buckets long.  Returns the
- * number written.  Errors: ET_EINVAL (NULL, or capacity < stats.buckets), ET_ENOSERIES.
+/* Non-zero buckets of listed series i: indexes (negative values' buckets are offset by
+ * buckets_per_octave * octaves), increasing, and counts, each array stats.buckets long.
+ * Returns the number written.  Errors: ET_EINVAL (NULL, or capacity < stats.buckets),
+ * ET_ENOSERIES.
  * Bucket index b of a positive value covers magnitudes
  *   [2^(min_exponent + b / k) * (1 + edges[b % k] / 2^ET_MANTISSA_BITS),
  *    2^(min_exponent + b / k) * (1 + edges[b % k + 1] / 2^ET_MANTISSA_BITS))
@@ -246,7 +355,7 @@ ET_API int et_window_buckets(const et_window *w, uint32_t i, uint32_t *indexes,
 /* ---- introspection ---- */
 
 /* What the recorder is and holds (configuration, memory, counters) into *out.  Any thread;
- * takes the collector lock briefly.  Errors: ET_EINVAL (a NULL argument). */
+ * takes the aggregate lock briefly.  Errors: ET_EINVAL (a NULL argument). */
 ET_API int et_recorder_info(et_recorder *rec, et_info *out);
 /* The histogram's mantissa edges: buckets_per_octave + 1 increasing values from 0 to
  * 2^ET_MANTISSA_BITS, so bucket j of an octave holds mantissas [edges[j], edges[j+1]).
@@ -258,14 +367,14 @@ ET_API int et_recorder_edges(const et_recorder *rec, uint32_t *edges, uint32_t c
  * A module that cannot link this library (a second Python extension, a plugin) records into a
  * recorder it was handed through this table, so both feed the same rings and windows.
  * Fields are only ever appended: check abi_version >= the version that added the last field
- * you use (1: record .. strerror; 2: record_group).
+ * you use (1: record .. strerror; 2: record_group; 3: series_add_unit).
  *
  * The handle is two addresses: the table (et_api_table()) and the recorder.  From Python, the
  * edgetelemetry package hands them out (docs/native-sdk.md); the receiving module casts them
  * back, registers its series with api->series_add and records with api->record, from any
  * thread, for as long as the owner keeps the recorder open.  The entries behave exactly as
  * the functions of the same names. */
-#define ET_API_VERSION 2
+#define ET_API_VERSION 3
 typedef struct et_api {
     uint32_t abi_version;
     int (*record)(et_recorder *rec, uint32_t series_id, double value);
@@ -277,6 +386,9 @@ typedef struct et_api {
     const char *(*strerror)(int code);
     int64_t (*record_group)(et_recorder *rec, const uint32_t *series_ids, const double *values,
                             size_t n); /* version 2 */
+    int (*series_add_unit)(et_recorder *rec, const char *model, const char *version,
+                           const char *metric, const char *dimension, const char *unit,
+                           uint32_t *series_id); /* version 3 */
 } et_api;
 /* The process's table: static, never NULL, the same for every recorder.  Thread-safe. */
 ET_API const et_api *et_api_table(void);
@@ -288,9 +400,9 @@ ET_API const char *et_strerror(int code);
 /* ---- compiling instrumentation out ----
  * Build a C or C++ program with -DET_DISABLE and every call above becomes an inline no-op
  * that succeeds (no library to link, no code left after inlining): et_recorder_new gives a
- * NULL recorder, et_series_add id 0, et_record ET_OK, et_record_many and et_record_group n,
- * et_window_close a NULL window whose accessors return 0 / ET_ENOSERIES, et_api_table a table
- * of no-ops.
+ * NULL recorder, et_series_add and et_series_add_unit id 0, et_record ET_OK, et_record_many
+ * and et_record_group n, et_window_close a NULL window whose accessors return 0 /
+ * ET_ENOSERIES, et_api_table a table of no-ops.
  * Arguments are still evaluated, as for any call; code that exists only to measure (reading
  * a clock) goes inside ET_INSTRUMENT(...), which keeps its argument when instrumentation is
  * on and drops it with ET_DISABLE:
@@ -325,6 +437,20 @@ ET__OFF(int) et__off_series_add(et_recorder *rec, const char *model, const char 
     (void)rec, (void)model, (void)version, (void)metric, (void)dimension;
     if (series_id != NULL) *series_id = 0;
     return ET_OK;
+}
+ET__OFF(int) et__off_series_add_unit(et_recorder *rec, const char *model, const char *version,
+                                    const char *metric, const char *dimension,
+                                    const char *unit, uint32_t *series_id) {
+    (void)rec, (void)model, (void)version, (void)metric, (void)dimension, (void)unit;
+    if (series_id != NULL) *series_id = 0;
+    return ET_OK;
+}
+ET__OFF(int) et__off_series_names(et_recorder *rec, uint32_t series_id, const char **model,
+                                 const char **version, const char **metric,
+                                 const char **dimension, const char **unit) {
+    (void)rec, (void)series_id, (void)model, (void)version, (void)metric, (void)dimension;
+    (void)unit;
+    return ET_ENOSERIES;
 }
 ET__OFF(int) et__off_record(et_recorder *rec, uint32_t series_id, double value) {
     (void)rec, (void)series_id, (void)value;
@@ -381,6 +507,18 @@ ET__OFF(int) et__off_window_series_names(const et_window *w, uint32_t i, const c
     (void)w, (void)i, (void)model, (void)version, (void)metric, (void)dimension;
     return ET_ENOSERIES;
 }
+ET__OFF(int) et__off_window_series_id(const et_window *w, uint32_t i, uint32_t *series_id) {
+    (void)w, (void)i, (void)series_id;
+    return ET_ENOSERIES;
+}
+ET__OFF(int) et__off_window_series_find(const et_window *w, uint32_t series_id, uint32_t *i) {
+    (void)w, (void)series_id, (void)i;
+    return ET_ENOSERIES;
+}
+ET__OFF(int) et__off_window_series_unit(const et_window *w, uint32_t i, const char **unit) {
+    (void)w, (void)i, (void)unit;
+    return ET_ENOSERIES;
+}
 ET__OFF(int) et__off_window_series_stats(const et_window *w, uint32_t i, et_series_stats *out) {
     (void)w, (void)i, (void)out;
     return ET_ENOSERIES;
@@ -407,13 +545,15 @@ ET__OFF(const char *) et__off_strerror(int code) {
 ET__OFF(const et_api *) et__off_api_table(void) {
     static const et_api table = {ET_API_VERSION, et__off_record, et__off_record_many,
                                  et__off_count, et__off_series_add, et__off_strerror,
-                                 et__off_record_group};
+                                 et__off_record_group, et__off_series_add_unit};
     return &table;
 }
 #define et_config_default et__off_config_default
 #define et_recorder_new et__off_recorder_new
 #define et_recorder_free et__off_recorder_free
 #define et_series_add et__off_series_add
+#define et_series_add_unit et__off_series_add_unit
+#define et_series_names et__off_series_names
 #define et_record et__off_record
 #define et_record_many et__off_record_many
 #define et_record_group et__off_record_group
@@ -427,7 +567,10 @@ ET__OFF(const et_api *) et__off_api_table(void) {
 #define et_window_seq et__off_window_seq
 #define et_window_bounds et__off_window_bounds
 #define et_window_series_count et__off_window_series_count
+#define et_window_series_id et__off_window_series_id
+#define et_window_series_find et__off_window_series_find
 #define et_window_series_names et__off_window_series_names
+#define et_window_series_unit et__off_window_series_unit
 #define et_window_series_stats et__off_window_series_stats
 #define et_window_buckets et__off_window_buckets
 #define et_recorder_info et__off_recorder_info

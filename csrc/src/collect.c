@@ -1,4 +1,5 @@
-/* The consumer side: drain rings into aggregates, close windows, the background collector. */
+/* The consumer side: drain passes, closing windows (flip the aggregate sets, build the window
+ * from the closed one), window accessors, the background collector. */
 #include "internal.h"
 
 #include <errno.h>
@@ -6,281 +7,201 @@
 #include <string.h>
 #include <time.h>
 
+/* A closed window: one allocation, sized before the flip (see et_window_close). */
 struct et_window {
     uint64_t seq;
     int64_t start_mono_ns, end_mono_ns, start_wall_ns, end_wall_ns;
-    uint32_t series_count;
-    et_series_names *names;
-    char *name_bytes;   /* the names, copied: a window outlives its recorder if need be */
-    et_series_stats *stats;
-    uint32_t **indexes; /* per series, stats[i].buckets long */
-    uint64_t **counts;
+    uint32_t count;               /* series listed */
+    uint32_t cap_series;
+    uint64_t cap_buckets, cap_names, used_buckets, used_names;
+    uint32_t *ids;                /* [cap_series] */
+    et_series_stats *stats;       /* [cap_series] */
+    uint32_t (*name_at)[5];       /* [cap_series]: model, version, metric, dimension, unit */
+    uint64_t *bucket_at;          /* [cap_series]: first of the series' buckets */
+    uint32_t *indexes;            /* [cap_buckets] */
+    uint64_t *counts;             /* [cap_buckets] */
+    char *names;                  /* [cap_names] */
 };
 
-/* ---- aggregation ---- */
+/* ---- drain passes ---- */
 
-static void reset_aggregate(et_aggregate *agg, size_t bucket_bytes) {
-    uint32_t *own = agg->own_buckets;
-    if (agg->count) memset(own, 0, bucket_bytes);
-    memset(agg, 0, sizeof *agg);
-    agg->own_buckets = own;
-    agg->buckets = own;
-    agg->min = __builtin_inf();
-    agg->max = -__builtin_inf();
-}
-
-void et__reset_window_locked(et_recorder *rec) {
-    const size_t bucket_bytes = (size_t)2 * rec->buckets_per_sign * sizeof(uint32_t);
-    for (uint32_t i = 0; i < rec->config.max_series; i++)
-        reset_aggregate(&rec->aggregates[i], bucket_bytes);
-    rec->window_start_mono_ns = et__now_ns(CLOCK_MONOTONIC);
-    rec->window_start_wall_ns = et__now_ns(CLOCK_REALTIME);
-}
-
-/* Everything but the common case: zero and subnormal magnitudes, values above the tracked
- * range (the sign's top bucket; min/max stay exact), NaN and Inf (rejected). */
-static __attribute__((noinline)) void aggregate_outlier(const et_recorder *rec,
-                                                        et_aggregate *agg, double value) {
-    uint64_t bits;
-    memcpy(&bits, &value, sizeof bits);
-    const uint32_t exponent = (uint32_t)(bits >> 52) & 0x7ff;
-    if (exponent == 0x7ff) {
-        if (bits & 0xfffffffffffffull)
-            agg->rejected_nan++;
-        else
-            agg->rejected_inf++;
-        return;
+/* Drain every ring with something in it, one hold of the aggregate lock per ring, so that a
+ * producer waiting to drain its own full ring waits for one ring's drain at most.  Returns
+ * the most records one ring held. */
+static uint64_t drain_pass(et_recorder *rec) {
+    uint64_t most = 0;
+    bool folded = false;
+    for (uint32_t i = 0; i < rec->config.max_threads; i++) {
+        et_ring *ring = et__ring(rec, i);
+        if (atomic_load_explicit(&ring->head, memory_order_relaxed) ==
+            atomic_load_explicit(&ring->tail, memory_order_relaxed))
+            continue;
+        const uint64_t previous = et__agg_enter(rec);
+        /* every record drained now was made before this instant: attribute it here */
+        const int64_t now = et__now_ns(CLOCK_MONOTONIC);
+        if (!folded) et__fold_pending(rec);
+        folded = true;
+        const uint64_t n = et__drain_ring(rec, ring, now);
+        et__agg_leave(rec, previous);
+        if (n > most) most = n;
     }
-    if (exponent < rec->exponent_lo) {
-        agg->zero++;
-    } else {
-        const uint32_t sign_offset = (uint32_t)(bits >> 63) * rec->buckets_per_sign;
-        agg->buckets[sign_offset + rec->buckets_per_sign - 1]++;
+    if (!folded && atomic_load_explicit(&rec->region->pending, memory_order_relaxed)) {
+        const uint64_t previous = et__agg_enter(rec);
+        et__fold_pending(rec);
+        et__agg_leave(rec, previous);
     }
-    agg->count++;
-    agg->sum += value;
-    if (value < agg->min) agg->min = value;
-    if (value > agg->max) agg->max = value;
-}
-
-/* The per-record work.  The top 12 bits (sign, exponent) find the octave's first bucket and
- * the next ET_MANTISSA_BITS the bucket within it, by two table lookups: no log(), no branch
- * on the sign.  Anything the first table does not map goes to aggregate_outlier. */
-static inline void aggregate_value(const et_recorder *rec, const uint32_t *octave_base,
-                                   const uint8_t *sub_bucket_of, et_aggregate *agg,
-                                   double value) {
-    uint64_t bits;
-    memcpy(&bits, &value, sizeof bits);
-    const uint32_t base = octave_base[bits >> 52];
-    if (ET_UNLIKELY(base == ET_OUTLIER)) {
-        aggregate_outlier(rec, agg, value);
-        return;
-    }
-    const size_t sub = sub_bucket_of[(bits >> (52 - ET_MANTISSA_BITS)) &
-                                     ((1u << ET_MANTISSA_BITS) - 1)];
-    agg->buckets[(size_t)base + sub]++;
-    agg->count++;
-    /* New extremes are rare: two predictable branches beat two min/max stores.  Written as
-     * !(>=) since value is never NaN here, which lets the compare take min from memory.
-     * The sum comes last so the addition may consume value. */
-    if (!(value >= agg->min)) agg->min = value;
-    if (value > agg->max) agg->max = value;
-    agg->sum += value;
-}
-
-/* Records pending in all rings bound what one pass can add to one series. */
-static void guard_bucket_overflow(et_recorder *rec, uint32_t series, uint64_t pending) {
-    for (uint32_t i = 0; i < series; i++) {
-        et_aggregate *agg = &rec->aggregates[i];
-        if (agg->buckets != rec->sink_buckets && agg->count + pending >= UINT32_MAX)
-            agg->buckets = rec->sink_buckets; /* quantiles degrade, exact stats go on */
-    }
-}
-
-/* Aggregate n consecutive entries.  *series_io is the registered series count, refreshed
- * when an entry names a series past it: the series may have been registered after this pass
- * loaded the count but before the record was made, and the acquire on the ring's head makes
- * the newer count visible. */
-static void drain_run(et_recorder *rec, const et_entry *e, uint64_t n, uint32_t *series_io) {
-    /* the tables and the aggregates' base in locals: stores into aggregates cannot force
-     * reloads of them */
-    const uint32_t *const octave_base = rec->octave_base;
-    const uint8_t *const sub_bucket_of = rec->sub_bucket_of;
-    et_aggregate *const aggregates = rec->aggregates;
-    uint32_t series = *series_io;
-    for (const et_entry *end = e + n; e != end; e++) {
-        const uint32_t id = e->series;
-        if (ET_UNLIKELY(id >= series)) {
-            series = atomic_load_explicit(&rec->series_count, memory_order_acquire);
-            *series_io = series;
-            if (id >= series) {
-                rec->unknown_series++;
-                continue;
-            }
-        }
-        aggregate_value(rec, octave_base, sub_bucket_of, &aggregates[id], e->value);
-    }
-}
-
-/* Free rings are drained too: an exited thread's last records wait there for us. */
-static void drain_ring(et_recorder *rec, et_ring *ring, uint32_t *series_io) {
-    const uint64_t head = atomic_load_explicit(&ring->head, memory_order_acquire);
-    const uint64_t tail = atomic_load_explicit(&ring->tail, memory_order_relaxed);
-    const uint64_t pending = head - tail;
-    if (pending == 0) return;
-    if (pending > rec->ring_high_water) rec->ring_high_water = (uint32_t)pending;
-    if (pending > rec->last_pass_fill_max) rec->last_pass_fill_max = (uint32_t)pending;
-    /* two straight runs instead of a mask per entry: the pending records wrap at most once */
-    const uint64_t start = tail & ring->mask;
-    const uint64_t first = pending < ring->capacity - start ? pending : ring->capacity - start;
-    drain_run(rec, ring->entries + start, first, series_io);
-    drain_run(rec, ring->entries, pending - first, series_io);
-    rec->records_drained += pending;
-    atomic_store_explicit(&ring->tail, head, memory_order_release);
-}
-
-void et__drain_locked(et_recorder *rec) {
-    uint32_t series = atomic_load_explicit(&rec->series_count, memory_order_acquire);
-    ++rec->pass;
-    /* every record drained now was made before this instant: attribute it here */
-    const int64_t mono = et__now_ns(CLOCK_MONOTONIC);
-    const int64_t wall = et__now_ns(CLOCK_REALTIME);
-    uint64_t pending = 0;
-    for (uint32_t r = 0; r < rec->config.max_threads; r++) {
-        et_ring *ring = &rec->rings[r];
-        pending += atomic_load_explicit(&ring->head, memory_order_relaxed) -
-                   atomic_load_explicit(&ring->tail, memory_order_relaxed);
-    }
-    guard_bucket_overflow(rec, series, pending);
-    rec->last_pass_fill_max = 0;
-    for (uint32_t r = 0; r < rec->config.max_threads; r++)
-        drain_ring(rec, &rec->rings[r], &series);
-    /* a series whose counts moved in this pass had records in it */
-    for (uint32_t i = 0; i < series; i++) {
-        et_aggregate *agg = &rec->aggregates[i];
-        const uint64_t seen = agg->count + agg->rejected_nan + agg->rejected_inf;
-        if (seen == agg->seen) continue;
-        agg->seen = seen;
-        if (agg->first_mono_ns == 0) {
-            agg->first_mono_ns = mono;
-            agg->first_wall_ns = wall;
-        }
-        agg->last_mono_ns = mono;
-        agg->last_wall_ns = wall;
-    }
+    atomic_fetch_add_explicit(&rec->region->passes, 1, memory_order_relaxed);
+    return most;
 }
 
 int et_collect(et_recorder *rec) {
     if (rec == NULL) return ET_EINVAL;
-    pthread_mutex_lock(&rec->collector_lock);
-    et__drain_locked(rec);
-    pthread_mutex_unlock(&rec->collector_lock);
+    drain_pass(rec);
     return ET_OK;
 }
 
 /* ---- windows ---- */
 
-static uint64_t take_ring_full_drops(et_recorder *rec, uint32_t series_id) {
-    uint64_t total = 0;
-    for (uint32_t r = 0; r < rec->config.max_threads; r++) {
-        et_ring *ring = &rec->rings[r];
-        const uint64_t now =
-            atomic_load_explicit(&ring->full_drops[series_id], memory_order_relaxed);
-        total += now - ring->full_drops_seen[series_id];
-        ring->full_drops_seen[series_id] = now;
-    }
-    return total;
-}
+void et_window_free(et_window *w) { free(w); }
 
-static uint32_t count_buckets(const uint32_t *b, uint32_t n) {
-    uint32_t k = 0;
-    for (uint32_t i = 0; i < n; i++) k += b[i] != 0;
-    return k;
-}
+static size_t align8(size_t n) { return (n + 7) & ~(size_t)7; }
 
-void et_window_free(et_window *w) {
-    if (w == NULL) return;
-    for (uint32_t i = 0; i < w->series_count; i++) {
-        free(w->indexes[i]);
-        free(w->counts[i]);
-    }
-    free(w->indexes);
-    free(w->counts);
-    free(w->stats);
-    free(w->names);
-    free(w->name_bytes);
-    free(w);
-}
-
-static et_window *window_alloc(const et_recorder *rec, uint32_t series) {
-    /* et_series_add may be appending to the arena right now, under the registry lock this
-     * thread does not hold: name_arena_used is not ours to read.  The first `series` entries
-     * were published (release/acquire on series_count) and never change, and the arena is
-     * filled in order, so the bytes we may copy end with the last published dimension. */
-    size_t used = 0;
-    if (series > 0) {
-        const char *last = rec->names[series - 1].dimension;
-        used = (size_t)(last - rec->name_arena) + strlen(last) + 1;
-    }
-    et_window *w = calloc(1, sizeof *w);
-    if (w == NULL) return NULL;
-    w->series_count = series;
-    w->name_bytes = malloc(used ? used : 1);
-    w->names = calloc(series ? series : 1, sizeof *w->names);
-    w->stats = calloc(series ? series : 1, sizeof *w->stats);
-    w->indexes = calloc(series ? series : 1, sizeof *w->indexes);
-    w->counts = calloc(series ? series : 1, sizeof *w->counts);
-    if (!w->name_bytes || !w->names || !w->stats || !w->indexes || !w->counts) {
-        w->series_count = 0;
-        et_window_free(w);
-        return NULL;
-    }
-    /* series names are immutable once registered and the arena only grows: copy it whole and
-     * rebase the pointers */
-    memcpy(w->name_bytes, rec->name_arena, used);
-    for (uint32_t i = 0; i < series; i++) {
-        const et_series_names *src = &rec->names[i];
-        et_series_names *dst = &w->names[i];
-        dst->model = w->name_bytes + (src->model - rec->name_arena);
-        dst->version = w->name_bytes + (src->version - rec->name_arena);
-        dst->metric = w->name_bytes + (src->metric - rec->name_arena);
-        dst->dimension = w->name_bytes + (src->dimension - rec->name_arena);
-    }
+/* Room for `series` listed series, `buckets` buckets and `names` bytes of names. */
+static et_window *window_alloc(uint64_t series, uint64_t buckets, uint64_t names) {
+    if (series > UINT32_MAX || buckets > SIZE_MAX / 16 || names > SIZE_MAX / 2) return NULL;
+    const size_t s = (size_t)series, b = (size_t)buckets;
+    size_t at = align8(sizeof(et_window));
+    const size_t ids = at;
+    at += align8(s * sizeof(uint32_t));
+    const size_t stats = at;
+    at += s * sizeof(et_series_stats);
+    const size_t name_at = at;
+    at += align8(s * 5 * sizeof(uint32_t));
+    const size_t bucket_at = at;
+    at += s * sizeof(uint64_t);
+    const size_t counts = at;
+    at += b * sizeof(uint64_t);
+    const size_t indexes = at;
+    at += align8(b * sizeof(uint32_t));
+    const size_t name_bytes = at;
+    at += (size_t)names;
+    char *p = malloc(at);
+    if (p == NULL) return NULL;
+    et_window *w = (et_window *)p;
+    memset(w, 0, sizeof *w);
+    w->cap_series = (uint32_t)s;
+    w->cap_buckets = b;
+    w->cap_names = names;
+    w->ids = (uint32_t *)(p + ids);
+    w->stats = (et_series_stats *)(p + stats);
+    w->name_at = (uint32_t(*)[5])(p + name_at);
+    w->bucket_at = (uint64_t *)(p + bucket_at);
+    w->counts = (uint64_t *)(p + counts);
+    w->indexes = (uint32_t *)(p + indexes);
+    w->names = p + name_bytes;
     return w;
 }
 
-int et_window_close(et_recorder *rec, et_window **out) {
-    if (rec == NULL || out == NULL) return ET_EINVAL;
-    *out = NULL;
-    pthread_mutex_lock(&rec->collector_lock);
-    et__drain_locked(rec);
-    const uint32_t series = atomic_load_explicit(&rec->series_count, memory_order_acquire);
-    const uint32_t nb = 2 * rec->buckets_per_sign;
-    et_window *w = window_alloc(rec, series);
-    /* allocate every bucket array before changing anything: ENOMEM leaves the window open */
-    for (uint32_t i = 0; w != NULL && i < series; i++) {
-        const et_aggregate *agg = &rec->aggregates[i];
-        const uint32_t k = agg->count ? count_buckets(agg->own_buckets, nb) : 0;
-        w->stats[i].buckets = k;
-        w->indexes[i] = malloc((k ? k : 1) * sizeof(uint32_t));
-        w->counts[i] = malloc((k ? k : 1) * sizeof(uint64_t));
-        if (w->indexes[i] == NULL || w->counts[i] == NULL) {
-            et_window_free(w);
-            w = NULL;
+/* What a window of the active set needs now (under the aggregate lock). */
+typedef struct window_need {
+    uint64_t series, buckets, names;
+} window_need;
+
+static window_need need_of_active(const et_recorder *rec) {
+    const et_set *s = rec->sets[rec->region->active & 1];
+    const et_config *c = &rec->config;
+    /* bounded by what the configuration allows, whatever the set's counters say */
+    const uint64_t pages = s->pages_used < c->histogram_pages ? s->pages_used
+                                                              : c->histogram_pages;
+    const uint64_t coarse_most = (uint64_t)c->max_series * rec->layout.slots;
+    window_need n;
+    n.series = s->touched_count < c->max_series ? s->touched_count : c->max_series;
+    n.buckets = pages * c->buckets_per_octave +
+                (s->coarse_slots < coarse_most ? s->coarse_slots : coarse_most);
+    n.names = s->names_bytes < c->names_bytes ? s->names_bytes : c->names_bytes;
+    return n;
+}
+
+static int cmp_u32(const void *a, const void *b) {
+    const uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Copy series id's names into the window; false (and an integrity error) when the record
+ * does not hold five strings inside the arena. */
+static bool copy_names(et_recorder *rec, et_window *w, uint32_t listed, uint32_t id) {
+    const et_series_rec *s = &rec->series[id];
+    const uint64_t off = s->name_off, len = s->name_len;
+    if (off + len > rec->config.names_bytes || len > w->cap_names - w->used_names) return false;
+    char *dst = w->names + w->used_names;
+    memcpy(dst, rec->arena + off, len);
+    uint64_t at = 0;
+    for (int k = 0; k < 5; k++) {
+        const char *end = memchr(dst + at, '\0', len - at);
+        if (end == NULL) return false;
+        w->name_at[listed][k] = (uint32_t)(w->used_names + at);
+        at = (uint64_t)(end - dst) + 1;
+        if (k < 4 && at >= len) return false;
+    }
+    w->used_names += len;
+    return true;
+}
+
+static void emit_bucket(et_window *w, et_series_stats *st, uint32_t index, uint64_t count) {
+    if (w->used_buckets >= w->cap_buckets) return; /* bounded by need_of_active: never */
+    w->indexes[w->used_buckets] = index;
+    w->counts[w->used_buckets] = count;
+    w->used_buckets++;
+    st->buckets++;
+}
+
+/* The series' buckets from its page table, in increasing index order (slot, then bucket
+ * within the slot's octave).  Coarse values go to the middle bucket of their octave. */
+static void copy_buckets(et_recorder *rec, uint32_t set, const et_aggregate *agg, et_window *w,
+                         et_series_stats *st) {
+    const uint32_t k = rec->config.buckets_per_octave;
+    const uint32_t middle = k / 2;
+    const uint32_t *pool = rec->pools[set];
+    for (uint32_t slot = 0; slot < rec->outlier_slot; slot++) {
+        const uint64_t e = agg->pages[slot];
+        if (e == ET_NO_PAGE) continue;
+        if (e & ET_COARSE) {
+            if (e & ~ET_COARSE) emit_bucket(w, st, slot * k + middle, e & ~ET_COARSE);
+            continue;
+        }
+        if (e >= rec->page_limit) {
+            rec->region->integrity_errors++;
+            continue;
+        }
+        const uint32_t *page = pool + e;
+        uint64_t coarse;
+        memcpy(&coarse, page + rec->layout.page_words - 2, sizeof coarse);
+        for (uint32_t sub = 0; sub < k; sub++) {
+            const uint64_t c = page[sub] + (sub == middle ? coarse : 0);
+            if (c) emit_bucket(w, st, slot * k + sub, c);
         }
     }
-    if (w == NULL) {
-        pthread_mutex_unlock(&rec->collector_lock);
-        return ET_ENOMEM;
-    }
-    w->seq = rec->window_seq++;
-    w->start_mono_ns = rec->window_start_mono_ns;
-    w->start_wall_ns = rec->window_start_wall_ns;
-    w->end_mono_ns = et__now_ns(CLOCK_MONOTONIC);
-    w->end_wall_ns = et__now_ns(CLOCK_REALTIME);
-    for (uint32_t i = 0; i < series; i++) {
-        const et_aggregate *agg = &rec->aggregates[i];
-        et_series_stats *st = &w->stats[i];
+}
+
+/* The window from the closed set: its touched series, in id order. */
+static void build_window(et_recorder *rec, uint32_t set, et_window *w) {
+    const et_set *s = rec->sets[set];
+    uint32_t n = s->touched_count <= rec->config.max_series ? s->touched_count
+                                                            : rec->config.max_series;
+    if (n > w->cap_series) n = w->cap_series; /* bounded by need_of_active: never */
+    memcpy(w->ids, rec->touched[set], n * sizeof(uint32_t));
+    qsort(w->ids, n, sizeof(uint32_t), cmp_u32);
+    const int64_t wall_offset = w->end_wall_ns - w->end_mono_ns;
+    uint32_t listed = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const uint32_t id = w->ids[i];
+        if (id >= rec->config.max_series || (listed && w->ids[listed - 1] == id)) {
+            rec->region->integrity_errors++; /* a touched list written over */
+            continue;
+        }
+        const et_aggregate *agg = et__agg(rec, set, id);
+        et_series_stats *st = &w->stats[listed];
+        memset(st, 0, sizeof *st);
         st->count = agg->count;
         st->sum = agg->sum;
         st->min = agg->count ? agg->min : 0.0;
@@ -288,31 +209,84 @@ int et_window_close(et_recorder *rec, et_window **out) {
         st->zero = agg->zero;
         st->rejected[ET_REJECT_NAN] = agg->rejected_nan;
         st->rejected[ET_REJECT_INF] = agg->rejected_inf;
-        st->rejected[ET_REJECT_TYPE] =
-            atomic_exchange_explicit(&rec->shared[i].rejected_type, 0, memory_order_relaxed);
-        st->dropped[ET_DROP_RING_FULL] = take_ring_full_drops(rec, i);
-        st->dropped[ET_DROP_NO_RING] =
-            atomic_exchange_explicit(&rec->shared[i].dropped_no_ring, 0, memory_order_relaxed);
-        st->dropped[ET_DROP_CLOSED] =
-            atomic_exchange_explicit(&rec->shared[i].dropped_closed, 0, memory_order_relaxed);
+        st->rejected[ET_REJECT_TYPE] = agg->rejected_type;
+        for (int r = 0; r < ET_DROP_REASONS; r++) st->dropped[r] = agg->dropped[r];
+        st->coarse = agg->coarse;
         st->first_mono_ns = agg->first_mono_ns;
         st->last_mono_ns = agg->last_mono_ns;
-        st->first_wall_ns = agg->first_wall_ns;
-        st->last_wall_ns = agg->last_wall_ns;
-        uint32_t k = 0;
-        for (uint32_t b = 0; b < nb && k < st->buckets; b++) {
-            const uint32_t c = agg->own_buckets[b];
-            if (c == 0) continue;
-            w->indexes[i][k] = b;
-            w->counts[i][k] = c;
-            k++;
+        if (agg->first_mono_ns) {
+            int64_t first = agg->first_mono_ns + wall_offset;
+            int64_t last = agg->last_mono_ns + wall_offset;
+            if (first < w->start_wall_ns) first = w->start_wall_ns;
+            if (first > w->end_wall_ns) first = w->end_wall_ns;
+            if (last > w->end_wall_ns) last = w->end_wall_ns;
+            if (last < first) last = first;
+            st->first_wall_ns = first;
+            st->last_wall_ns = last;
         }
+        w->ids[listed] = id;
+        if (!copy_names(rec, w, listed, id)) {
+            rec->region->integrity_errors++;
+            for (int k = 0; k < 5; k++) w->name_at[listed][k] = UINT32_MAX; /* "" below */
+        }
+        w->bucket_at[listed] = w->used_buckets;
+        copy_buckets(rec, set, agg, w, st);
+        listed++;
     }
-    et__reset_window_locked(rec);
-    /* windows tile time: the next one starts exactly where this one ended */
-    rec->window_start_mono_ns = w->end_mono_ns;
-    rec->window_start_wall_ns = w->end_wall_ns;
-    pthread_mutex_unlock(&rec->collector_lock);
+    w->count = listed;
+}
+
+int et_window_close(et_recorder *rec, et_window **out) {
+    if (rec == NULL || out == NULL) return ET_EINVAL;
+    *out = NULL;
+    et_region *r = rec->region;
+    et__lock(&r->close_lock);
+    drain_pass(rec);
+
+    /* Size the window before the flip, so that once the set is closed nothing can fail:
+     * what the active set needs is read under the lock, the window allocated outside it,
+     * and the flip happens only if the set still fits (it grows meanwhile: some slack, and
+     * another try if it outgrew that). */
+    uint64_t previous = et__agg_enter(rec);
+    et__fold_pending(rec);
+    window_need need = need_of_active(rec);
+    et__agg_leave(rec, previous);
+    et_window *w = NULL;
+    uint32_t closing = 0;
+    for (;;) {
+        w = window_alloc(need.series + need.series / 4 + 16, need.buckets + need.buckets / 4 + 256,
+                         need.names + need.names / 4 + 4096);
+        if (w == NULL) {
+            et__unlock(&r->close_lock);
+            return ET_ENOMEM; /* nothing changed: the window stays open */
+        }
+        previous = et__agg_enter(rec);
+        et__fold_pending(rec);
+        need = need_of_active(rec);
+        const bool fits = need.series <= w->cap_series && need.buckets <= w->cap_buckets &&
+                          need.names <= w->cap_names;
+        if (fits) {
+            closing = r->active & 1;
+            r->active = closing ^ 1;
+            /* windows tile time: the next one starts exactly where this one ends */
+            w->end_mono_ns = et__now_ns(CLOCK_MONOTONIC);
+            w->end_wall_ns = et__now_ns(CLOCK_REALTIME);
+        }
+        et__agg_leave(rec, previous);
+        if (fits) break;
+        free(w);
+    }
+    w->seq = atomic_load_explicit(&r->window_seq, memory_order_relaxed);
+    w->start_mono_ns = r->window_start_mono_ns;
+    w->start_wall_ns = r->window_start_wall_ns;
+    r->window_start_mono_ns = w->end_mono_ns;
+    r->window_start_wall_ns = w->end_wall_ns;
+    atomic_store_explicit(&r->window_seq, w->seq + 1, memory_order_relaxed);
+
+    /* the closed set is ours alone until the next close flips back to it */
+    build_window(rec, closing, w);
+    et__reset_set(rec, closing);
+    et__unlock(&r->close_lock);
     *out = w;
     return ET_OK;
 }
@@ -328,21 +302,56 @@ void et_window_bounds(const et_window *w, int64_t *start_mono_ns, int64_t *end_m
     if (end_wall_ns) *end_wall_ns = w->end_wall_ns;
 }
 
-uint32_t et_window_series_count(const et_window *w) { return w ? w->series_count : 0; }
+uint32_t et_window_series_count(const et_window *w) { return w ? w->count : 0; }
+
+int et_window_series_id(const et_window *w, uint32_t i, uint32_t *series_id) {
+    if (series_id == NULL) return ET_EINVAL;
+    if (w == NULL || i >= w->count) return ET_ENOSERIES;
+    *series_id = w->ids[i];
+    return ET_OK;
+}
+
+int et_window_series_find(const et_window *w, uint32_t series_id, uint32_t *i) {
+    if (i == NULL) return ET_EINVAL;
+    if (w == NULL) return ET_ENOSERIES;
+    uint32_t lo = 0, hi = w->count; /* ids are increasing */
+    while (lo < hi) {
+        const uint32_t mid = lo + (hi - lo) / 2;
+        if (w->ids[mid] < series_id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == w->count || w->ids[lo] != series_id) return ET_ENOSERIES;
+    *i = lo;
+    return ET_OK;
+}
+
+static const char *name_of(const et_window *w, uint32_t i, int k) {
+    const uint32_t at = w->name_at[i][k];
+    return at == UINT32_MAX ? "" : w->names + at;
+}
 
 int et_window_series_names(const et_window *w, uint32_t i, const char **model,
                            const char **version, const char **metric, const char **dimension) {
-    if (w == NULL || i >= w->series_count) return ET_ENOSERIES;
-    if (model) *model = w->names[i].model;
-    if (version) *version = w->names[i].version;
-    if (metric) *metric = w->names[i].metric;
-    if (dimension) *dimension = w->names[i].dimension;
+    if (w == NULL || i >= w->count) return ET_ENOSERIES;
+    if (model) *model = name_of(w, i, 0);
+    if (version) *version = name_of(w, i, 1);
+    if (metric) *metric = name_of(w, i, 2);
+    if (dimension) *dimension = name_of(w, i, 3);
+    return ET_OK;
+}
+
+int et_window_series_unit(const et_window *w, uint32_t i, const char **unit) {
+    if (unit == NULL) return ET_EINVAL;
+    if (w == NULL || i >= w->count) return ET_ENOSERIES;
+    *unit = name_of(w, i, 4);
     return ET_OK;
 }
 
 int et_window_series_stats(const et_window *w, uint32_t i, et_series_stats *out) {
     if (w == NULL || out == NULL) return ET_EINVAL;
-    if (i >= w->series_count) return ET_ENOSERIES;
+    if (i >= w->count) return ET_ENOSERIES;
     *out = w->stats[i];
     return ET_OK;
 }
@@ -350,11 +359,11 @@ int et_window_series_stats(const et_window *w, uint32_t i, et_series_stats *out)
 int et_window_buckets(const et_window *w, uint32_t i, uint32_t *indexes, uint64_t *counts,
                       uint32_t capacity) {
     if (w == NULL || indexes == NULL || counts == NULL) return ET_EINVAL;
-    if (i >= w->series_count) return ET_ENOSERIES;
+    if (i >= w->count) return ET_ENOSERIES;
     const uint32_t k = w->stats[i].buckets;
     if (capacity < k) return ET_EINVAL;
-    memcpy(indexes, w->indexes[i], k * sizeof *indexes);
-    memcpy(counts, w->counts[i], k * sizeof *counts);
+    memcpy(indexes, w->indexes + w->bucket_at[i], k * sizeof *indexes);
+    memcpy(counts, w->counts + w->bucket_at[i], k * sizeof *counts);
     return (int)k;
 }
 
@@ -381,12 +390,10 @@ static void *collector_main(void *arg) {
         if (rec->thread_stop) break;
         pthread_mutex_unlock(&rec->thread_lock);
 
-        pthread_mutex_lock(&rec->collector_lock);
-        et__drain_locked(rec);
-        const uint64_t fill = rec->last_pass_fill_max;
-        pthread_mutex_unlock(&rec->collector_lock);
-        /* a ring an eighth full at a pass: come back sooner (the producer may be bursting,
-         * and a scheduling delay must not overflow it); nearly empty: sleep longer */
+        const uint64_t fill = drain_pass(rec);
+        /* a ring an eighth full at a pass: come back sooner (the producer may be bursting:
+         * draining it here is cheaper for everyone than its producer finding it full);
+         * nearly empty: sleep longer */
         const uint64_t cap = rec->config.ring_capacity;
         if (fill * 8 > cap && period > fastest)
             period /= 2;
@@ -446,31 +453,43 @@ int et_collector_stop(et_recorder *rec) {
     return rc == 0 ? ET_OK : ET_ETHREAD;
 }
 
-/* In a fork child (all locks held by the forking thread): what is in the rings and the
- * aggregates was recorded by the parent, which reports it; only the forking thread exists. */
-void et__thread_forget_after_fork(et_recorder *rec) {
-    const uintptr_t me = et__this_thread_token();
-    for (uint32_t r = 0; r < rec->config.max_threads; r++) {
-        et_ring *ring = &rec->rings[r];
-        atomic_store_explicit(&ring->tail, atomic_load(&ring->head), memory_order_relaxed);
-        for (uint32_t s = 0; s < rec->config.max_series; s++)
-            ring->full_drops_seen[s] = atomic_load(&ring->full_drops[s]);
-        if (atomic_load(&ring->owner) != me) {
+/* In a fork child (every lock reset, the forking thread's tid refreshed): what is in the
+ * rings and the sets was recorded by the parent, which reports it; only the forking thread
+ * exists, and keeps its ring under its new tid. */
+void et__thread_forget_after_fork(et_recorder *rec, uint32_t parent_tid) {
+    et_region *r = rec->region;
+    const uint32_t me = et__tid();
+    for (uint32_t i = 0; i < rec->config.max_threads; i++) {
+        et_ring *ring = et__ring(rec, i);
+        atomic_store(&ring->tail, atomic_load(&ring->head));
+        if (atomic_load(&ring->owner) == parent_tid &&
+            atomic_load(&ring->state) == RING_OWNED) {
+            atomic_store(&ring->owner, me);
+        } else {
             atomic_store(&ring->owner, 0);
             atomic_store(&ring->state, RING_FREE);
         }
     }
     for (uint32_t s = 0; s < rec->config.max_series; s++) {
         atomic_store(&rec->shared[s].rejected_type, 0);
-        atomic_store(&rec->shared[s].dropped_no_ring, 0);
-        atomic_store(&rec->shared[s].dropped_closed, 0);
+        for (int k = 0; k < ET_DROP_REASONS; k++) atomic_store(&rec->shared[s].dropped[k], 0);
     }
-    et__reset_window_locked(rec);
-    rec->window_seq = 0;
-    rec->records_drained = 0;
-    rec->unknown_series = 0;
-    atomic_store(&rec->unknown_dropped, 0);
-    rec->ring_high_water = 0;
+    for (uint32_t w = 0; w < (rec->config.max_series + 63) / 64; w++)
+        atomic_store(&rec->dirty[w], 0);
+    atomic_store(&r->pending, 0);
+    atomic_store(&r->unknown_pending, 0);
+    et__reset_set(rec, 0);
+    et__reset_set(rec, 1);
+    atomic_store(&r->window_seq, 0);
+    r->window_start_mono_ns = et__now_ns(CLOCK_MONOTONIC);
+    r->window_start_wall_ns = et__now_ns(CLOCK_REALTIME);
+    r->records_drained = 0;
+    r->unknown_series = 0;
+    r->ring_high_water = 0;
+    r->full_drains = 0;
+    r->direct_values = 0;
+    r->pool_exhausted = 0;
+    r->pages_high_water = 0;
     rec->thread_running = false; /* the thread was not copied; its handle means nothing here */
     rec->thread_stop = false;
     atomic_store(&rec->period_now_ns, 0);

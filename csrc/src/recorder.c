@@ -1,4 +1,5 @@
-/* Recorder lifecycle: configuration, memory, the series registry, thread exit and fork. */
+/* Recorder lifecycle: configuration, the region's layout, the series registry, thread exit
+ * and fork. */
 #include "internal.h"
 
 #include <errno.h>
@@ -13,6 +14,11 @@
 #define DEFAULT_BUCKETS_PER_OCTAVE 36u
 #define DEFAULT_MIN_EXPONENT (-30)
 #define DEFAULT_OCTAVES 70u
+#define DEFAULT_NAMES_PER_SERIES 256u
+/* A typical series touches 5 to 10 octaves in a window: 8 pages each on average, and room
+ * for one series to cover every octave of both signs. */
+#define DEFAULT_PAGES_PER_SERIES 8u
+#define MAX_PAGES (1u << 24)
 
 /* ---- process-wide state: the live recorder list, the thread-exit key, fork handlers ---- */
 
@@ -29,14 +35,14 @@ void et__live_unlock(void) { pthread_mutex_unlock(&live_lock); }
 /* A recording thread is exiting: free its rings for the next thread that records. */
 static void on_thread_exit(void *unused) {
     (void)unused;
-    const uintptr_t me = et__this_thread_token();
+    const uint32_t me = et__tid();
     /* a record made later in this thread's exit (another key's destructor) claims afresh and
      * sets our key again, so glibc calls us once more to give that ring back */
     et__thread_cache_forget();
     pthread_mutex_lock(&live_lock);
     for (et_recorder *rec = live_head; rec != NULL; rec = rec->next_live) {
         for (uint32_t i = 0; i < rec->config.max_threads; i++) {
-            et_ring *ring = &rec->rings[i];
+            et_ring *ring = et__ring(rec, i);
             if (atomic_load_explicit(&ring->owner, memory_order_relaxed) != me) continue;
             atomic_store_explicit(&ring->owner, 0, memory_order_relaxed);
             /* release: the next owner's claim (acquire) sees this thread's last head */
@@ -55,37 +61,43 @@ static void init_wake_cond(et_recorder *rec) {
 }
 
 /* fork() copies one thread: take every lock first so none is copied held by a thread that
- * does not exist in the child. */
+ * does not exist in the child.  Order as everywhere: close before aggregate. */
 static void before_fork(void) {
     pthread_mutex_lock(&live_lock);
     for (et_recorder *rec = live_head; rec != NULL; rec = rec->next_live) {
         pthread_mutex_lock(&rec->lifecycle_lock);
-        pthread_mutex_lock(&rec->registry_lock);
-        pthread_mutex_lock(&rec->collector_lock);
         pthread_mutex_lock(&rec->thread_lock);
+        et__lock(&rec->region->close_lock);
+        et__lock(&rec->region->registry_lock);
+        et__lock(&rec->region->agg_lock);
     }
 }
 
 static void after_fork_parent(void) {
     for (et_recorder *rec = live_head; rec != NULL; rec = rec->next_live) {
+        et__unlock(&rec->region->agg_lock);
+        et__unlock(&rec->region->registry_lock);
+        et__unlock(&rec->region->close_lock);
         pthread_mutex_unlock(&rec->thread_lock);
-        pthread_mutex_unlock(&rec->collector_lock);
-        pthread_mutex_unlock(&rec->registry_lock);
         pthread_mutex_unlock(&rec->lifecycle_lock);
     }
     pthread_mutex_unlock(&live_lock);
 }
 
 static void after_fork_child(void) {
+    /* the forking thread has a new tid here: its rings and locks were under the old one */
+    const uint32_t parent_tid = et__tid();
+    et__tid_refresh();
     for (et_recorder *rec = live_head; rec != NULL; rec = rec->next_live) {
-        et__thread_forget_after_fork(rec);
+        et__lock_reset(&rec->region->agg_lock);
+        et__lock_reset(&rec->region->registry_lock);
+        et__lock_reset(&rec->region->close_lock);
+        et__thread_forget_after_fork(rec, parent_tid);
         /* the parent's collector thread was most likely waiting on thread_wake when we forked:
          * the copy counts a waiter that does not exist here, and glibc's pthread_cond_destroy
          * (et_recorder_free) would wait for it forever.  Start the child with a fresh one. */
         init_wake_cond(rec);
         pthread_mutex_unlock(&rec->thread_lock);
-        pthread_mutex_unlock(&rec->collector_lock);
-        pthread_mutex_unlock(&rec->registry_lock);
         pthread_mutex_unlock(&rec->lifecycle_lock);
     }
     pthread_mutex_unlock(&live_lock);
@@ -123,23 +135,22 @@ void et_config_default(et_config *cfg) {
     cfg->buckets_per_octave = DEFAULT_BUCKETS_PER_OCTAVE;
     cfg->min_exponent = DEFAULT_MIN_EXPONENT;
     cfg->octaves = DEFAULT_OCTAVES;
-    cfg->names_bytes = DEFAULT_MAX_SERIES * 256;
+    /* names_bytes and histogram_pages stay 0: they follow max_series (and octaves) unless
+     * set, so raising max_series alone is enough */
 }
 
 static int resolve_config(const et_config *given, et_config *out) {
     et_config_default(out);
-    if (given == NULL) return ET_OK;
-    if (given->ring_capacity) out->ring_capacity = given->ring_capacity;
-    if (given->max_threads) out->max_threads = given->max_threads;
-    if (given->max_series) {
-        out->max_series = given->max_series;
-        out->names_bytes = given->max_series * 256;
+    if (given != NULL) {
+        if (given->ring_capacity) out->ring_capacity = given->ring_capacity;
+        if (given->max_threads) out->max_threads = given->max_threads;
+        if (given->max_series) out->max_series = given->max_series;
+        if (given->buckets_per_octave) out->buckets_per_octave = given->buckets_per_octave;
+        if (given->min_exponent) out->min_exponent = given->min_exponent;
+        if (given->octaves) out->octaves = given->octaves;
+        out->names_bytes = given->names_bytes;
+        out->histogram_pages = given->histogram_pages;
     }
-    if (given->buckets_per_octave) out->buckets_per_octave = given->buckets_per_octave;
-    if (given->min_exponent) out->min_exponent = given->min_exponent;
-    if (given->octaves) out->octaves = given->octaves;
-    if (given->names_bytes) out->names_bytes = given->names_bytes;
-
     const uint32_t cap = out->ring_capacity;
     if (cap < 64 || cap > (1u << 24) || (cap & (cap - 1)) != 0) return ET_EINVAL;
     if (out->max_threads > 1024 || out->max_series > 65536) return ET_EINVAL;
@@ -148,13 +159,54 @@ static int resolve_config(const et_config *given, et_config *out) {
     if (out->min_exponent < -1022 || out->octaves > 2046 ||
         out->min_exponent + (int32_t)out->octaves > 1024)
         return ET_EINVAL;
+    if (out->names_bytes == 0) out->names_bytes = out->max_series * DEFAULT_NAMES_PER_SERIES;
     if (out->names_bytes < 16 || out->names_bytes > (64u << 20)) return ET_EINVAL;
+    if (out->histogram_pages == 0)
+        out->histogram_pages = DEFAULT_PAGES_PER_SERIES * out->max_series + 2 * out->octaves;
+    if (out->histogram_pages > MAX_PAGES) return ET_EINVAL;
     return ET_OK;
+}
+
+static uint64_t round_line(uint64_t n) { return (n + ET_CACHE_LINE - 1) & ~(uint64_t)(ET_CACHE_LINE - 1); }
+
+/* Where everything is in the region: a pure function of the configuration. */
+static void compute_layout(const et_config *c, et_layout *l) {
+    memset(l, 0, sizeof *l);
+    uint64_t at = round_line(sizeof(et_region));
+    l->ring_stride = sizeof(et_ring) + (uint64_t)c->ring_capacity * sizeof(et_entry);
+    l->rings = at;
+    at += (uint64_t)c->max_threads * l->ring_stride;
+    l->series = at;
+    at += round_line((uint64_t)c->max_series * sizeof(et_series_rec));
+    uint32_t buckets = 16;
+    while (buckets < 2 * c->max_series) buckets *= 2;
+    l->hash_mask = buckets - 1;
+    l->hash = at;
+    at += round_line((uint64_t)buckets * sizeof(uint32_t));
+    l->arena = at;
+    at += round_line(c->names_bytes);
+    l->shared = at;
+    at += round_line((uint64_t)c->max_series * sizeof(et_shared_counters));
+    l->dirty = at;
+    at += round_line((uint64_t)(c->max_series + 63) / 64 * sizeof(uint64_t));
+
+    l->slots = 2 * c->octaves + 1;
+    l->agg_stride = round_line(sizeof(et_aggregate) + (uint64_t)l->slots * sizeof(uint64_t));
+    l->page_words = ((c->buckets_per_octave + 1) & ~1u) + 2; /* buckets, then a uint64 */
+    l->pages = c->histogram_pages;
+    l->touched = round_line(sizeof(et_set));
+    l->aggregates = l->touched + round_line((uint64_t)c->max_series * sizeof(uint32_t));
+    l->pool = l->aggregates + (uint64_t)c->max_series * l->agg_stride;
+    const uint64_t set_bytes =
+        l->pool + round_line((uint64_t)l->pages * l->page_words * sizeof(uint32_t));
+    l->sets[0] = at;
+    l->sets[1] = at + set_bytes;
+    l->total = at + 2 * set_bytes;
 }
 
 /* Bucket j of an octave starts at the first mantissa step m with 1 + m/2^B >= 2^(j/K); the
  * bound is exact for these integer edges, whatever libm rounds. */
-static void build_layout(et_recorder *rec) {
+static void build_tables(et_recorder *rec) {
     const uint32_t k = rec->config.buckets_per_octave;
     const uint32_t steps = 1u << ET_MANTISSA_BITS;
     rec->edges[0] = 0;
@@ -175,49 +227,52 @@ static void build_layout(et_recorder *rec) {
     rec->relative_error = worst;
     rec->buckets_per_sign = k * rec->config.octaves;
     rec->exponent_lo = (uint32_t)(rec->config.min_exponent + 1023);
+    rec->outlier_slot = 2 * rec->config.octaves;
     for (uint32_t top = 0; top < (1u << 12); top++) {
         const uint32_t sign = top >> 11, octave = (top & 0x7ff) - rec->exponent_lo;
-        rec->octave_base[top] = octave < rec->config.octaves
-                                    ? sign * rec->buckets_per_sign + octave * k
-                                    : ET_OUTLIER;
+        rec->slot_of[top] = (uint16_t)(octave < rec->config.octaves
+                                           ? sign * rec->config.octaves + octave
+                                           : rec->outlier_slot);
     }
+}
+
+/* The handle's pointers into the region. */
+static void derive_pointers(et_recorder *rec) {
+    char *base = (char *)rec->region;
+    const et_layout *l = &rec->layout;
+    rec->rings = base + l->rings;
+    rec->series = (et_series_rec *)(base + l->series);
+    rec->hash = (uint32_t *)(base + l->hash);
+    rec->arena = base + l->arena;
+    rec->shared = (et_shared_counters *)(base + l->shared);
+    rec->dirty = (_Atomic uint64_t *)(base + l->dirty);
+    for (int s = 0; s < 2; s++) {
+        char *set = base + l->sets[s];
+        rec->sets[s] = (et_set *)set;
+        rec->touched[s] = (uint32_t *)(set + l->touched);
+        rec->aggregates[s] = set + l->aggregates;
+        rec->pools[s] = (uint32_t *)(set + l->pool);
+    }
+    /* page p starts at word p * page_words: valid offsets are below the last one, plus 1 */
+    rec->page_limit = l->pages ? (uint64_t)(l->pages - 1) * l->page_words + 1 : 0;
+}
+
+/* A fresh region: zero, then what zero does not mean. */
+static void init_region(et_recorder *rec) {
+    et_region *r = rec->region;
+    r->magic = ET_REGION_MAGIC;
+    r->layout_version = ET_LAYOUT_VERSION;
+    r->header_bytes = (uint32_t)sizeof(et_region);
+    r->region_bytes = rec->layout.total;
+    r->config = rec->config;
+    for (uint32_t s = 0; s < 2; s++)
+        for (uint32_t i = 0; i < rec->config.max_series; i++)
+            et__agg_clear(rec, et__agg(rec, s, i));
+    r->window_start_mono_ns = et__now_ns(CLOCK_MONOTONIC);
+    r->window_start_wall_ns = et__now_ns(CLOCK_REALTIME);
 }
 
 /* ---- lifecycle ---- */
-
-static void *take(et_recorder *rec, size_t n, size_t align) {
-    void *p = NULL;
-    if (align <= sizeof(void *)) {
-        p = calloc(1, n);
-    } else if (posix_memalign(&p, align, n) == 0) {
-        memset(p, 0, n);
-    } else {
-        p = NULL;
-    }
-    if (p != NULL) rec->memory_bytes += n;
-    return p;
-}
-
-static void release_memory(et_recorder *rec) {
-    if (rec->rings != NULL) {
-        for (uint32_t i = 0; i < rec->config.max_threads; i++) {
-            free(rec->rings[i].entries);
-            free((void *)rec->rings[i].full_drops);
-            free(rec->rings[i].full_drops_seen);
-        }
-    }
-    if (rec->aggregates != NULL) {
-        for (uint32_t i = 0; i < rec->config.max_series; i++)
-            free(rec->aggregates[i].own_buckets);
-    }
-    free(rec->rings);
-    free(rec->aggregates);
-    free(rec->sink_buckets);
-    free(rec->names);
-    free(rec->name_arena);
-    free(rec->shared);
-    free(rec);
-}
 
 int et_recorder_new(const et_config *cfg, et_recorder **out) {
     if (out == NULL) return ET_EINVAL;
@@ -228,54 +283,30 @@ int et_recorder_new(const et_config *cfg, et_recorder **out) {
     et_config resolved;
     int rc = resolve_config(cfg, &resolved);
     if (rc != ET_OK) return rc;
+    et_layout layout;
+    compute_layout(&resolved, &layout);
+    if (layout.total > SIZE_MAX / 2) return ET_ENOMEM; /* a 32-bit address space */
 
     et_recorder *rec = calloc(1, sizeof *rec);
     if (rec == NULL) return ET_ENOMEM;
-    rec->memory_bytes = sizeof *rec;
-    rec->config = resolved;
-    rec->id = atomic_fetch_add(&next_recorder_id, 1);
-    build_layout(rec);
-
-    const uint32_t threads = resolved.max_threads, series = resolved.max_series;
-    const size_t bucket_bytes = (size_t)2 * rec->buckets_per_sign * sizeof(uint32_t);
-    rec->rings = take(rec, (size_t)threads * sizeof(et_ring), ET_CACHE_LINE);
-    rec->aggregates = take(rec, (size_t)series * sizeof(et_aggregate), ET_CACHE_LINE);
-    rec->sink_buckets = take(rec, bucket_bytes, 8);
-    rec->names = take(rec, (size_t)series * sizeof(et_series_names), 8);
-    rec->name_arena = take(rec, resolved.names_bytes, 8);
-    rec->shared = take(rec, (size_t)series * sizeof(et_shared_counters), ET_CACHE_LINE);
-    bool ok = rec->rings && rec->aggregates && rec->sink_buckets && rec->names &&
-              rec->name_arena && rec->shared;
-    for (uint32_t i = 0; ok && i < threads; i++) {
-        et_ring *ring = &rec->rings[i];
-        ring->capacity = resolved.ring_capacity;
-        ring->mask = resolved.ring_capacity - 1;
-        ring->entries = take(rec, (size_t)resolved.ring_capacity * sizeof(et_entry),
-                             ET_CACHE_LINE);
-        ring->full_drops = take(rec, (size_t)series * sizeof(uint64_t), 8);
-        ring->full_drops_seen = take(rec, (size_t)series * sizeof(uint64_t), 8);
-        ok = ring->entries && ring->full_drops && ring->full_drops_seen;
-    }
-    for (uint32_t i = 0; ok && i < series; i++) {
-        et_aggregate *agg = &rec->aggregates[i];
-        agg->own_buckets = take(rec, bucket_bytes, 8);
-        agg->buckets = agg->own_buckets;
-        ok = agg->own_buckets != NULL;
-    }
-    if (!ok) {
-        release_memory(rec);
+    void *region = NULL;
+    if (posix_memalign(&region, ET_CACHE_LINE, (size_t)layout.total) != 0) {
+        free(rec);
         return ET_ENOMEM;
     }
+    memset(region, 0, (size_t)layout.total);
+    rec->region = region;
+    rec->config = resolved;
+    rec->layout = layout;
+    rec->memory_bytes = sizeof *rec + layout.total;
+    rec->id = atomic_fetch_add(&next_recorder_id, 1);
+    build_tables(rec);
+    derive_pointers(rec);
+    init_region(rec);
 
-    pthread_mutex_init(&rec->registry_lock, NULL);
-    pthread_mutex_init(&rec->collector_lock, NULL);
     pthread_mutex_init(&rec->lifecycle_lock, NULL);
     pthread_mutex_init(&rec->thread_lock, NULL);
     init_wake_cond(rec);
-
-    pthread_mutex_lock(&rec->collector_lock);
-    et__reset_window_locked(rec);
-    pthread_mutex_unlock(&rec->collector_lock);
 
     pthread_mutex_lock(&live_lock);
     rec->next_live = live_head;
@@ -296,70 +327,224 @@ void et_recorder_free(et_recorder *rec) {
         }
     }
     pthread_mutex_unlock(&live_lock);
-    pthread_mutex_destroy(&rec->registry_lock);
-    pthread_mutex_destroy(&rec->collector_lock);
     pthread_mutex_destroy(&rec->lifecycle_lock);
     pthread_mutex_destroy(&rec->thread_lock);
     pthread_cond_destroy(&rec->thread_wake);
-    release_memory(rec);
+    free(rec->region);
+    free(rec);
 }
 
 /* ---- series registry ---- */
 
-static int check_name(const char *s, size_t max, bool optional) {
+static int check_name(const char *s, size_t max, bool optional, size_t *len) {
+    *len = 0;
     if (s == NULL) return optional ? ET_OK : ET_ENAME;
     size_t n = 0;
     for (; s[n] != '\0'; n++) {
         if ((unsigned char)s[n] < 0x20 || s[n] == 0x7f) return ET_ENAME;
         if (n >= max) return ET_ENAME;
     }
+    *len = n;
     return (n == 0 && !optional) ? ET_ENAME : ET_OK;
 }
 
-static const char *arena_copy(et_recorder *rec, const char *s) {
-    const size_t n = strlen(s) + 1;
-    char *dst = rec->name_arena + rec->name_arena_used;
-    memcpy(dst, s, n);
-    rec->name_arena_used += (uint32_t)n;
-    return dst;
+/* Count a scribbled registry record: integrity_errors is guarded by the aggregate lock, which
+ * may be taken inside the registry lock (the order before_fork uses). */
+static void count_integrity_error(et_recorder *rec) {
+    const uint64_t previous = et__agg_enter(rec);
+    rec->region->integrity_errors++;
+    et__agg_leave(rec, previous);
+}
+
+/* FNV-1a over the key bytes (the four names with their NULs). */
+static uint32_t hash_key(const char *key, size_t n) {
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)key[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+/* The registered series whose names start with key (four names, NULs included), or -1.
+ * Chains are followed only through ids already published, and only while they stay
+ * inside the arena: the region is data. */
+static int64_t registry_find(et_recorder *rec, const char *key, size_t key_len, uint32_t hash,
+                             uint32_t registered) {
+    uint32_t link = rec->hash[hash & rec->layout.hash_mask];
+    for (uint32_t steps = 0; link != 0 && steps < registered; steps++) {
+        const uint32_t id = link - 1;
+        if (id >= registered) {
+            count_integrity_error(rec);
+            return -1;
+        }
+        const et_series_rec *s = &rec->series[id];
+        if (s->hash == hash && s->name_len > key_len &&
+            (uint64_t)s->name_off + s->name_len <= rec->config.names_bytes &&
+            memcmp(rec->arena + s->name_off, key, key_len) == 0)
+            return id;
+        link = s->next;
+    }
+    return -1;
+}
+
+/* A series' unit: after its four names; "" when it has none. */
+static const char *series_unit(const et_recorder *rec, uint32_t id, size_t key_len) {
+    const et_series_rec *s = &rec->series[id];
+    const char *unit = rec->arena + s->name_off + key_len;
+    /* name_len covers the unit and its NUL; anything else reads as no unit */
+    return memchr(unit, '\0', s->name_len - key_len) ? unit : "";
+}
+
+/* The key (model, version, metric, dimension, NULs included) into key; returns its length. */
+static size_t make_key(char *key, const char *const parts[4], const size_t lens[4]) {
+    size_t n = 0;
+    for (int i = 0; i < 4; i++) {
+        memcpy(key + n, parts[i], lens[i]);
+        key[n + lens[i]] = '\0';
+        n += lens[i] + 1;
+    }
+    return n;
+}
+
+/* A registered series of the same model, version and dimension whose display name,
+ * "metric-unit" (or "metric" without a unit), is also metric[-unit], or -1.  Such a name
+ * splits at one of its hyphens into the other series' metric and unit, or not at all (no
+ * unit): one hash lookup per hyphen, so registration stays linear.  Registry lock held. */
+static int64_t display_name_clash(et_recorder *rec, const char *model, const char *version,
+                                  const char *metric, const char *dimension, const char *unit,
+                                  const size_t lens[5], uint32_t registered) {
+    char name[2 * ET_NAME_MAX + 2];
+    size_t name_len = lens[2];
+    memcpy(name, metric, lens[2]);
+    if (lens[4] > 0) {
+        name[name_len++] = '-';
+        memcpy(name + name_len, unit, lens[4]);
+        name_len += lens[4];
+    }
+    char key[3 * (ET_NAME_MAX + 1) + ET_DIMENSION_MAX + 1];
+    for (size_t cut = 1; cut <= name_len; cut++) {
+        if (cut < name_len && name[cut] != '-') continue;
+        /* the other series: metric name[0, cut), unit name(cut, end) or none */
+        const size_t metric_len = cut, unit_len = cut < name_len ? name_len - cut - 1 : 0;
+        if (metric_len > ET_NAME_MAX || unit_len > ET_NAME_MAX) continue;
+        if (cut < name_len && unit_len == 0) continue; /* a trailing hyphen: no unit "" */
+        if (metric_len == lens[2] && unit_len == lens[4]) continue; /* this very series */
+        const char *const parts[4] = {model, version, name, dimension};
+        const size_t part_lens[4] = {lens[0], lens[1], metric_len, lens[3]};
+        const size_t key_len = make_key(key, parts, part_lens);
+        const int64_t other = registry_find(rec, key, key_len, hash_key(key, key_len),
+                                            registered);
+        if (other < 0) continue;
+        const char *other_unit = series_unit(rec, (uint32_t)other, key_len);
+        if (strlen(other_unit) == unit_len &&
+            memcmp(other_unit, name + name_len - unit_len, unit_len) == 0)
+            return other;
+    }
+    return -1;
+}
+
+static int series_add(et_recorder *rec, const char *model, const char *version,
+                      const char *metric, const char *dimension, const char *unit, bool strict,
+                      uint32_t *series_id) {
+    if (rec == NULL || series_id == NULL) return ET_EINVAL;
+    size_t lens[5];
+    if (check_name(model, ET_NAME_MAX, false, &lens[0]) ||
+        check_name(version, ET_NAME_MAX, false, &lens[1]) ||
+        check_name(metric, ET_NAME_MAX, false, &lens[2]) ||
+        check_name(dimension, ET_DIMENSION_MAX, true, &lens[3]) ||
+        check_name(unit, ET_NAME_MAX, true, &lens[4]))
+        return ET_ENAME;
+    const char *parts[5] = {model, version, metric, dimension ? dimension : "",
+                            unit ? unit : ""};
+    char key[3 * (ET_NAME_MAX + 1) + ET_DIMENSION_MAX + 1];
+    const size_t key_len = make_key(key, parts, lens);
+    const uint32_t hash = hash_key(key, key_len);
+
+    et_region *r = rec->region;
+    int rc = ET_OK;
+    et__lock(&r->registry_lock);
+    const uint32_t n = et__series_count(rec);
+    const int64_t found = registry_find(rec, key, key_len, hash, n);
+    if (found >= 0) {
+        if (strict && strcmp(series_unit(rec, (uint32_t)found, key_len), parts[4]) != 0)
+            rc = ET_EUNIT;
+        else
+            *series_id = (uint32_t)found;
+        goto out;
+    }
+    const int64_t clash =
+        display_name_clash(rec, model, version, metric, parts[3], parts[4], lens, n);
+    if (clash >= 0) {
+        *series_id = (uint32_t)clash;
+        rc = ET_ENAMECLASH;
+        goto out;
+    }
+    const uint64_t need = key_len + lens[4] + 1;
+    if (n >= rec->config.max_series) {
+        rc = ET_ESERIESFULL;
+        goto out;
+    }
+    if (r->arena_used > rec->config.names_bytes ||
+        need > rec->config.names_bytes - r->arena_used) {
+        rc = ET_ENAMESFULL;
+        goto out;
+    }
+    char *dst = rec->arena + r->arena_used;
+    memcpy(dst, key, key_len);
+    memcpy(dst + key_len, parts[4], lens[4] + 1);
+    et_series_rec *s = &rec->series[n];
+    s->name_off = r->arena_used;
+    s->name_len = (uint32_t)need;
+    s->hash = hash;
+    s->next = rec->hash[hash & rec->layout.hash_mask];
+    rec->hash[hash & rec->layout.hash_mask] = n + 1;
+    r->arena_used += (uint32_t)need;
+    /* release: the names are complete before any reader sees the new count */
+    atomic_store_explicit(&r->series_count, n + 1, memory_order_release);
+    *series_id = n;
+out:
+    et__unlock(&r->registry_lock);
+    return rc;
 }
 
 int et_series_add(et_recorder *rec, const char *model, const char *version, const char *metric,
                   const char *dimension, uint32_t *series_id) {
-    if (rec == NULL || series_id == NULL) return ET_EINVAL;
-    if (check_name(model, ET_NAME_MAX, false) || check_name(version, ET_NAME_MAX, false) ||
-        check_name(metric, ET_NAME_MAX, false) ||
-        check_name(dimension, ET_DIMENSION_MAX, true))
-        return ET_ENAME;
-    if (dimension == NULL) dimension = "";
+    return series_add(rec, model, version, metric, dimension, NULL, false, series_id);
+}
 
-    int rc = ET_OK;
-    pthread_mutex_lock(&rec->registry_lock);
-    const uint32_t n = atomic_load_explicit(&rec->series_count, memory_order_relaxed);
-    for (uint32_t i = 0; i < n; i++) {
-        const et_series_names *s = &rec->names[i];
-        if (!strcmp(s->model, model) && !strcmp(s->version, version) &&
-            !strcmp(s->metric, metric) && !strcmp(s->dimension, dimension)) {
-            *series_id = i;
-            goto out;
+int et_series_add_unit(et_recorder *rec, const char *model, const char *version,
+                       const char *metric, const char *dimension, const char *unit,
+                       uint32_t *series_id) {
+    return series_add(rec, model, version, metric, dimension, unit, true, series_id);
+}
+
+int et_series_names(et_recorder *rec, uint32_t series_id, const char **model,
+                    const char **version, const char **metric, const char **dimension,
+                    const char **unit) {
+    if (rec == NULL) return ET_EINVAL;
+    if (series_id >= et__series_count(rec)) return ET_ENOSERIES;
+    /* names are written before the count that publishes them, and never change; the
+     * record is data like the rest of the region, so it is checked before it is read */
+    const et_series_rec *s = &rec->series[series_id];
+    const char *found[5] = {"", "", "", "", ""};
+    const uint64_t off = s->name_off, len = s->name_len;
+    if (off + len <= rec->config.names_bytes && len > 0 && rec->arena[off + len - 1] == '\0') {
+        const char *p = rec->arena + off, *end = p + len;
+        int k = 0;
+        for (; k < 5 && p < end; k++) {
+            found[k] = p;
+            p += strlen(p) + 1;
         }
+        if (k < 5) found[0] = found[1] = found[2] = found[3] = found[4] = "";
     }
-    const size_t need = strlen(model) + strlen(version) + strlen(metric) + strlen(dimension) + 4;
-    if (n >= rec->config.max_series || rec->name_arena_used + need > rec->config.names_bytes) {
-        rc = ET_ESERIESFULL;
-        goto out;
-    }
-    et_series_names *s = &rec->names[n];
-    s->model = arena_copy(rec, model);
-    s->version = arena_copy(rec, version);
-    s->metric = arena_copy(rec, metric);
-    s->dimension = arena_copy(rec, dimension);
-    /* release: the names are complete before any reader sees the new count */
-    atomic_store_explicit(&rec->series_count, n + 1, memory_order_release);
-    *series_id = n;
-out:
-    pthread_mutex_unlock(&rec->registry_lock);
-    return rc;
+    if (found[0][0] == '\0') count_integrity_error(rec); /* a model is never empty */
+    if (model) *model = found[0];
+    if (version) *version = found[1];
+    if (metric) *metric = found[2];
+    if (dimension) *dimension = found[3];
+    if (unit) *unit = found[4];
+    return ET_OK;
 }
 
 /* ---- introspection ---- */
@@ -367,22 +552,36 @@ out:
 int et_recorder_info(et_recorder *rec, et_info *out) {
     if (rec == NULL || out == NULL) return ET_EINVAL;
     memset(out, 0, sizeof *out);
+    et_region *r = rec->region;
     out->config = rec->config;
     out->memory_bytes = rec->memory_bytes;
     out->relative_error = rec->relative_error;
-    out->series = atomic_load_explicit(&rec->series_count, memory_order_acquire);
+    out->series = et__series_count(rec);
     for (uint32_t i = 0; i < rec->config.max_threads; i++)
-        if (atomic_load_explicit(&rec->rings[i].state, memory_order_relaxed) == RING_OWNED)
+        if (atomic_load_explicit(&et__ring(rec, i)->state, memory_order_relaxed) == RING_OWNED)
             out->threads_active++;
-    pthread_mutex_lock(&rec->collector_lock);
-    out->ring_high_water = rec->ring_high_water;
-    out->records_drained = rec->records_drained;
-    out->collector_passes = rec->pass;
-    out->unknown_series = rec->unknown_series +
-                          atomic_load_explicit(&rec->unknown_dropped, memory_order_relaxed);
-    out->window_seq = rec->window_seq;
-    pthread_mutex_unlock(&rec->collector_lock);
+    const uint64_t previous = et__agg_enter(rec);
+    out->ring_high_water = r->ring_high_water;
+    out->records_drained = r->records_drained;
+    out->unknown_series = r->unknown_series;
+    out->full_drains = r->full_drains;
+    out->direct_values = r->direct_values;
+    out->pool_exhausted = r->pool_exhausted;
+    out->pages_high_water = r->pages_high_water;
+    out->integrity_errors = r->integrity_errors;
+    et__agg_leave(rec, previous);
+    out->unknown_series += atomic_load_explicit(&r->unknown_pending, memory_order_relaxed);
+    out->collector_passes = atomic_load_explicit(&r->passes, memory_order_relaxed);
+    out->window_seq = atomic_load_explicit(&r->window_seq, memory_order_relaxed);
     out->collector_period_ns = atomic_load_explicit(&rec->period_now_ns, memory_order_relaxed);
+    /* what one more series costs: its aggregate and touched-list entry in both sets, its
+     * registry record and hash buckets (two or more per series), its lock-free counters */
+    const uint64_t hash_bytes = (uint64_t)(rec->layout.hash_mask + 1) * sizeof(uint32_t);
+    const uint32_t series = rec->config.max_series ? rec->config.max_series : 1;
+    out->series_bytes = (uint32_t)(2 * (rec->layout.agg_stride + sizeof(uint32_t)) +
+                                   sizeof(et_series_rec) + sizeof(et_shared_counters) +
+                                   (hash_bytes + series - 1) / series);
+    out->page_bytes = rec->layout.page_words * sizeof(uint32_t);
     return ET_OK;
 }
 
@@ -399,12 +598,17 @@ const char *et_strerror(int code) {
     case ET_OK: return "ok";
     case ET_EINVAL: return "invalid argument";
     case ET_ENOMEM: return "out of memory";
-    case ET_ESERIESFULL: return "series limit reached (raise max_series or names_bytes)";
+    case ET_ESERIESFULL: return "series limit reached (raise max_series)";
     case ET_ENAME: return "invalid series name (empty, too long or a control character)";
     case ET_ENOSERIES: return "no such series";
     case ET_ETHREAD: return "thread operation failed";
-    case ET_ERINGFULL: return "ring full: record dropped and counted";
+    case ET_ERINGFULL: return "recorded from a signal handler during its thread's drain: dropped and counted";
     case ET_ENORING: return "no ring free for this thread: record dropped and counted";
+    case ET_EUNIT: return "the series exists with another unit";
+    case ET_ENAMESFULL: return "series names use up names_bytes (raise names_bytes)";
+    case ET_ENAMECLASH:
+        return "another series of this model, version and dimension has the same metric-unit "
+               "name";
     default: return "unknown error code";
     }
 }
@@ -417,6 +621,7 @@ static const et_api api_table = {
     .series_add = et_series_add,
     .strerror = et_strerror,
     .record_group = et_record_group,
+    .series_add_unit = et_series_add_unit,
 };
 
 const et_api *et_api_table(void) { return &api_table; }

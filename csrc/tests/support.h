@@ -74,7 +74,7 @@ static inline uint32_t test_series(et_recorder *rec, const char *metric) {
 
 /* Per-series sums over any number of closed windows. */
 typedef struct test_totals {
-    uint64_t count, zero, buckets_total, windows;
+    uint64_t count, zero, buckets_total, windows, coarse;
     uint64_t rejected[ET_REJECT_REASONS];
     uint64_t dropped[ET_DROP_REASONS];
     double sum, min, max;
@@ -88,22 +88,50 @@ static inline void test_totals_init(test_totals *t, size_t n) {
     }
 }
 
-/* Add a closed window into totals[0..n) (series beyond n are a test failure). */
+/* Stats of series id in a window: false (and zeros) when the window does not list it, which
+ * means it had no activity. */
+static inline bool test_stats_of(const et_window *w, uint32_t id, et_series_stats *st) {
+    memset(st, 0, sizeof *st);
+    uint32_t i;
+    if (et_window_series_find(w, id, &i) != ET_OK) return false;
+    ET_CHECK_RC(et_window_series_stats(w, i, st), ET_OK);
+    return true;
+}
+
+/* Add a closed window into totals[0..n), indexed by series id (ids >= n are a failure).
+ * Checks what the window promises: ids increasing, only series with activity listed. */
 static inline void test_totals_add(test_totals *t, size_t n, const et_window *w) {
     const uint32_t k = et_window_series_count(w);
-    ET_CHECKF(k <= n, "window has %u series, expected at most %zu", k, n);
-    for (uint32_t i = 0; i < k && i < n; i++) {
+    ET_CHECKF(k <= n, "window lists %u series, expected at most %zu", k, n);
+    uint32_t previous = 0;
+    for (uint32_t i = 0; i < k; i++) {
+        uint32_t id = UINT32_MAX, back = UINT32_MAX;
+        ET_CHECK_RC(et_window_series_id(w, i, &id), ET_OK);
+        ET_CHECK_RC(et_window_series_find(w, id, &back), ET_OK);
+        ET_CHECK_EQ_U(back, i);
+        if (i) ET_CHECKF(id > previous, "ids not increasing: %u after %u", id, previous);
+        previous = id;
+        ET_CHECKF(id < n, "window lists series %u, expected ids below %zu", id, n);
+        if (id >= n) continue;
         et_series_stats st;
         ET_CHECK_RC(et_window_series_stats(w, i, &st), ET_OK);
-        t[i].windows++;
-        t[i].count += st.count;
-        t[i].zero += st.zero;
-        t[i].sum += st.sum;
-        for (int r = 0; r < ET_REJECT_REASONS; r++) t[i].rejected[r] += st.rejected[r];
-        for (int r = 0; r < ET_DROP_REASONS; r++) t[i].dropped[r] += st.dropped[r];
+        uint64_t activity = st.count;
+        for (int r = 0; r < ET_REJECT_REASONS; r++) activity += st.rejected[r];
+        for (int r = 0; r < ET_DROP_REASONS; r++) activity += st.dropped[r];
+        ET_CHECKF(activity > 0, "window lists series %u without activity", id);
+        ET_CHECKF(st.coarse <= st.count, "series %u: coarse %" PRIu64 " of %" PRIu64, id,
+                  st.coarse, st.count);
+        test_totals *tt = &t[id];
+        tt->windows++;
+        tt->count += st.count;
+        tt->zero += st.zero;
+        tt->coarse += st.coarse;
+        tt->sum += st.sum;
+        for (int r = 0; r < ET_REJECT_REASONS; r++) tt->rejected[r] += st.rejected[r];
+        for (int r = 0; r < ET_DROP_REASONS; r++) tt->dropped[r] += st.dropped[r];
         if (st.count) {
-            if (st.min < t[i].min) t[i].min = st.min;
-            if (st.max > t[i].max) t[i].max = st.max;
+            if (st.min < tt->min) tt->min = st.min;
+            if (st.max > tt->max) tt->max = st.max;
         }
         if (st.buckets) {
             uint32_t *idx = malloc(st.buckets * sizeof *idx);
@@ -111,7 +139,10 @@ static inline void test_totals_add(test_totals *t, size_t n, const et_window *w)
             ET_CHECK(idx && cnt);
             if (idx && cnt) {
                 ET_CHECK_EQ_I(et_window_buckets(w, i, idx, cnt, st.buckets), st.buckets);
-                for (uint32_t b = 0; b < st.buckets; b++) t[i].buckets_total += cnt[b];
+                for (uint32_t b = 0; b < st.buckets; b++) {
+                    tt->buckets_total += cnt[b];
+                    if (b) ET_CHECK(idx[b] > idx[b - 1]);
+                }
             }
             free(idx);
             free(cnt);

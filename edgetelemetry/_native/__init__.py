@@ -19,7 +19,7 @@ from typing import Any, Union
 from . import _fastpath
 from ._fastpath import GROUP_MAX, GroupBase, SeriesBase, Timer
 from .binding import (
-    E_SERIES_FULL,
+    CONFIG_FIELDS,
     MANTISSA_BITS,
     CoreRecorder,
     RawSeries,
@@ -27,7 +27,7 @@ from .binding import (
 )
 
 __all__ = [
-    "E_SERIES_FULL",
+    "CONFIG_FIELDS",
     "GROUP_MAX",
     "MANTISSA_BITS",
     "CoreRecorder",

@@ -12,6 +12,9 @@
 #define ET_ETHREAD ...
 #define ET_ERINGFULL ...
 #define ET_ENORING ...
+#define ET_EUNIT ...
+#define ET_ENAMESFULL ...
+#define ET_ENAMECLASH ...
 #define ET_DROP_RING_FULL ...
 #define ET_DROP_NO_RING ...
 #define ET_DROP_CLOSED ...
@@ -36,6 +39,7 @@ typedef struct et_config {
     int32_t min_exponent;
     uint32_t octaves;
     uint32_t names_bytes;
+    uint32_t histogram_pages;
     ...;
 } et_config;
 
@@ -51,6 +55,14 @@ typedef struct et_info {
     uint64_t unknown_series;
     uint64_t window_seq;
     uint64_t collector_period_ns;
+    uint64_t full_drains;
+    uint64_t direct_values;
+    uint64_t pool_exhausted;
+    uint32_t pages_high_water;
+    uint32_t series_bytes;
+    uint32_t page_bytes;
+    uint32_t reserved;
+    uint64_t integrity_errors;
     ...;
 } et_info;
 
@@ -67,6 +79,8 @@ typedef struct et_series_stats {
     int64_t first_wall_ns;
     int64_t last_wall_ns;
     uint32_t buckets;
+    uint32_t reserved;
+    uint64_t coarse;
     ...;
 } et_series_stats;
 
@@ -75,8 +89,14 @@ typedef struct et_api et_api;
 void et_config_default(et_config *cfg);
 int et_recorder_new(const et_config *cfg, et_recorder **out);
 void et_recorder_free(et_recorder *rec);
+int et_series_add_unit(et_recorder *rec, const char *model, const char *version,
+                       const char *metric, const char *dimension, const char *unit,
+                       uint32_t *series_id);
 int et_series_add(et_recorder *rec, const char *model, const char *version,
                   const char *metric, const char *dimension, uint32_t *series_id);
+int et_series_names(et_recorder *rec, uint32_t series_id, const char **model,
+                    const char **version, const char **metric, const char **dimension,
+                    const char **unit);
 int et_record(et_recorder *rec, uint32_t series_id, double value);
 int64_t et_record_many(et_recorder *rec, uint32_t series_id, const double *values, size_t n);
 int64_t et_record_group(et_recorder *rec, const uint32_t *series_ids, const double *values,
@@ -92,8 +112,11 @@ uint64_t et_window_seq(const et_window *w);
 void et_window_bounds(const et_window *w, int64_t *start_mono_ns, int64_t *end_mono_ns,
                       int64_t *start_wall_ns, int64_t *end_wall_ns);
 uint32_t et_window_series_count(const et_window *w);
+int et_window_series_id(const et_window *w, uint32_t i, uint32_t *series_id);
+int et_window_series_find(const et_window *w, uint32_t series_id, uint32_t *i);
 int et_window_series_names(const et_window *w, uint32_t i, const char **model,
                            const char **version, const char **metric, const char **dimension);
+int et_window_series_unit(const et_window *w, uint32_t i, const char **unit);
 int et_window_series_stats(const et_window *w, uint32_t i, et_series_stats *out);
 int et_window_buckets(const et_window *w, uint32_t i, uint32_t *indexes, uint64_t *counts,
                       uint32_t capacity);

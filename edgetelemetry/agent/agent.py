@@ -61,13 +61,14 @@ from ..heartbeat import (
     input_shape,
     validate_shape,
 )
-from ..heartbeat.agent_metrics import AGENT_COUNTERS
+from ..heartbeat.agent_metrics import AGENT_COUNTERS, AGENT_FIGURE_NAMES
 from ..recording import Recorder
 from ..snapshot import Snapshot
 from .clock import MIN_WALL_NS, SigningOffset, TimeKeeper, phase, restamp
 from .config import AgentConfig
-from .delivery import Cycle, DeliveryLoop, HeartbeatSink, TickResult
+from .delivery import Backoff, Cycle, DeliveryLoop, HeartbeatSink, TickResult
 from .faults import FaultLog
+from .lanes import SinkLanes, build_lanes, otlp_identity
 from .sender import Sender
 from .signals import SigtermGuard
 from .spool import RecordTooLargeError, Spool, SpoolClosedError, SpoolError
@@ -99,7 +100,7 @@ def _json_safe(value: Any) -> Any:
 
 
 
-class Agent(DeliveryLoop):
+class Agent(DeliveryLoop, SinkLanes):
     """Snapshots a ``Recorder`` every interval into a durable spool and sends heartbeats.
 
     Settings resolve through ``AgentConfig``: keyword arguments (including any config key as
@@ -114,6 +115,9 @@ class Agent(DeliveryLoop):
     send cycles; ``clock_tolerance_s`` is how far the local clock may be from the endpoint's
     before the endpoint's is used; ``clock_jump_threshold_s`` how much wall - monotonic may
     move between ticks before it counts as a jump.
+
+    ``otlp_endpoint`` and ``mqtt_url`` (config keys) add sinks beside ``SendHeartbeat``, each
+    with its own spool cursor and backoff, on its own thread once started (``lanes.py``).
     """
 
     def __init__(
@@ -185,8 +189,7 @@ class Agent(DeliveryLoop):
         self._started = time.monotonic()
         self._unspooled: Snapshot | None = None  # a window whose append failed
         self._partial: tuple[int, list[dict[str, Any]]] | None = None  # unsent rest of a record
-        self._fail_streak = 0
-        self._send_not_before = -math.inf
+        self._backoff = Backoff()
         self._thread: threading.Thread | None = None
         self._closed = False
         self._guard = SigtermGuard(self.close)
@@ -203,8 +206,11 @@ class Agent(DeliveryLoop):
         self._state_dirty = False
         self._spool = Spool(config.spool_dir, max_bytes=config.spool_max_bytes,
                             max_age_s=config.spool_max_age_s, fsync=config.fsync,  # type: ignore[arg-type]
-                            clock=self._spool_clock)
+                            clock=self._spool_clock, sinks=config.sinks)
         try:
+            # the lanes first: a sink whose package is missing stops us before any connection
+            self._lanes = build_lanes(config, otlp_identity(config, agent_version),
+                                      rng=self._rng, sleep=self._pause)
             self._owns_sender = sender is None
             if sender is None:
                 kwargs = config.sender_kwargs()
@@ -223,6 +229,7 @@ class Agent(DeliveryLoop):
             split_limits if split_limits is not None else SplitLimits(),
             payload_options if payload_options is not None else PayloadOptions(),
             agent_version)
+        self._sink.figure_names = (*AGENT_FIGURE_NAMES, *self._lane_figure_names())
 
         ref = weakref.ref(self)
 
@@ -248,6 +255,7 @@ class Agent(DeliveryLoop):
             self._thread = threading.Thread(target=self._run, name="edgetelemetry-agent",
                                             daemon=True)
             self._thread.start()
+        self._start_lanes()
         return self
 
     def tick(self, *, send: bool = True) -> TickResult:
@@ -345,6 +353,7 @@ class Agent(DeliveryLoop):
                     self._final_send(deadline)
             if self._thread is not None and self._thread is not threading.current_thread():
                 self._thread.join(max(0.0, deadline - time.monotonic()))
+            lanes_ended = self._stop_lanes(deadline)
             busy = any(t is not None and t.is_alive() for t in (helper, self._thread))
             if busy:
                 log.warning("close: a send is still running after %gs; its record stays "
@@ -358,6 +367,9 @@ class Agent(DeliveryLoop):
                 log.debug("close: %s", exc)
             if self._owns_sender and not busy:
                 self._sender.close()
+            if lanes_ended and not busy:
+                for lane in self._lanes:
+                    lane.sink.close()
             atexit.unregister(self._atexit_hook)
             self._guard.restore()
 
@@ -409,6 +421,7 @@ class Agent(DeliveryLoop):
         result = TickResult(spooled_seq=seq, window=window)
         if send:
             result = self._send_step(result, drain_until)
+            result = replace(result, sinks=self._run_lanes(drain_until))
         with self._lock:
             if self._state_dirty:
                 self._try_save_state_locked()
@@ -487,9 +500,10 @@ class Agent(DeliveryLoop):
             if self._time.trusted_base_ns() is None:
                 return
             self._sync_sender_clock()
-            rec = self._spool.newest()
+            rec = self._spool.newest(sink=self._sink.name)
             if rec is not None:
                 self._deliver(rec, Cycle(), with_state=True)
+            self._lanes_final(deadline)
         except (SpoolClosedError, AgentClosedError):
             pass
         except SpoolError as exc:  # logged once by the spool
@@ -552,10 +566,12 @@ class Agent(DeliveryLoop):
         with self._lock:
             counters = dict(self._counters)
             pending = len(self._state.deployments)
-        return agent_figures(spool, sender, counters,
-                             state_corruption_events=self._state_file.corruption_events,
-                             deployments_pending=pending,
-                             uptime_s=time.monotonic() - self._started)
+        figures = agent_figures(spool, sender, counters,
+                                state_corruption_events=self._state_file.corruption_events,
+                                deployments_pending=pending,
+                                uptime_s=time.monotonic() - self._started)
+        figures.update(self._lane_figures())
+        return figures
 
     def _check_open(self) -> None:
         if self._closed:

@@ -17,19 +17,39 @@ import dataclasses
 import difflib
 import json
 import logging
-import math
 import os
 import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-from urllib.parse import urlsplit
+from typing import Any
 
 from .._fs import read_checked
 from ..errors import EdgeTelemetryError
 from . import iot_names
+from .config_rules import (
+    Key,
+    RuleError,
+    boolean,
+    choice,
+    name_rule,
+    number,
+    path,
+    secret,
+    string,
+    text_value,
+    url,
+)
+from .sink_config import (
+    HEARTBEAT_SINK,
+    MQTT_SINK,
+    OTLP_SINK,
+    SINK_KEYS,
+    SINK_PATH_KEYS,
+    SINK_SECRET_KEYS,
+    sink_problems,
+)
 
 __all__ = [
     "AgentConfig",
@@ -44,16 +64,16 @@ log = logging.getLogger(__name__)
 
 ENV_PREFIX = "EDGETELEMETRY_"
 CONFIG_ENV = "EDGETELEMETRY_CONFIG"  # path of the JSON config file
-SECRET_KEYS = frozenset({"aws_access_key_id", "aws_secret_access_key", "aws_session_token"})
+AWS_KEYS = frozenset({"aws_access_key_id", "aws_secret_access_key", "aws_session_token"})
+SECRET_KEYS = AWS_KEYS | SINK_SECRET_KEYS
 FSYNC_POLICIES = ("always", "batch", "never")
 CREDENTIAL_SOURCES = ("auto", "default", "profile", "static", "iot")
-# The service's rule for DeviceName and DeviceFleetName (botocore's model, the contract).
-NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*_*[a-zA-Z0-9])*$")
 _REGION = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _PROFILE = re.compile(r"^[\w.@+-]{1,64}$")
 _IOT_KEYS = ("iot_endpoint", "iot_role_alias", "iot_thing_name", "iot_cert_file",
              "iot_key_file", "iot_ca_file")
-_PATH_KEYS = ("spool_dir", "ca_bundle", "iot_cert_file", "iot_key_file", "iot_ca_file")
+_PATH_KEYS = ("spool_dir", "ca_bundle", "iot_cert_file", "iot_key_file", "iot_ca_file",
+              *SINK_PATH_KEYS)
 
 
 class ConfigError(EdgeTelemetryError, ValueError):
@@ -72,161 +92,42 @@ def default_spool_dir() -> str:
     return os.path.join(state, "edgetelemetry", "spool")
 
 
-# -- value rules ----------------------------------------------------------------------------
-
-# (raw, from_text) -> value, raises _RuleError.  from_text: the value came from an environment
-# variable, so "30" and "true" are read as a number and a bool; JSON and Python values must
-# already have the right type.
-Rule = Callable[[Any, bool], Any]
-
-
-class _RuleError(Exception):
-    def __init__(self, rule: str) -> None:
-        super().__init__(rule)
-        self.rule = rule
-
-
-def _from_text(value: Any, kind: str) -> Any:
-    """Environment variables (and the original agent's file) give text; read it as ``kind``."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if kind == "bool":
-        lowered = text.lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise _RuleError("must be true or false (1/0, yes/no, on/off)")
-    try:
-        return int(text) if kind == "int" else float(text)
-    except ValueError:
-        raise _RuleError(f"must be {'an integer' if kind == 'int' else 'a number'}") from None
-
-
-def _number(lo: float, hi: float, *, integer: bool = False, lo_open: bool = False) -> Rule:
-    lo_text = f"greater than {lo:g}" if lo_open else f"at least {lo:g}"
-    what = "an integer" if integer else "a number"
-    rule = f"must be {what} {lo_text} and at most {hi:g}"
-
-    def check(raw: Any, from_text: bool) -> Any:
-        value = _from_text(raw, "int" if integer else "float") if from_text else raw
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _RuleError(rule)
-        if integer and (not isinstance(value, int) and not float(value).is_integer()):
-            raise _RuleError(rule)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise _RuleError(rule)
-        if (value <= lo if lo_open else value < lo) or value > hi:
-            raise _RuleError(rule)
-        return int(value) if integer else float(value)
-
-    return check
-
-
-def _boolean(raw: Any, from_text: bool) -> bool:
-    value = _from_text(raw, "bool") if from_text else raw
-    if not isinstance(value, bool):
-        raise _RuleError("must be true or false")
-    return value
-
-
-def _string(pattern: re.Pattern[str] | None = None, rule: str = "",
-            max_len: int = 4096) -> Rule:
-    def check(raw: Any, from_text: bool) -> Any:
-        if not isinstance(raw, str) or not raw or len(raw) > max_len:
-            raise _RuleError(f"must be a non-empty string of at most {max_len} characters")
-        if pattern is not None and not pattern.match(raw):
-            raise _RuleError(rule)
-        return raw
-
-    return check
-
-
-def _choice(options: tuple[str, ...]) -> Rule:
-    def check(raw: Any, from_text: bool) -> Any:
-        if raw not in options:
-            raise _RuleError(f"must be one of {', '.join(repr(o) for o in options)}")
-        return raw
-
-    return check
-
-
-def _name(raw: Any, from_text: bool) -> str:
-    if not isinstance(raw, str) or not 1 <= len(raw) <= 63 or not NAME_PATTERN.match(raw):
-        raise _RuleError("must be 1-63 characters matching ^[a-zA-Z0-9](-*_*[a-zA-Z0-9])*$ "
-                   "(letters and digits, single '-'/'_' runs between them, e.g. 'cam-01')")
-    return raw
-
-
-def _url(raw: Any, from_text: bool) -> str:
-    if not isinstance(raw, str):
-        raise _RuleError("must be an http:// or https:// URL")
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _RuleError("must be an http:// or https:// URL with a host, e.g. https://edge.example.com")
-    if parts.username or parts.password:
-        raise _RuleError("must not contain a user or password (use the credentials settings)")
-    if parts.query or parts.fragment:
-        raise _RuleError("must not have a query or fragment")
-    return raw
-
-
-def _path(raw: Any, from_text: bool) -> str:
-    if isinstance(raw, os.PathLike):
-        raw = os.fspath(raw)
-    if not isinstance(raw, str) or not raw or "\0" in raw:
-        raise _RuleError("must be a non-empty path")
-    return os.path.expanduser(raw)
-
-
-def _secret(raw: Any, from_text: bool) -> str:
-    if not isinstance(raw, str) or not raw or len(raw) > 4096 or raw != raw.strip():
-        raise _RuleError("must be a non-empty string without surrounding spaces")
-    return raw
-
-
-@dataclass(frozen=True)
-class _Key:
-    rule: Rule
-    doc: str
-
-
-KEYS: dict[str, _Key] = {
-    "device_name": _Key(_name, "this device's name at the endpoint (required)"),
-    "fleet_name": _Key(_name, "the device fleet's name (required)"),
-    "endpoint_url": _Key(_url, "the Edge Manager-compatible endpoint (required)"),
-    "region": _Key(_string(_REGION, "must look like an AWS region, e.g. us-east-1", 32),
+KEYS: dict[str, Key] = {
+    "device_name": Key(name_rule, "this device's name at the endpoint (required)"),
+    "fleet_name": Key(name_rule, "the device fleet's name (required)"),
+    "endpoint_url": Key(url, "the Edge Manager-compatible endpoint (required)"),
+    "region": Key(string(_REGION, "must look like an AWS region, e.g. us-east-1", 32),
                    "SigV4 signing region"),
-    "interval_s": _Key(_number(1, 86400), "seconds between heartbeats"),
-    "jitter": _Key(_number(0, 1), "random fraction added to or taken from each interval"),
-    "spool_dir": _Key(_path, "directory of the on-disk spool"),
-    "spool_max_bytes": _Key(_number(65536, 1 << 40, integer=True), "spool size bound"),
-    "spool_max_age_s": _Key(_number(60, 366 * 86400), "records older than this are dropped"),
-    "fsync": _Key(_choice(FSYNC_POLICIES), "spool durability policy"),
-    "backlog_rate": _Key(_number(0, 1000, lo_open=True), "requests/s while draining a backlog"),
-    "max_attempts": _Key(_number(1, 20, integer=True), "requests per send, corrections included"),
-    "connect_timeout_s": _Key(_number(0, 300, lo_open=True), "TCP/TLS connect timeout"),
-    "read_timeout_s": _Key(_number(0, 300, lo_open=True), "wait for an answer"),
-    "backoff_base_s": _Key(_number(0, 60), "first retry's full-jitter ceiling"),
-    "backoff_cap_s": _Key(_number(0, 3600), "largest backoff ceiling"),
-    "ca_bundle": _Key(_path, "CA bundle verifying endpoint_url's TLS (default: system)"),
-    "credentials_source": _Key(_choice(CREDENTIAL_SOURCES), "where credentials come from"),
-    "profile": _Key(_string(_PROFILE, r"must match [\w.@+-]{1,64}", 64),
+    "interval_s": Key(number(1, 86400), "seconds between heartbeats"),
+    "jitter": Key(number(0, 1), "random fraction added to or taken from each interval"),
+    "spool_dir": Key(path, "directory of the on-disk spool"),
+    "spool_max_bytes": Key(number(65536, 1 << 40, integer=True), "spool size bound"),
+    "spool_max_age_s": Key(number(60, 366 * 86400), "records older than this are dropped"),
+    "fsync": Key(choice(FSYNC_POLICIES), "spool durability policy"),
+    "backlog_rate": Key(number(0, 1000, lo_open=True), "requests/s while draining a backlog"),
+    "max_attempts": Key(number(1, 20, integer=True), "requests per send, corrections included"),
+    "connect_timeout_s": Key(number(0, 300, lo_open=True), "TCP/TLS connect timeout"),
+    "read_timeout_s": Key(number(0, 300, lo_open=True), "wait for an answer"),
+    "backoff_base_s": Key(number(0, 60), "first retry's full-jitter ceiling"),
+    "backoff_cap_s": Key(number(0, 3600), "largest backoff ceiling"),
+    "ca_bundle": Key(path, "CA bundle verifying endpoint_url's TLS (default: system)"),
+    "credentials_source": Key(choice(CREDENTIAL_SOURCES), "where credentials come from"),
+    "profile": Key(string(_PROFILE, r"must match [\w.@+-]{1,64}", 64),
                     "AWS shared-config profile"),
-    "aws_access_key_id": _Key(_secret, "static access key id"),
-    "aws_secret_access_key": _Key(_secret, "static secret access key"),
-    "aws_session_token": _Key(_secret, "static session token"),
-    "iot_endpoint": _Key(_string(max_len=2048), "IoT credentials provider endpoint"),
-    "iot_role_alias": _Key(_string(iot_names.ROLE_ALIAS, r"must match [\w=,@-]{1,128}", 128),
+    "aws_access_key_id": Key(secret, "static access key id"),
+    "aws_secret_access_key": Key(secret, "static secret access key"),
+    "aws_session_token": Key(secret, "static session token"),
+    "iot_endpoint": Key(string(max_len=2048), "IoT credentials provider endpoint"),
+    "iot_role_alias": Key(string(iot_names.ROLE_ALIAS, r"must match [\w=,@-]{1,128}", 128),
                            "IoT role alias"),
-    "iot_thing_name": _Key(_string(iot_names.THING_NAME, "must match [a-zA-Z0-9:_-]{1,128}",
+    "iot_thing_name": Key(string(iot_names.THING_NAME, "must match [a-zA-Z0-9:_-]{1,128}",
                                    128), "IoT thing name (default: device_name)"),
-    "iot_cert_file": _Key(_path, "device certificate (PEM)"),
-    "iot_key_file": _Key(_path, "device private key (PEM)"),
-    "iot_ca_file": _Key(_path, "CA verifying the IoT endpoint (default: system)"),
-    "iot_timeout_s": _Key(_number(0, 300, lo_open=True), "IoT credentials request timeout"),
-    "log_verbose": _Key(_boolean, "DEBUG logging"),
+    "iot_cert_file": Key(path, "device certificate (PEM)"),
+    "iot_key_file": Key(path, "device private key (PEM)"),
+    "iot_ca_file": Key(path, "CA verifying the IoT endpoint (default: system)"),
+    "iot_timeout_s": Key(number(0, 300, lo_open=True), "IoT credentials request timeout"),
+    "log_verbose": Key(boolean, "DEBUG logging"),
+    **SINK_KEYS,  # OTLP and MQTT (sink_config.py)
 }
 REQUIRED = ("device_name", "fleet_name", "endpoint_url")
 
@@ -293,6 +194,25 @@ class AgentConfig:
     iot_ca_file: str | None = None
     iot_timeout_s: float = 10.0
     log_verbose: bool = False
+    otlp_endpoint: str | None = None
+    otlp_headers: tuple[tuple[str, str], ...] | None = None
+    otlp_compression: str = "gzip"
+    otlp_timeout_s: float = 10.0
+    otlp_ca_bundle: str | None = None
+    otlp_cert_file: str | None = None
+    otlp_key_file: str | None = None
+    otlp_histogram_scale: int | str = "auto"
+    mqtt_url: str | None = None
+    mqtt_topic: str = "edgetelemetry/{fleet}/{device}/metrics"
+    mqtt_client_id: str | None = None
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    mqtt_ca_file: str | None = None
+    mqtt_cert_file: str | None = None
+    mqtt_key_file: str | None = None
+    mqtt_payload: str = "otlp-json"
+    mqtt_timeout_s: float = 10.0
+    mqtt_max_payload_bytes: int = 128 << 10
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -307,10 +227,19 @@ class AgentConfig:
             raise ConfigError(f"backoff_cap_s ({self.backoff_cap_s:g}) must be at least "
                               f"backoff_base_s ({self.backoff_base_s:g})")
         object.__setattr__(self, "credentials_source", self._resolve_credentials())
+        problems = sink_problems({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    @property
+    def sinks(self) -> tuple[str, ...]:
+        """The sinks this config turns on, by the names their spool cursors have."""
+        return (HEARTBEAT_SINK,) + ((OTLP_SINK,) if self.otlp_endpoint else ()) \
+            + ((MQTT_SINK,) if self.mqtt_url else ())
 
     def _resolve_credentials(self) -> str:
         iot = [k for k in _IOT_KEYS if getattr(self, k) is not None]
-        static = [k for k in sorted(SECRET_KEYS) if getattr(self, k) is not None]
+        static = [k for k in sorted(AWS_KEYS) if getattr(self, k) is not None]
         profile = ["profile"] if self.profile is not None else []
         groups = {"iot": iot, "static": static, "profile": profile}
         source = self.credentials_source
@@ -493,7 +422,7 @@ def _check(key: str, raw: Any, where: str, from_text: bool = False) -> Any:
         return None
     try:
         return spec.rule(raw, from_text)
-    except _RuleError as bad:
+    except RuleError as bad:
         shown = "" if key in SECRET_KEYS else f", got {_short(raw)}"
         raise ConfigError(f"{key} (from {where}): {bad.rule}{shown}") from None
 
@@ -585,7 +514,7 @@ def _sagemaker_value(key: str, value: Any, where: str) -> Any:
     """The original agent wrote some values as strings ("true"); read them as their kind."""
     if key == "sagemaker_edge_log_verbose" and isinstance(value, str):
         try:
-            return _from_text(value, "bool")
-        except _RuleError as bad:
+            return text_value(value, "bool")
+        except RuleError as bad:
             raise ConfigError(f"{key} (from {where}): {bad.rule}, got {_short(value)}") from None
     return value

@@ -1,12 +1,15 @@
 """Delivery: spooled windows out through a sink, oldest backlog paced, failures backed off.
 
-A *sink* is where delivered records go.  Today there is one, ``HeartbeatSink``: each record
-becomes ``SendHeartbeat`` requests (``heartbeat.record_requests``: the same parts, each with its
+A *sink* is where delivered records go.  ``HeartbeatSink``: each record becomes
+``SendHeartbeat`` requests (``heartbeat.record_requests``: the same parts, each with its
 ``spool-seq`` key, every time the record is sent) sent by a ``Sender``.  ``DeliveryLoop`` is the
-send half of ``Agent``: per cycle, the newest record first, then pending ``DeploymentResult``s,
-then the backlog at ``backlog_rate``; a record is acked once every request it was split into
-got 200 (see ``agent.py`` for the whole cycle).  A failure is logged once per class of failure
-(``FaultLog``), and a spool that cannot be written or read ends the cycle without raising.
+send half of ``Agent`` for it: per cycle, the newest record first, then pending
+``DeploymentResult``s, then the backlog at ``backlog_rate``; a record is acked (on the heartbeat
+sink's spool cursor) once every request it was split into got 200 (see ``agent.py`` for the
+whole cycle).  The other sinks (OTLP, MQTT) run in lanes of their own (``lanes.py``) with the
+same ``Backoff`` and ``drain_backlog``.  A failure is logged once per class of failure
+(``FaultLog``, one per sink), and a spool that cannot be written or read ends the cycle without
+raising.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from ..heartbeat import (
     build_heartbeat,
     split_heartbeat,
 )
+from ..heartbeat.agent_metrics import AGENT_FIGURE_NAMES
 from ..heartbeat.record import RecordRequests, record_requests
 from ..recording.process import boot_id
 from ..snapshot import Snapshot
@@ -43,7 +47,8 @@ from .spool import Record as SpoolRecord
 from .spool import Spool, SpoolError
 from .state import AgentState
 
-__all__ = ["Cycle", "Delivery", "DeliveryLoop", "HeartbeatSink", "TickResult"]
+__all__ = ["Backoff", "Cycle", "Delivery", "DeliveryLoop", "HeartbeatSink", "SinkCycle",
+           "TickResult", "drain_backlog"]
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +68,17 @@ class HeartbeatSink:
         self.limits = limits
         self.options = options
         self.agent_version = agent_version
+        # every AgentMetrics name the agent's figures can take: room is kept for each in a
+        # record's first request, so the split never depends on their values (record.py)
+        self.figure_names: tuple[str, ...] = AGENT_FIGURE_NAMES
 
     def record_requests(self, snap: Snapshot, seq: int, spool_id: str) -> RecordRequests:
         """The spool record ``seq`` (the window ``snap``) as requests, cut to the limits: the
         same parts every time (fill in the agent's figures and model times to send them)."""
         return record_requests(snap, self.identity, spool_seq=seq, spool_id=spool_id,
                                limits=self.limits, options=self.options,
-                               agent_version=self.agent_version)
+                               agent_version=self.agent_version,
+                               figure_names=self.figure_names)
 
     def status_requests(self, metrics: Mapping[str, float],
                         models: Mapping[tuple[str, str], ModelState]) -> list[dict[str, Any]]:
@@ -95,10 +104,24 @@ class Delivery(enum.Enum):
 
 
 @dataclass(frozen=True)
+class SinkCycle:
+    """What one cycle of another sink (``lanes.py``) did; ``send_skipped`` while it backs off."""
+
+    sink: str
+    requests_sent: int = 0
+    records_acked: int = 0
+    records_dead_lettered: int = 0
+    send_skipped: bool = False
+    failure: SendResult | None = None
+
+
+@dataclass(frozen=True)
 class TickResult:
     """What one tick did.  ``window`` is the spooled window's source (recorder id, window seq)
     and ``spooled_seq`` its spool sequence number (the ``spool-seq`` it is sent with); both
-    None when nothing was spooled.  ``failure`` is the send result that ended the cycle."""
+    None when nothing was spooled.  ``failure`` is the send result that ended the cycle.
+    ``sinks``: the other sinks' cycles when they ran in this tick (not started: ``tick()`` runs
+    them one after the other; started, each runs on its own thread)."""
 
     spooled_seq: int | None = None
     window: tuple[str, int] | None = None
@@ -108,6 +131,66 @@ class TickResult:
     send_skipped: bool = False
     failure: SendResult | None = None
     spool_error: str | None = None  # the spool's write failure in progress (Spool.fault)
+    sinks: tuple[SinkCycle, ...] = ()
+
+
+@dataclass
+class Backoff:
+    """Failed send cycles in a row, and when the next may start: after ``n`` failed cycles,
+    ``uniform(0, min(cap, interval * (2**(n-1) - 1)))`` seconds, at least the failure's
+    ``Retry-After`` (capped)."""
+
+    streak: int = 0
+    not_before: float = -math.inf
+
+    def ready(self, now: float) -> bool:
+        return now >= self.not_before
+
+    def succeeded(self) -> int:
+        """Back to normal; returns how many cycles had failed in a row."""
+        streak, self.streak, self.not_before = self.streak, 0, -math.inf
+        return streak
+
+    def failed(self, now: float, interval: float, cap: float, rng: random.Random,
+               failure: SendResult | None) -> float:
+        """Count a failed cycle; returns the wait before the next."""
+        self.streak += 1
+        delay = rng.uniform(0.0, min(cap, interval * (2.0 ** min(self.streak - 1, 30) - 1)))
+        retry_after = failure.retry_after_s if failure else None
+        if retry_after:
+            delay = min(cap, max(delay, retry_after))
+        self.not_before = now + delay
+        return delay
+
+
+def drain_backlog(read: Callable[[int], list[SpoolRecord]],
+                  deliver: Callable[[SpoolRecord], Delivery], cycle: Cycle, handled: set[int],
+                  *, rate: float, interval: float, drain_until: float,
+                  stop: threading.Event) -> Delivery | None:
+    """The backlog oldest first, ``read(n)`` ``PENDING_BATCH`` records at a time, paced to
+    ``rate`` requests/s, at most ``rate * interval / 2`` requests and until ``drain_until``.
+    Returns the delivery that ended it early (FAILED or HELD), else None."""
+    budget = max(1, int(rate * interval * 0.5))
+    pace = 1.0 / rate
+    next_at = time.monotonic() + pace
+    while budget > 0 and not stop.is_set() and time.monotonic() < drain_until:
+        batch = [r for r in read(min(PENDING_BATCH, budget)) if r.seq not in handled]
+        if not batch:
+            break
+        for rec in batch:
+            if budget <= 0 or time.monotonic() >= drain_until:
+                break
+            if stop.wait(max(0.0, next_at - time.monotonic())):
+                break
+            handled.add(rec.seq)
+            before = cycle.requests
+            delivery = deliver(rec)
+            budget -= max(1, cycle.requests - before)
+            next_at = time.monotonic() + pace
+            if delivery in (Delivery.FAILED, Delivery.HELD):
+                return delivery
+        del batch
+    return None
 
 
 @dataclass
@@ -134,8 +217,7 @@ class DeliveryLoop:
     _state_dirty: bool
     _raw_frame_upto: int | None
     _partial: tuple[int, list[dict[str, Any]]] | None
-    _fail_streak: int
-    _send_not_before: float
+    _backoff: Backoff
     _backoff_cap: float
     _interval: float
     _rng: random.Random
@@ -160,7 +242,7 @@ class DeliveryLoop:
     def _send_step(self, result: TickResult, drain_until: float) -> TickResult:
         with self._send_lock:
             now = self._monotonic()
-            if now < self._send_not_before:
+            if not self._backoff.ready(now):
                 self._bump("send-cycles-skipped")
                 return replace(result, send_skipped=True)
             cycle = Cycle()
@@ -171,23 +253,13 @@ class DeliveryLoop:
                 return replace(result, requests_sent=cycle.sent, records_acked=cycle.acked,
                                records_dead_lettered=cycle.dead)
             if ok:
-                self._fail_streak = 0
-                self._send_not_before = -math.inf
+                self._backoff.succeeded()  # the FaultLog says "recovered", once
             else:
-                self._fail_streak += 1
                 self._bump("send-cycles-failed")
-                ceiling = min(self._backoff_cap,
-                              self._interval * (2.0 ** min(self._fail_streak - 1, 30) - 1))
-                delay = self._rng.uniform(0.0, ceiling)
-                retry_after = cycle.failure.retry_after_s if cycle.failure else None
-                if retry_after:
-                    delay = min(self._backoff_cap, max(delay, retry_after))
-                self._send_not_before = now + delay
-                failure = cycle.failure  # logged once per class by _send's FaultLog
-                log.debug("send cycle failed (%s %s: %s); %d in a row, next try in >= %.0fs",
-                          failure.outcome.value if failure else "?",
-                          failure.error_code if failure else "",
-                          failure.message if failure else "", self._fail_streak, delay)
+                delay = self._backoff.failed(now, self._interval, self._backoff_cap, self._rng,
+                                             cycle.failure)
+                # the WARNING is _send's FaultLog's, once per class of failure
+                log_cycle_failure(self._sink.name, cycle.failure, self._backoff.streak, delay)
             return replace(result, requests_sent=cycle.sent, records_acked=cycle.acked,
                            records_dead_lettered=cycle.dead, failure=cycle.failure)
 
@@ -204,7 +276,7 @@ class DeliveryLoop:
             state_sent = True
             self._sync_sender_clock()
         handled: set[int] = set()
-        rec = self._spool.newest()
+        rec = self._spool.newest(sink=self._sink.name)
         if rec is not None:
             handled.add(rec.seq)
             delivery = self._deliver(rec, cycle, with_state=not state_sent)
@@ -219,30 +291,15 @@ class DeliveryLoop:
             return False
         if not self._send_deployments(cycle):
             return False
-        budget = max(1, int(self.config.backlog_rate * self._interval * 0.5))
-        pace = 1.0 / self.config.backlog_rate
-        next_at = time.monotonic() + pace
-        while budget > 0 and not self._stop.is_set() and time.monotonic() < drain_until:
-            batch = [r for r in self._spool.pending(limit=min(PENDING_BATCH, budget))
-                     if r.seq not in handled]
-            if not batch:
-                break
-            for rec in batch:
-                if budget <= 0 or time.monotonic() >= drain_until:
-                    break
-                if self._stop.wait(max(0.0, next_at - time.monotonic())):
-                    break
-                handled.add(rec.seq)
-                before = cycle.requests
-                delivery = self._deliver(rec, cycle, with_state=False)
-                budget -= max(1, cycle.requests - before)
-                next_at = time.monotonic() + pace
-                if delivery is Delivery.FAILED:
-                    return False
-                if delivery is Delivery.HELD:
-                    return True
-            del batch
-        self._resolve_raw_frame()
+        ended = drain_backlog(
+            lambda n: self._spool.pending(limit=n, sink=self._sink.name),
+            lambda rec: self._deliver(rec, cycle, with_state=False), cycle, handled,
+            rate=self.config.backlog_rate, interval=self._interval, drain_until=drain_until,
+            stop=self._stop)
+        if ended is Delivery.FAILED:
+            return False
+        if ended is None:
+            self._resolve_raw_frame()
         return True
 
     def _deliver(self, rec: SpoolRecord, cycle: Cycle, *, with_state: bool) -> Delivery:
@@ -270,7 +327,7 @@ class DeliveryLoop:
             return Delivery.FAILED
         self._forget_partial(rec.seq)
         try:
-            acked = self._spool.ack(rec.seq)
+            acked = self._spool.ack(rec.seq, sink=self._sink.name)
         except SpoolError as exc:
             # acked in memory (never sent again by this agent); the cursor is written by the
             # next write that succeeds, and a crash before that resends it: the endpoint
@@ -408,9 +465,9 @@ class DeliveryLoop:
         """Sign with the clock we stamp with: the endpoint's when ours disagrees with it."""
         self._time.sync(self._offset)
 
-    def _dead_letter(self, seq: int, reason: str) -> bool:
+    def _dead_letter(self, seq: int, reason: str, sink: str | None = None) -> bool:
         try:
-            return self._spool.dead_letter(seq, reason)
+            return self._spool.dead_letter(seq, reason, sink=sink or self._sink.name)
         except SpoolError as exc:  # disk trouble (logged by the spool): tried again later
             log.debug("could not dead-letter record %d: %s", seq, exc)
             return False
@@ -434,3 +491,10 @@ def _micros(when: Any) -> int | None:
         return None
     delta: timedelta = when - _EPOCH
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def log_cycle_failure(sink: str, failure: SendResult | None, streak: int, delay: float) -> None:
+    """DEBUG: the WARNING is the sink's ``FaultLog``'s, once per class of failure."""
+    log.debug("%s: send cycle failed (%s %s: %s); %d in a row, next try in >= %.0fs", sink,
+            failure.outcome.value if failure else "?", failure.error_code if failure else "",
+            failure.message if failure else "", streak, delay)

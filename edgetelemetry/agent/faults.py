@@ -15,7 +15,7 @@ import threading
 from ..heartbeat import DeviceIdentity
 from .sender import Outcome, SendResult
 
-__all__ = ["FaultLog", "describe_send_failure"]
+__all__ = ["FaultLog", "describe_send_failure", "describe_sink_failure"]
 
 _SIGNATURE_CODES = ("InvalidSignatureException", "SignatureDoesNotMatch",
                     "IncompleteSignatureException")
@@ -97,3 +97,20 @@ def describe_send_failure(result: SendResult, *, endpoint: str, region: str,
     if result.http_status == 429:
         return "throttled", f"{endpoint} throttles {device} ({said})"
     return "endpoint error", f"{endpoint} answered HTTP {result.http_status} ({said})"
+
+
+def describe_sink_failure(result: SendResult, *, sink: str) -> tuple[str, str]:
+    """The class of a failed send through one of the other sinks (OTLP, MQTT) and a message
+    (the sink already cleaned what the receiver said)."""
+    code = result.error_code or "?"
+    said = f"{code}: {result.message}" if result.message else code
+    if result.outcome is Outcome.FATAL:
+        return "request refused", f"{sink} refused a record ({said}); such records are " \
+                                  f"dead-lettered for {sink} only"
+    if result.outcome is Outcome.REFRESH_CREDENTIALS:
+        return "credentials refused", f"{sink} refused our credentials ({said})"
+    if result.http_status is None:
+        return "unreachable", f"cannot deliver to {sink} ({said})"
+    if result.http_status == 429:
+        return "throttled", f"{sink} throttles us ({said})"
+    return "receiver error", f"{sink} answered HTTP {result.http_status} ({said})"

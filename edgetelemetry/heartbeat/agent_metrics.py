@@ -21,6 +21,7 @@ from ..snapshot import Snapshot
 __all__ = [
     "AGENT_COUNTERS",
     "AGENT_FIGURE_NAMES",
+    "NAME_CLASHES",
     "RECORDER_FIGURES",
     "SENDER_FIGURES",
     "SPOOL_FIGURES",
@@ -34,6 +35,9 @@ __all__ = [
 
 WINDOW_SEQ = "window-seq"
 SPOOL_SEQ = "spool-seq"
+# Series entries a heartbeat left out because another series of their model claimed the same
+# MetricName and Dimension first (build_heartbeat); absent when there were none.
+NAME_CLASHES = "series-name-clashes"
 
 # Snapshot.recorder figures reported with every window (the window's own values).
 RECORDER_FIGURES = {
@@ -43,6 +47,11 @@ RECORDER_FIGURES = {
     "unknown_series": "dropped-unknown-series",
     "threads_active": "threads-active",
     "collector_passes": "collector-passes",
+    "full_drains": "ring-full-drains",
+    "direct_values": "values-past-ring",
+    "pool_exhausted": "histogram-pool-exhausted",
+    "pages_high_water": "histogram-pages-high-water",
+    "integrity_errors": "recorder-integrity-errors",
 }
 _DROP_REASONS = ("ring_full", "no_ring", "closed")
 _REJECT_REASONS = ("nan", "inf", "type")
@@ -109,6 +118,7 @@ def window_metrics(snap: Snapshot) -> dict[str, float]:
     }
     for key, name in RECORDER_FIGURES.items():
         out[name] = float(snap.recorder.get(key, 0))
+    out["values-coarse"] = float(sum(s.coarse for s in snap.series))
     dropped, rejected = snap.dropped, snap.rejected
     for prefix, counts, known in (("dropped", dropped, _DROP_REASONS),
                                   ("rejected", rejected, _REJECT_REASONS)):

@@ -19,7 +19,7 @@ from typing import Any
 from .._version import __version__
 from ..recording.naming import STAT_SUFFIXES, heartbeat_metric_name
 from ..snapshot import SeriesSnapshot, Snapshot
-from .agent_metrics import window_seq_metric
+from .agent_metrics import NAME_CLASHES, window_seq_metric
 from .validate import HeartbeatValidationError, validate_input, validate_send_heartbeat
 
 __all__ = [
@@ -96,11 +96,19 @@ def build_heartbeat(
 
     Each snapshot keeps its own window: its metrics carry its end time, so a backlog becomes
     one request with several points per metric (``split_heartbeat`` cuts it to size).  Merge
-    snapshots first (``Snapshot.merge``) to report them as one window.  ``agent_version``
-    is sent as given; by default it is this package's version made valid.  ``window_seq``
-    adds the last snapshot's ``window-seq`` AgentMetric (``agent_metrics.window_seq_metric``),
-    after ``agent_metrics``.  The result always
-    passes ``validate_send_heartbeat``; otherwise ``HeartbeatValidationError`` says where.
+    snapshots first (``Snapshot.merge``) to report them as one window.  A snapshot lists the
+    series with activity in its window; a model in ``model_state`` with none gets an entry
+    with its ``LatestInference`` and no ``ModelMetrics``.  ``agent_version`` is sent as
+    given; by default it is this package's version made valid.  ``window_seq`` adds the last
+    snapshot's ``window-seq`` AgentMetric (``agent_metrics.window_seq_metric``), after
+    ``agent_metrics``.
+
+    Two series of one model that would report under one ``MetricName`` and ``Dimension``
+    (``latency`` in ``ms`` and ``latency-ms`` without a unit, from snapshots a registry did
+    not check, or a dimension spelt like the default one) are never both sent: the series
+    whose (metric, unit, dimension) sorts first keeps the name, the others are left out and
+    counted in the ``series-name-clashes`` AgentMetric.  The result always passes
+    ``validate_send_heartbeat``; otherwise ``HeartbeatValidationError`` says where.
     """
     states = model_state or {}
     groups: dict[tuple[str, str], list[tuple[Snapshot, SeriesSnapshot]]] = {
@@ -109,6 +117,10 @@ def build_heartbeat(
     for snap in snapshots:
         for series in snap.series:
             groups.setdefault((series.model, series.version), []).append((snap, series))
+    clashes = 0
+    for key, items in groups.items():
+        groups[key], left_out = _without_clashes(items, options)
+        clashes += left_out
 
     params: dict[str, Any] = {
         "AgentVersion": (
@@ -121,6 +133,8 @@ def build_heartbeat(
             for i, key in enumerate(sorted(groups))
         ],
     }
+    if clashes:
+        agent_metrics = {**agent_metrics, NAME_CLASHES: float(clashes)}
     if agent_metrics or (window_seq and snapshots):
         latest_end = max((s.end_wall_ns for s in snapshots), default=None)
         when = None if latest_end is None else _timestamp(latest_end, "AgentMetrics[0].Timestamp")
@@ -139,6 +153,34 @@ def build_heartbeat(
         params["DeploymentResult"] = copy.deepcopy(dict(deployment_result))
     validate_send_heartbeat(params)
     return params
+
+
+def _without_clashes(
+    items: list[tuple[Snapshot, SeriesSnapshot]], options: PayloadOptions
+) -> tuple[list[tuple[Snapshot, SeriesSnapshot]], int]:
+    """One model's series without those whose metric names and dimension another series
+    claims first (sorted by metric, unit, dimension: the same choice whatever the order of
+    snapshots and series), and how many series entries were left out."""
+    owner: dict[tuple[str, str], tuple[str, str, str]] = {}
+    for _, series in items:
+        reported = _reported_as(series, options)
+        mine = (series.metric, series.unit or "", series.dimension or "")
+        if reported not in owner or mine < owner[reported]:
+            owner[reported] = mine
+    kept = [
+        (snap, series)
+        for snap, series in items
+        if owner[_reported_as(series, options)]
+        == (series.metric, series.unit or "", series.dimension or "")
+    ]
+    return kept, len(items) - len(kept)
+
+
+def _reported_as(series: SeriesSnapshot, options: PayloadOptions) -> tuple[str, str]:
+    """(display name, Dimension): the EdgeMetric names a series' statistics take."""
+    name = "-".join(part for part in (series.metric, series.unit) if part)
+    dimension = options.default_dimension if series.dimension is None else series.dimension
+    return name, dimension
 
 
 def _model_entry(

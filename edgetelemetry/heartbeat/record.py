@@ -9,8 +9,9 @@ snapshot and seq), the spool's id, the identity, the options and the limits.
 What changes between sends, the agent's own figures and the models' ``LatestInference`` /
 ``LatestSampleTime`` from its state, only fills room reserved for it:
 
-- the split is made with every name of ``AGENT_FIGURE_NAMES`` present at the widest value a
-  double can print as, and every model head carrying both times at the widest timestamp;
+- the split is made with every figure name the agent can send (``AGENT_FIGURE_NAMES``, plus
+  its other sinks' figures) present at the widest value a double can print as, and every
+  model head carrying both times at the widest timestamp;
 - ``RecordRequests.filled`` then puts in the real values, or removes what is not sent.
 
 Filling only ever shrinks a request, so a filled request is within the limits its template was
@@ -20,7 +21,7 @@ cut to.  Each part also keeps room for its ``spool-seq`` metric, added after the
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -40,7 +41,6 @@ __all__ = ["RecordRequests", "record_requests"]
 # The longest JSON a finite double prints as (24 characters): the room one figure keeps.
 _WIDEST_VALUE = -2.2250738585072014e-308
 _MAX_PARTS = 999_999  # the widest part numbers the spool-seq metric's room is kept for
-_FIGURES = frozenset(AGENT_FIGURE_NAMES)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _LAST_DAY = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
 
@@ -53,6 +53,7 @@ class RecordRequests:
 
     templates: tuple[dict[str, Any], ...]
     window_inference_ns: Mapping[tuple[str, str], int]  # each model's last record time in it
+    figure_names: frozenset[str] = frozenset(AGENT_FIGURE_NAMES)  # the names room is kept for
 
     def __len__(self) -> int:
         return len(self.templates)
@@ -74,7 +75,7 @@ class RecordRequests:
             metrics = []
             for metric in template["AgentMetrics"]:
                 name = metric["MetricName"]
-                if name not in _FIGURES:
+                if name not in self.figure_names:
                     metrics.append(metric)
                 elif name in figures:
                     metrics.append({**metric, "Value": float(figures[name])})
@@ -107,14 +108,16 @@ def record_requests(
     limits: SplitLimits | None = None,
     options: PayloadOptions | None = None,
     agent_version: str | None = None,
+    figure_names: Collection[str] = AGENT_FIGURE_NAMES,
 ) -> RecordRequests:
     """The requests of the spool record ``spool_seq`` (the window ``snap``) of the spool
-    ``spool_id``; raises ``HeartbeatValidationError`` (or its ``HeartbeatTooLargeError``)
-    when the window cannot make a valid request.  ``limits`` and ``options`` default to
-    ``SplitLimits()`` and ``PayloadOptions()``."""
+    ``spool_id``, with room for the agent's figures named in ``figure_names`` (a figure not
+    named there is not sent with a window); raises ``HeartbeatValidationError`` (or its
+    ``HeartbeatTooLargeError``) when the window cannot make a valid request.  ``limits`` and
+    ``options`` default to ``SplitLimits()`` and ``PayloadOptions()``."""
     limits = SplitLimits() if limits is None else limits
     options = PayloadOptions() if options is None else options
-    figures = dict.fromkeys(AGENT_FIGURE_NAMES, _WIDEST_VALUE)
+    figures = dict.fromkeys(figure_names, _WIDEST_VALUE)
     own = window_metrics(snap)
     assert not own.keys() & figures.keys(), "a window metric may not share a figure's name"
     widest = _widest_time_ns()
@@ -141,7 +144,7 @@ def record_requests(
         if s.last_wall_ns is not None and s.count:
             key = (s.model, s.version)
             inference[key] = max(inference.get(key, s.last_wall_ns), s.last_wall_ns)
-    return RecordRequests(tuple(parts), inference)
+    return RecordRequests(tuple(parts), inference, frozenset(figure_names))
 
 
 def _datetime(ns: int) -> datetime:

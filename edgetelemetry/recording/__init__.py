@@ -1,8 +1,9 @@
 """Recording: the public API an inference loop calls, on top of the native layer.
 
 ``recorder`` (``Recorder`` and its bound handles ``Histogram``, ``Group``, ``Timer``),
-``naming`` (the rules a series' names follow), ``window`` (a closed C window as a
-``Snapshot``) and ``process`` (the boot id, fork hooks).
+``naming`` (the rules a series' names follow), ``values`` (what ``record_many`` is given, as
+float64, every value accounted for), ``window`` (a closed C window as a ``Snapshot``) and
+``process`` (the boot id, fork hooks).
 """
 
 from __future__ import annotations

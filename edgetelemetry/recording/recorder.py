@@ -22,16 +22,16 @@ import logging
 import threading
 import time
 import uuid
-from array import array
 from time import perf_counter_ns
 from typing import Any, Callable, TypeVar
 
 from .. import _native
 from .._native import GROUP_MAX, CoreRecorder, GroupBase, SeriesBase, Timer
-from ..errors import CoreError, RecorderClosedError
-from ..snapshot import RECORDER_GAUGES, HistogramLayout, Snapshot
+from ..errors import RecorderClosedError
+from ..snapshot import RECORDER_COUNTERS, RECORDER_GAUGES, HistogramLayout, Snapshot
 from .naming import check_series_names
 from .process import boot_id, on_fork_in_child
+from .values import as_float64
 from .window import snapshot_of
 
 __all__ = ["Recorder", "Histogram", "Group", "Timer"]
@@ -50,8 +50,9 @@ class Histogram(SeriesBase):
     """A bound handle on one series.
 
     ``record(value)`` is inherited from the C base (``_native/fastpath.c``): one call, never raises.
-    NaN/Inf and non-numbers are counted as rejected, a full ring counts a drop, and after
-    ``Recorder.close()`` it does nothing.  ``time()`` (also C) returns a ``Timer`` that times a
+    NaN/Inf and non-numbers are counted as rejected; a full ring is drained by the recording
+    thread itself (docs/core.md), so nothing is dropped; after ``Recorder.close()`` it does
+    nothing.  ``time()`` (also C) returns a ``Timer`` that times a
     ``with`` block, or a function as a decorator (``async def`` included), in the series'
     unit (ns, us, ms or s; other units raise ValueError).
     """
@@ -66,23 +67,20 @@ class Histogram(SeriesBase):
     _recorder: Recorder
 
     def record_many(self, values: Any) -> int:
-        """Record a batch; returns how many entered the ring (the rest were dropped, counted).
+        """Record a batch of values of this series, in order; returns how many were numbers.
 
-        A C-contiguous buffer of float64 (``array('d')``, a numpy float64 array) is read in
-        place; anything else is converted to float64 first.  Never raises."""
+        A C-contiguous float64 buffer (``array('d')``, a numpy float64 array) is read in
+        place; other buffers, lists, tuples, generators and any iterable are converted value
+        by value, each value that is no number counted as rejected (``type``), so
+        ``count + rejected + dropped`` grows by exactly the number of values passed
+        (``recording/values.py`` has the rules).  Any size: a batch larger than the ring is
+        aggregated by the calling thread in ring-sized chunks (about 1.5-2 ns a value), never
+        dropped.  Never raises.  After ``Recorder.close()`` it does nothing and returns 0."""
         recorder = self._recorder
-        view: memoryview | None
-        try:
-            view = memoryview(values)
-            if view.format != "d" or not view.c_contiguous:
-                view = _float64_copy(view.tolist() if view.ndim == 1 else None)
-        except TypeError:
-            view = _float64_copy(values)
-        if view is None:
-            recorder._count_reject(self)
-            return 0
-        n = view.nbytes >> 3
-        if n == 0:
+        buffer, n, rejected = as_float64(values)
+        if rejected:
+            recorder._count_reject(self, rejected)
+        if buffer is None:
             return 0
         # cffi releases the GIL during the call, so close() must not free the recorder under
         # it.  deque.append/pop are atomic under the GIL and far cheaper than a lock: close()
@@ -93,7 +91,7 @@ class Histogram(SeriesBase):
         try:
             if not self.attached:
                 return 0
-            return recorder._core.record_many(self.series_id, view, n)
+            return recorder._core.record_many(self.series_id, buffer, n)
         finally:
             inflight.pop()
 
@@ -110,8 +108,8 @@ class Group(GroupBase):
     """The series one inference feeds, recorded together: made by ``Recorder.group``.
 
     ``record(*values)`` takes one value per series, in the group's order, and records them
-    with one call into C and one ring update: they land in the same window, and a full ring
-    drops all of them (each counted).  ``start()`` reads the monotonic clock (ns) and
+    with one call into C and one ring update: they land in the same window (a full ring is
+    drained first; docs/core.md).  ``start()`` reads the monotonic clock (ns) and
     ``record_since(start, *values)`` records the time since then into the first series, in
     its unit (ns, us, ms or s), and one value per other series: a timed inference with all
     its metrics costs two calls.  Like ``Histogram.record``, a bad value is counted as
@@ -125,14 +123,6 @@ class Group(GroupBase):
 
     def __repr__(self) -> str:
         return f"Group({', '.join(repr(h) for h in self.handles)})"
-
-
-def _float64_copy(values: Any) -> memoryview | None:
-    """``values`` converted to a float64 buffer, or None when they are not numbers."""
-    try:
-        return memoryview(array("d", values))
-    except (TypeError, ValueError, OverflowError):
-        return None
 
 
 # ``handle.time()`` is implemented in C and returns a ``Timer`` (``_native.Timer``): a context
@@ -168,11 +158,17 @@ _native.set_decorator(_decorate)
 class Recorder:
     """Owns the C recorder: fixed memory, per-thread rings, a background collector.
 
-    Sizes are fixed at creation: ``max_series`` series, ``max_threads`` threads recording at
-    once (a thread's ring is reclaimed after it exits), ``ring_capacity`` records per ring.
+    Sizes are fixed at creation: ``max_series`` series, ``max_threads`` threads with a ring
+    of their own (a thread's ring is reclaimed after it exits; more threads still record,
+    through the aggregate lock), ``ring_capacity`` records per ring.  A full ring is drained
+    by the thread that fills it, so no value is dropped for lack of room (docs/core.md).
     ``buckets_per_octave`` sets the histogram's accuracy (36: under 1% relative error).
-    ``collector_period`` (seconds, ``None`` for no background thread) is the longest pause
-    between drains; under load the collector drains up to 8 times as often.
+    ``names_bytes`` holds the series' names (default 256 bytes per series: names of about
+    250 characters each) and ``histogram_pages`` the histogram pages a window may use (default
+    8 per series plus 140; past them values keep octave precision, counted as ``coarse``);
+    both scale with ``max_series`` when left None.  ``collector_period`` (seconds, ``None``
+    for no background thread) is the longest pause between drains; under load the collector
+    drains up to 8 times as often.  ``info()`` reports the memory all this takes.
     """
 
     def __init__(
@@ -182,14 +178,21 @@ class Recorder:
         max_threads: int = 4,
         ring_capacity: int = 2048,
         buckets_per_octave: int = 36,
+        names_bytes: int | None = None,
+        histogram_pages: int | None = None,
         collector_period: float | None = _DEFAULT_COLLECTOR_PERIOD,
     ) -> None:
-        for name, value in (
-            ("max_series", max_series),
-            ("max_threads", max_threads),
-            ("ring_capacity", ring_capacity),
-            ("buckets_per_octave", buckets_per_octave),
-        ):
+        sizes = {
+            "max_series": max_series,
+            "max_threads": max_threads,
+            "ring_capacity": ring_capacity,
+            "buckets_per_octave": buckets_per_octave,
+        }
+        if names_bytes is not None:
+            sizes["names_bytes"] = names_bytes
+        if histogram_pages is not None:
+            sizes["histogram_pages"] = histogram_pages
+        for name, value in sizes.items():
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if ring_capacity & (ring_capacity - 1) or not 64 <= ring_capacity <= 1 << 24:
@@ -200,19 +203,16 @@ class Recorder:
             raise ValueError(f"buckets_per_octave must be 8..255, got {buckets_per_octave}")
         if max_threads > 1024 or max_series > 65536:
             raise ValueError("max_threads must be <= 1024 and max_series <= 65536")
+        if names_bytes is not None and not 16 <= names_bytes <= 64 << 20:
+            raise ValueError(f"names_bytes must be 16..64 MiB, got {names_bytes}")
+        if histogram_pages is not None and histogram_pages > 1 << 24:
+            raise ValueError(f"histogram_pages must be at most 2**24, got {histogram_pages}")
         if collector_period is not None and not 0.0001 <= collector_period <= 60:
             raise ValueError(
                 f"collector_period must be None or 0.0001..60 seconds, got {collector_period!r}"
             )
         self._lock = threading.Lock()
-        self._core = CoreRecorder(
-            {
-                "max_series": max_series,
-                "max_threads": max_threads,
-                "ring_capacity": ring_capacity,
-                "buckets_per_octave": buckets_per_octave,
-            }
-        )
+        self._core = CoreRecorder(sizes)
         info = self._core.info()
         self._layout = HistogramLayout(
             buckets_per_octave=info["buckets_per_octave"],
@@ -224,12 +224,11 @@ class Recorder:
         self._api_address = self._core.api_address()
         self._handles: dict[int, Histogram] = {}
         self._groups: dict[tuple[int, ...], Group] = {}
-        self._units: dict[int, str | None] = {}
         self._inflight: collections.deque[None] = collections.deque()
         self._closed = False
         self._collector_period = collector_period
         self._recorder_id = uuid.uuid4().hex
-        self._last_counters = {"records_drained": 0, "collector_passes": 0, "unknown_series": 0}
+        self._last_counters = {key: 0 for key in RECORDER_COUNTERS}
         if collector_period is not None:
             self._core.start_collector(int(collector_period * 1e9))
         on_fork_in_child(self._after_fork_in_child)
@@ -247,27 +246,19 @@ class Recorder:
     ) -> Histogram:
         """A handle on the series (model, version, metric, dimension); the same names give a
         handle on the same series.  Names are checked against the heartbeat's rules now, with
-        an error that says which rule failed and what would pass."""
+        an error that says which rule failed and what would pass (``ValueError``).  The
+        recorder's registry (shared with C modules recording into it) refuses the rest with a
+        ``RegistrationError``: ``UnitConflictError`` for the same series with another unit,
+        ``NameClashError`` for a series reported under the same heartbeat name (``latency`` in
+        ``ms`` and ``latency-ms``), ``SeriesLimitError`` past ``max_series`` and
+        ``NamesFullError`` past ``names_bytes``, each saying what to pass instead."""
         check_series_names(model, version, metric, dimension, unit)
         unit = unit or None
         with self._lock:
             self._check_open()
-            try:
-                series_id = self._core.series_add(model, version, metric, dimension)
-            except CoreError as exc:
-                if exc.code == _native.E_SERIES_FULL:
-                    raise ValueError(
-                        f"series limit reached ({self._core.info()['max_series']} series): "
-                        "create the Recorder with a larger max_series"
-                    ) from exc
-                raise
+            series_id = self._core.series_add(model, version, metric, dimension, unit)
             known = self._handles.get(series_id)
             if known is not None:
-                if self._units.get(series_id) != unit:
-                    raise ValueError(
-                        f"series {metric!r} of {model} {version} already has unit "
-                        f"{self._units.get(series_id)!r}, not {unit!r}"
-                    )
                 return known
             handle = Histogram(self._api_address, self._core.address, series_id)
             handle.model, handle.version, handle.metric = model, version, metric
@@ -275,7 +266,6 @@ class Recorder:
             _native.set_ns_per_unit(handle, _NS_PER_UNIT.get(unit or "", 0.0))
             handle._recorder = self
             self._handles[series_id] = handle
-            self._units[series_id] = unit
             return handle
 
     def group(self, *handles: Histogram) -> Group:
@@ -304,15 +294,19 @@ class Recorder:
             self._groups[ids] = group
             return group
 
-    def _count_reject(self, handle: Histogram) -> None:
+    def _count_reject(self, handle: Histogram, n: int = 1) -> None:
         with self._lock:
             if handle.attached:
-                self._core.count_reject(handle.series_id)
+                self._core.count_reject(handle.series_id, n)
 
     # ---- windows ----
 
     def snapshot(self) -> Snapshot:
-        """Drain every ring, close the current window and return it; the next one opens."""
+        """Drain every ring, close the current window and return it; the next one opens.
+
+        The snapshot lists the series with activity in the window (a value counted, rejected
+        or dropped), not every registered series: an idle series is absent (``snap.get``
+        returns None), and the cost follows the active series."""
         with self._lock:
             self._check_open()
             return self._close_window()
@@ -324,8 +318,7 @@ class Recorder:
         self._last_counters = {key: info[key] for key in self._last_counters}
         figures = {key: int(info[key]) for key in RECORDER_GAUGES}
         figures.update(counters)
-        return snapshot_of(raw, self._layout, self._units, (self._recorder_id, boot_id()),
-                           figures)
+        return snapshot_of(raw, self._layout, (self._recorder_id, boot_id()), figures)
 
     def drain(self) -> None:
         """Drain every thread's ring into the current window now, as the collector thread
@@ -390,9 +383,7 @@ class Recorder:
                 last = self._close_window()
             finally:
                 self._core.free()
-        if any(s.count or s.rejected or s.dropped for s in last.series):
-            return last
-        return None
+        return last if last.series else None  # a window lists only series with activity
 
     def __enter__(self) -> Recorder:
         return self

@@ -13,15 +13,14 @@ __all__ = ["snapshot_of"]
 def snapshot_of(
     raw: RawWindow,
     layout: HistogramLayout,
-    units: Mapping[int, str | None],
     source: tuple[str, str],
     figures: Mapping[str, int],
 ) -> Snapshot:
-    """The snapshot of ``raw``: ``units`` by series id, ``source`` (recorder id, boot id), and
-    the recorder's ``figures`` for this window."""
+    """The snapshot of ``raw``: ``source`` (recorder id, boot id), and the recorder's
+    ``figures`` for this window.  Its series are the window's: those with activity in it."""
     per_sign = layout.buckets_per_sign
     series = []
-    for series_id, rs in enumerate(raw.series):
+    for rs in raw.series:
         pos: dict[int, int] = {}
         neg: dict[int, int] = {}
         for index, count in zip(rs.indexes, rs.counts):
@@ -36,7 +35,7 @@ def snapshot_of(
                 version=version,
                 metric=metric,
                 dimension=dimension or None,
-                unit=units.get(series_id),
+                unit=rs.unit or None,
                 layout=layout,
                 count=rs.count,
                 sum=rs.sum,
@@ -51,6 +50,7 @@ def snapshot_of(
                 neg=neg,
                 rejected={k: v for k, v in rs.rejected.items() if v},
                 dropped={k: v for k, v in rs.dropped.items() if v},
+                coarse=rs.coarse,
             )
         )
     recorder_id, boot = source

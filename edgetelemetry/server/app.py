@@ -43,7 +43,7 @@ from .errors import ServiceError
 from .fleet.queries import DEFAULT_OFFLINE_AFTER
 from .fleet.web import FleetPage
 from .sigv4 import Credential, SigV4Verifier, normalize_credentials
-from .store import DeviceRefused, FleetStore, Store
+from .store import DeviceRefused, FleetStore, open_store
 
 __all__ = ["DEFAULT_CACHE_TTL", "DEFAULT_MAX_BODY", "EndpointServer"]
 
@@ -434,7 +434,9 @@ class EndpointServer:
         self.verifier = SigV4Verifier(self._credentials, region, clock)
         self.throttle = _TokenBucket(rate_limit, burst, time.monotonic) if rate_limit else None
         self._owns_store = store is None
-        self.store: FleetStore = store if store is not None else Store(store_path, clock=clock)
+        self.store: FleetStore = (
+            store if store is not None else open_store(store_path, clock=clock)
+        )
         try:
             self.fleet_page = (
                 FleetPage(self.store, clock, viewers=fleet_viewers, offline_after=offline_after)
@@ -517,9 +519,11 @@ class EndpointServer:
             )
         try:
             if operation == "SendHeartbeat":
-                self.store.record_heartbeat(
+                stored = self.store.record_heartbeat(
                     params, access_key_id=cred.access_key_id, auto_register=self.auto_register
                 )
+                if not stored:  # answered as the first send was: the agent moves on
+                    logger.info("SendHeartbeat from %s: a resend, already stored", device)
                 return {}
             if operation == "GetDeviceRegistration":
                 status = self.store.check_device(device, fleet, auto_register=self.auto_register)

@@ -22,7 +22,15 @@ from .app import DEFAULT_CACHE_TTL, DEFAULT_MAX_BODY, EndpointServer
 from .errors import CredentialsFileError, RegistrationError
 from .fleet import DEFAULT_OFFLINE_AFTER, fleet_status, render_text
 from .sigv4 import load_credentials_file
-from .store import DEFAULT_STORE, Store, StoreError, apply_registry, open_read_only
+from .store import (
+    DEFAULT_STORE,
+    FleetStore,
+    StoreError,
+    apply_registry,
+    open_read_only,
+    open_store,
+)
+from .store_cli import STORE_HELP, add_compaction_arguments, retention_of, start_compactor
 
 __all__ = ["fleet_status_main", "main", "register_main", "status_parser"]
 
@@ -33,9 +41,16 @@ def _serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edgetelemetry serve",
         description="Run a SageMaker Edge Manager compatible endpoint (SendHeartbeat, "
-        "GetDeviceRegistration, GetDeployments) backed by SQLite.",
+        "GetDeviceRegistration, GetDeployments) backed by SQLite or PostgreSQL.",
     )
-    p.add_argument("--store", default=DEFAULT_STORE, help="SQLite file (':memory:' for none)")
+    p.add_argument("--store", default=DEFAULT_STORE, help=STORE_HELP + " (':memory:' for none)")
+    p.add_argument(
+        "--migrate",
+        action="store_true",
+        help="upgrade a store written by an older edgetelemetry before serving (otherwise "
+        "serve refuses it and says so)",
+    )
+    add_compaction_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (0 picks a free one)")
     p.add_argument(
@@ -73,7 +88,7 @@ def _serve_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load_registry(store: Store, path: str) -> None:
+def _load_registry(store: FleetStore, path: str) -> None:
     with open(path, encoding="utf-8") as fh:
         document = json.load(fh)
     counts = apply_registry(store, document)
@@ -82,7 +97,12 @@ def _load_registry(store: Store, path: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``edgetelemetry serve``: serve until SIGINT/SIGTERM; print the URL once listening."""
-    args = _serve_parser().parse_args(argv)
+    parser = _serve_parser()
+    args = parser.parse_args(argv)
+    try:
+        retention_of(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         credentials = load_credentials_file(args.credentials_file)
         viewers = None
@@ -95,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
         store_path = None if args.store == ":memory:" else args.store
-        store = Store(store_path)
+        store = open_store(store_path, migrate=args.migrate)
     except (CredentialsFileError, StoreError) as exc:
         print(f"edgetelemetry serve: {exc}", file=sys.stderr)
         return 2
@@ -119,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             offline_after=args.offline_after,
         )
         url = server.start()
+        compactor = start_compactor(store, args)
     except (OSError, ValueError, EdgeTelemetryError) as exc:
         store.close()
         print(f"edgetelemetry serve: {exc}", file=sys.stderr)
@@ -132,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         done.wait()
     finally:
+        if compactor is not None:
+            compactor.stop()
         server.stop()
         store.close()
     return 0
@@ -143,12 +166,12 @@ def register_main(argv: Sequence[str] | None = None) -> int:
         prog="edgetelemetry register",
         description="Register fleets, devices and deployments with a self-hosted endpoint's store.",
     )
-    p.add_argument("--store", default=DEFAULT_STORE)
+    p.add_argument("--store", default=DEFAULT_STORE, help=STORE_HELP)
     p.add_argument("registry", help="registry JSON file ('-' for stdin)")
     args = p.parse_args(argv)
     try:
         document = json.load(sys.stdin) if args.registry == "-" else _read_json(args.registry)
-        with Store(args.store) as store:
+        with open_store(args.store) as store:
             counts = apply_registry(store, document)
     except (OSError, ValueError, RegistrationError, StoreError) as exc:
         print(f"edgetelemetry register: {exc}", file=sys.stderr)
@@ -177,8 +200,7 @@ def status_parser(prog: str = "edgetelemetry fleet status") -> argparse.Argument
         "read-only, so it runs beside 'edgetelemetry serve'.",
     )
     p.add_argument(
-        "--store", default=DEFAULT_STORE, help=f"the endpoint's SQLite file ({DEFAULT_STORE})"
-    )
+        "--store", default=DEFAULT_STORE, help=STORE_HELP)
     p.add_argument("--json", action="store_true", help="print a JSON document instead of a table")
     p.add_argument(
         "--offline-after",

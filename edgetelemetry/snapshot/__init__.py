@@ -11,9 +11,16 @@ from __future__ import annotations
 
 from .layout import HistogramLayout
 from .series import SeriesSnapshot
-from .snapshot import RECORDER_GAUGES, SCHEMA_VERSION, Snapshot, SnapshotSource
+from .snapshot import (
+    RECORDER_COUNTERS,
+    RECORDER_GAUGES,
+    SCHEMA_VERSION,
+    Snapshot,
+    SnapshotSource,
+)
 
 __all__ = [
+    "RECORDER_COUNTERS",
     "RECORDER_GAUGES",
     "SCHEMA_VERSION",
     "HistogramLayout",

@@ -9,13 +9,24 @@ from typing import Any
 import msgpack
 
 from ..errors import SnapshotFormatError
-from .codec import expect_counters, expect_int, expect_map, sum_counters
+from .codec import (
+    I64_MAX,
+    I64_MIN,
+    U64_MAX,
+    add_count,
+    expect_counters,
+    expect_int,
+    expect_map,
+    sum_counters,
+)
 from .layout import HistogramLayout
 from .series import SeriesSnapshot
 
-__all__ = ["RECORDER_GAUGES", "SCHEMA_VERSION", "Snapshot", "SnapshotSource"]
+__all__ = ["RECORDER_COUNTERS", "RECORDER_GAUGES", "SCHEMA_VERSION", "Snapshot", "SnapshotSource"]
 
-SCHEMA_VERSION = (1, 0)
+# 1.1: series carry "coarse"; series list only what had activity in the window; more
+# recorder figures (docs/snapshot-format.md, "Changes").
+SCHEMA_VERSION = (1, 1)
 
 # Recorder figures that describe a state (take the max when merging); the rest are counters.
 RECORDER_GAUGES = (
@@ -26,6 +37,17 @@ RECORDER_GAUGES = (
     "series",
     "threads_active",
     "ring_high_water",
+    "pages_high_water",
+)
+# Recorder figures counted over the window (added when merging).
+RECORDER_COUNTERS = (
+    "records_drained",
+    "collector_passes",
+    "unknown_series",
+    "full_drains",
+    "direct_values",
+    "pool_exhausted",
+    "integrity_errors",
 )
 
 
@@ -51,7 +73,9 @@ class Snapshot:
     layout: HistogramLayout
     series: tuple[SeriesSnapshot, ...]
     recorder: Mapping[str, int] = field(default_factory=dict)
-    schema: tuple[int, int] = SCHEMA_VERSION
+    # the version the snapshot was read as (or made at); it is always written as this
+    # version's, so it takes no part in equality
+    schema: tuple[int, int] = field(default=SCHEMA_VERSION, compare=False)
 
     @property
     def recorder_id(self) -> str:
@@ -80,13 +104,14 @@ class Snapshot:
         return None
 
     def merge(self, other: Snapshot) -> Snapshot:
-        """The snapshot of both windows together: counts add, min/max widen, buckets add."""
+        """The snapshot of both windows together: counts add, min/max widen, buckets add;
+        a series in one of them only is taken as it is.  Refuses (ValueError) other layouts,
+        a series with two units, and any count that would pass 2**64 - 1 or a sum that would
+        overflow a double: it never saturates, and never makes what could not be encoded."""
         if other.layout != self.layout:
             raise ValueError("cannot merge snapshots with different histogram layouts")
-        merged: dict[tuple[str, str, str, str | None], SeriesSnapshot] = {
-            s.key: s for s in self.series
-        }
-        for s in other.series:
+        merged: dict[tuple[str, str, str, str | None], SeriesSnapshot] = {}
+        for s in self.series + other.series:
             mine = merged.get(s.key)
             merged[s.key] = s if mine is None else mine.merge(s)
         figures: dict[str, int] = dict(self.recorder)
@@ -94,7 +119,7 @@ class Snapshot:
             if key in RECORDER_GAUGES:
                 figures[key] = max(figures.get(key, value), value)
             else:
-                figures[key] = figures.get(key, 0) + value
+                figures[key] = add_count(figures.get(key, 0), value, f"recorder {key}")
         return Snapshot(
             sources=_merge_sources(self.sources + other.sources),
             start_mono_ns=min(self.start_mono_ns, other.start_mono_ns),
@@ -108,6 +133,7 @@ class Snapshot:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The wire form (plain types), always at this version's schema."""
         return {
             "schema": list(SCHEMA_VERSION),
             "sources": [
@@ -129,7 +155,11 @@ class Snapshot:
 
     @classmethod
     def from_msgpack(cls, data: bytes) -> Snapshot:
-        """Decode bytes from ``to_msgpack``; anything else raises ``SnapshotFormatError``."""
+        """Decode bytes from ``to_msgpack``; anything else raises ``SnapshotFormatError``.
+
+        It accepts only what it can write back: for any bytes it accepts,
+        ``from_msgpack(s.to_msgpack()) == s`` (keys it does not know, from a newer minor
+        version, are left out)."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise SnapshotFormatError(f"expected bytes, got {type(data).__name__}")
         try:
@@ -152,6 +182,7 @@ class Snapshot:
             not isinstance(schema, list)
             or len(schema) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in schema)
+            or not all(0 <= v <= U64_MAX for v in schema)
         ):
             raise SnapshotFormatError("snapshot.schema must be [major, minor]")
         if schema[0] != SCHEMA_VERSION[0]:
@@ -170,7 +201,7 @@ class Snapshot:
                 or not isinstance(src[0], str)
                 or not isinstance(src[1], str)
                 or not all(isinstance(v, int) and not isinstance(v, bool) for v in src[2:])
-                or not 0 <= src[2] <= src[3]
+                or not 0 <= src[2] <= src[3] <= U64_MAX
             ):
                 raise SnapshotFormatError(
                     f"snapshot.sources[{i}] must be [recorder_id, boot_id, seq_first, seq_last]"
@@ -178,7 +209,7 @@ class Snapshot:
             sources.append(SnapshotSource(*src))
         window = expect_map(d.get("window"), "snapshot.window")
         bounds = {
-            key: expect_int(window, key, "snapshot.window")
+            key: expect_int(window, key, "snapshot.window", lo=I64_MIN, hi=I64_MAX)
             for key in ("start_mono_ns", "end_mono_ns", "start_wall_ns", "end_wall_ns")
         }
         layout = HistogramLayout.from_dict(d.get("histogram"))
@@ -189,6 +220,11 @@ class Snapshot:
             SeriesSnapshot.from_dict(s, layout, f"snapshot.series[{i}]")
             for i, s in enumerate(raw_series)
         )
+        seen: set[tuple[str, str, str, str | None]] = set()
+        for i, s in enumerate(series):
+            if s.key in seen:
+                raise SnapshotFormatError(f"snapshot.series[{i}] lists series {s.key} again")
+            seen.add(s.key)
         recorder = expect_counters(d.get("recorder"), "snapshot.recorder")
         return cls(
             sources=tuple(sources),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left, bisect_right
+from typing import TYPE_CHECKING
 
 from .errors import SpoolClosedError
 from .fields import SpoolFields
@@ -43,8 +44,12 @@ class SpoolBounds(SpoolFields):
                 return None
         return None
 
+    if TYPE_CHECKING:  # in SpoolSinks, a base beside this one: no stub to shadow it at run time
+        def _sinks_drop(self, seq: int) -> None: ...
+
     def _mark(self, seg: Segment, seq: int) -> None:
         """Mark a present, pending record acked (delivered, evicted or dead-lettered)."""
+        self._sinks_drop(seq)  # lost for any sink that did not have it yet
         self._acked_above.add(seq)
         seg.unacked -= 1
         self._unacked -= 1
@@ -119,6 +124,7 @@ class SpoolBounds(SpoolFields):
                 seq = seg.seqs[j]
                 if seq > self._acked_upto and seq not in self._acked_above:
                     self._acked_above.add(seq)
+                    self._sinks_drop(seq)
                     self._counters["evicted_bytes"] += seg.lengths[j]
                     lost += 1
             if lost:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from ..._fs import PrivateDir
 from ..faults import FaultLog
+from .cursors import SinkCursor
 from .errors import SpoolError
 from .frames import Segment
 
@@ -46,6 +47,8 @@ class SpoolFields:
     _doomed: list[str]
     _lock_fd: int | None
     _closed: bool
+    _sinks: dict[str, SinkCursor]  # one cursor per sink when there are two or more
+    _sink_names: tuple[str, ...]
 
     _fault_message: str | None
 

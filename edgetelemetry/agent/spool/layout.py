@@ -31,7 +31,7 @@ __all__ = [
 MAX_PAYLOAD = 0xFFFFFFFF
 
 SEGMENT_RE = re.compile(r"seg-([0-9a-f]{16})\.log")
-DEAD_RE = re.compile(r"dl-([0-9a-f]{16})\.rec")
+DEAD_RE = re.compile(r"dl-([0-9a-f]{16})(?:-[a-z0-9-]{1,32})?\.rec")  # -<sink> with several
 QUARANTINE_RE = re.compile(r"q-[0-9]{20}-.+\.(bad|unusable)")  # only these are ever trimmed
 CURSOR = "cursor"
 CURSOR_MAX = 16 << 20  # a larger cursor is damage: it is never read whole

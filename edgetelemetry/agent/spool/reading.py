@@ -13,8 +13,10 @@ import logging
 import os
 from bisect import bisect_right
 from collections.abc import Generator
+from typing import TYPE_CHECKING
 
 from .aside import SpoolAside
+from .cursors import SinkCursor
 from .errors import SpoolError, SpoolPermissionError
 from .frames import FRAME_HEADER_SIZE, Record, Segment, frame_at
 
@@ -35,11 +37,16 @@ class SpoolReading(SpoolAside):
     def _mark(self, seg: Segment, seq: int) -> None:
         raise NotImplementedError
 
-    def _unacked_records(self, newest_first: bool) -> Generator[Record, None, None]:
-        """The unacknowledged records that read back intact, oldest or newest first, one
-        segment's descriptor open at a time.  A damaged record is quarantined and skipped
-        (``_read``), an unreadable segment counted lost (``_open_read``).  The caller holds
-        the mutex and closes the generator, which closes the descriptor."""
+    if TYPE_CHECKING:  # in SpoolSinks, a base beside this one: no stub to shadow it at run time
+        def _sinks_drop(self, seq: int) -> None: ...
+
+    def _unacked_records(self, newest_first: bool,
+                         cursor: SinkCursor | None = None) -> Generator[Record, None, None]:
+        """The unacknowledged records (less those ``cursor``'s sink has) that read back intact,
+        oldest or newest first, one segment's descriptor open at a time.  A damaged record is
+        quarantined and skipped (``_read``), an unreadable segment counted lost
+        (``_open_read``).  The caller holds the mutex and closes the generator, which closes
+        the descriptor."""
         segments = list(self._segments)  # _open_read may drop a segment
         for seg in reversed(segments) if newest_first else segments:
             if not seg.unacked:
@@ -48,11 +55,14 @@ class SpoolReading(SpoolAside):
             if fd is None:
                 continue
             try:
-                first = bisect_right(seg.seqs, self._acked_upto)
+                floor = self._acked_upto if cursor is None else max(self._acked_upto,
+                                                                     cursor.acked_upto)
+                first = bisect_right(seg.seqs, floor)
                 order = (range(len(seg.seqs) - 1, first - 1, -1) if newest_first
                          else range(first, len(seg.seqs)))
                 for j in order:
-                    if seg.seqs[j] not in self._acked_above:
+                    if seg.seqs[j] not in self._acked_above and (
+                            cursor is None or not cursor.has(seg.seqs[j])):
                         record = self._read(seg, j, fd)
                         if record is not None:
                             yield record
@@ -80,6 +90,7 @@ class SpoolReading(SpoolAside):
         for seq in seg.seqs:
             if seq > self._acked_upto and seq not in self._acked_above:
                 self._acked_above.add(seq)
+                self._sinks_drop(seq)
         self._unacked -= seg.unacked
         seg.unacked = 0
         self._dirty = True

@@ -26,7 +26,7 @@ import threading
 import time
 import zlib
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from itertools import islice
 from typing import Literal, Union
@@ -34,6 +34,7 @@ from typing import Literal, Union
 from ..._fs import PrivateDir, datasync, write_all
 from ..faults import FaultLog
 from .bounds import SpoolBounds
+from .cursors import SinkCursor, check_sink_names
 from .errors import (
     RecordTooLargeError,
     SpoolError,
@@ -51,6 +52,7 @@ from .layout import (
 )
 from .reading import SpoolReading
 from .recovery import SpoolRecovery
+from .sinks import SpoolSinks
 
 __all__ = ["FsyncPolicy", "Spool"]
 
@@ -60,8 +62,12 @@ FsyncPolicy = Literal["always", "batch", "never"]
 Payload = Union[bytes, bytearray, memoryview]
 
 
-class Spool(SpoolBounds, SpoolReading, SpoolRecovery):
+class Spool(SpoolBounds, SpoolReading, SpoolRecovery, SpoolSinks):
     """A directory of append-only segment files plus a cursor; see the module docstring.
+
+    ``sinks`` names the delivery targets: with two or more, each has its own durable cursor
+    (``sink=`` on ``pending``, ``newest``, ``ack``, ``dead_letter``, ``sink_stats``) and a
+    record stays until every sink has it (``sinks.py``).
 
     ``fsync`` chooses what "durable" means when ``append`` returns:
 
@@ -86,7 +92,9 @@ class Spool(SpoolBounds, SpoolReading, SpoolRecovery):
         quarantine_max_bytes: int | None = None,
         dead_letter_max_bytes: int | None = None,
         clock: Callable[[], float] = time.time,
+        sinks: Sequence[str] = (),
     ) -> None:
+        names = check_sink_names(sinks)
         if fsync not in ("always", "batch", "never"):
             raise ValueError(f"fsync must be 'always', 'batch' or 'never', not {fsync!r}")
         if max_bytes <= FRAME_HEADER_SIZE:
@@ -131,8 +139,12 @@ class Spool(SpoolBounds, SpoolReading, SpoolRecovery):
         self._doomed: list[str] = []  # segment paths to unlink once the cursor is written
         self._lock_fd: int | None = None
         self._closed = False
+        self._sinks: dict[str, SinkCursor] = {}
+        self._sink_names = names
         try:
             self._open()
+            self._open_sinks(names)
+            self._persist()
         except OSError as exc:  # a read-only or full disk, an unreadable file: say where
             self._release()
             cls = SpoolPermissionError if exc.errno in _REFUSED else SpoolError
@@ -217,34 +229,38 @@ class Spool(SpoolBounds, SpoolReading, SpoolRecovery):
             seg.unacked += 1
             self._total_bytes += size
             self._unacked += 1
+            for cursor in self._sinks.values():
+                cursor.unacked += 1
             return seq
 
-    def pending(self, limit: int | None = None) -> list[Record]:
-        """Unacknowledged records, oldest first (at most ``limit``)."""
+    def pending(self, limit: int | None = None, *, sink: str | None = None) -> list[Record]:
+        """Unacknowledged records (of ``sink``), oldest first (at most ``limit``)."""
         if limit is not None and limit < 0:
             raise ValueError("limit must be >= 0")
         with self._mutex:
             self._check_open()
             self._evict_by_age(self._clock())
-            with closing(self._unacked_records(newest_first=False)) as records:
+            cursor = self._sink(sink)
+            with closing(self._unacked_records(newest_first=False, cursor=cursor)) as records:
                 out = list(islice(records, limit))
             self._compact()
             self._persist(strict=False)
             return out
 
-    def newest(self) -> Record | None:
-        """The newest unacknowledged record: what to send first after an outage."""
+    def newest(self, *, sink: str | None = None) -> Record | None:
+        """The newest unacknowledged record (of ``sink``): what to send first after an outage."""
         with self._mutex:
             self._check_open()
             self._evict_by_age(self._clock())
-            with closing(self._unacked_records(newest_first=True)) as records:
+            cursor = self._sink(sink)
+            with closing(self._unacked_records(newest_first=True, cursor=cursor)) as records:
                 found = next(records, None)
             self._compact()
             self._persist(strict=False)
             return found
 
-    def ack(self, seq: int) -> bool:
-        """Mark one record delivered, durably; True if it was pending.
+    def ack(self, seq: int, *, sink: str | None = None) -> bool:
+        """Mark one record delivered (to ``sink``), durably; True if it was pending (for it).
 
         Acks may come in any order (newest first, then the backlog).  Acking a record that
         is already acked, evicted or dead-lettered is a no-op; one never issued is a
@@ -253,10 +269,13 @@ class Spool(SpoolBounds, SpoolReading, SpoolRecovery):
         """
         with self._mutex:
             where = self._pending_location(seq)
-            if where is None:
+            cursor = self._sink(sink)
+            if where is None or cursor is not None and not self._sink_take(cursor, seq,
+                                                                            "delivered"):
                 return False
-            self._mark(where[0], seq)
-            self._compact()
+            if not self._held(seq):
+                self._mark(where[0], seq)
+                self._compact()
             self._persist()
             return True
 
@@ -291,14 +310,16 @@ class Spool(SpoolBounds, SpoolReading, SpoolRecovery):
                 self._persist()
             return count
 
-    def dead_letter(self, seq: int, reason: str) -> bool:
-        """Move a pending record that can never be delivered to ``dead/`` and ack it.
+    def dead_letter(self, seq: int, reason: str, *, sink: str | None = None) -> bool:
+        """Copy a pending record that can never be delivered (to ``sink``) to ``dead/`` and
+        ack it (for that sink: ``dl-<seq>-<sink>.rec``).
 
         Returns False if the record is no longer pending (acked or evicted meanwhile).
         """
         with self._mutex:
             where = self._pending_location(seq)
-            if where is None:
+            cursor = self._sink(sink)
+            if where is None or cursor is not None and cursor.has(seq):
                 return False
             seg, j = where
             fd = self._open_read(seg)
@@ -312,21 +333,27 @@ class Spool(SpoolBounds, SpoolReading, SpoolRecovery):
                 self._compact()
                 self._persist()
                 return False
-            meta = {
+            meta: dict[str, object] = {
                 "seq": seq,
                 "timestamp": rec.timestamp,
                 "dead_lettered_at": self._clock(),
                 "reason": str(reason),
             }
+            suffix = ""
+            if cursor is not None:
+                meta["sink"], suffix = cursor.name, f"-{cursor.name}"
             line = json.dumps(meta, sort_keys=True).encode() + b"\n"
             try:
-                self._write_atomic(self._dead, f"dl-{seq:016x}.rec", line + rec.payload)
+                self._write_atomic(self._dead, f"dl-{seq:016x}{suffix}.rec", line + rec.payload)
             except OSError as exc:
                 raise self._write_failed(f"could not dead-letter record {seq}", exc) from exc
             # INFO: whoever decided the record is undeliverable reports why, once
             log.info("dead-lettered record %d: %s", seq, reason)
             self._counters["dead_letters"] += 1
-            self._mark(seg, seq)
+            if cursor is not None:
+                self._sink_take(cursor, seq, "dead_letters")
+            if not self._held(seq):
+                self._mark(seg, seq)
             try:
                 self._counters["dead_letters_dropped"] += self._trim(
                     self._dead, DEAD_RE, self._dead_max_bytes
@@ -505,13 +532,18 @@ class Spool(SpoolBounds, SpoolReading, SpoolRecovery):
         the next write.
         """
         error: OSError | None = None
-        if self._dirty:
-            try:
+        wrote = False
+        try:
+            # sinks first: a crash in between leaves a sink ahead of the spool, not behind
+            wrote = self._persist_sinks()
+            if self._dirty:
                 self._write_cursor()
                 self._dirty = False
-                self._wrote()
-            except OSError as exc:
-                error = exc
+                wrote = True
+        except OSError as exc:
+            error = exc
+        if wrote:
+            self._wrote()
         doomed, self._doomed = self._doomed, []
         for name in doomed:
             try:

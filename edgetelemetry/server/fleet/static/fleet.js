@@ -211,6 +211,7 @@
       el("strong", {}, series.model), ` \u00b7 ${series.metric} [${series.dimension || "-"}]`,
       series.versions.length ? ` \u00b7 version ${series.versions.join(", ")}` : "",
       ` \u00b7 ${npoints} point${npoints === 1 ? "" : "s"}` + (series.truncated ? " (newest only)" : ""),
+      series.hourly_until ? ` \u00b7 hourly means (approximate) before ${utc(series.hourly_until, true)}` : "",
       unit ? ` \u00b7 ${unit}, time UTC` : " \u00b7 time UTC");
     const legend = el("div", { class: "legend" },
       ...lines.flatMap((p) => [el("span", { class: "key " + p }), p]));

@@ -1,0 +1,149 @@
+"""Storing a heartbeat, in any SQL backend (a mixin of ``SqlStore``), and the statements the
+schema-1 conversion shares with it.
+
+One heartbeat is one transaction: the device row (counters, latest heartbeat), any series seen
+for the first time, the heartbeat row with its points encoded, the latest value of each series,
+the models it lists and its deployment result.  A request with a resend key already stored
+(``request.py``) writes nothing and returns False.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .codec import encode_points
+from .db import Db
+from .registration import Registration
+from .request import Heartbeat, SeriesKey, parse_heartbeat
+from .sqlbase import UPDATE_LATEST
+
+__all__ = ["INSERT_HEARTBEAT", "UPDATE_LATEST", "HeartbeatWrites", "latest_rows", "points_blob"]
+
+INSERT_HEARTBEAT = (
+    "INSERT INTO heartbeats(device_id, ts, number, received_at, agent_version, key_id, "
+    "stream_id, seq, points) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+
+
+def points_blob(hb: Heartbeat, numbers: Mapping[SeriesKey, int]) -> bytes:
+    return encode_points([(numbers[key], value, ts) for key, value, ts in hb.points], hb.ts)
+
+
+def latest_rows(
+    device_id: int, hb: Heartbeat, numbers: Mapping[SeriesKey, int]
+) -> list[tuple[Any, ...]]:
+    """``UPDATE_LATEST`` parameters: each series' newest point in this heartbeat."""
+    newest: dict[int, tuple[float, float | None]] = {}
+    for key, value, ts in hb.points:
+        number = numbers[key]
+        seen = newest.get(number)
+        if seen is None or ts >= seen[0]:
+            newest[number] = (ts, value)
+    return [(ts, value, device_id, n, ts) for n, (ts, value) in sorted(newest.items())]
+
+
+class _Resend(Exception):
+    """Raised inside the write transaction to roll it back: the heartbeat is already stored."""
+
+
+class HeartbeatWrites(Registration):
+    def record_heartbeat(
+        self,
+        request: Mapping[str, Any],
+        *,
+        access_key_id: str | None = None,
+        auto_register: bool = False,
+        received_at: float | None = None,
+    ) -> bool:
+        """Store one validated ``SendHeartbeat`` request (JSON-decoded) and commit.
+
+        Returns True when stored, False when the request is a resend of one already stored (its
+        resend key, docs/store.md): nothing is written then, and the endpoint answers it as a
+        first send.  Raises ``DeviceRefused`` (nothing stored) when the device may not send.
+        """
+        hb = parse_heartbeat(request, self._clock() if received_at is None else received_at)
+        try:
+            with self._write() as db:
+                fresh = self._store(db, hb, access_key_id, auto_register)
+        except _Resend:
+            return False
+        self._remember_series(fresh)
+        return True
+
+    def _store(
+        self, db: Db, hb: Heartbeat, access_key_id: str | None, auto_register: bool
+    ) -> dict[tuple[int, SeriesKey], int]:
+        _, device_id = self._resolve(
+            db, hb.device, hb.fleet, auto_register=auto_register, allow_deregistered=False
+        )
+        stream_id: int | None = None
+        seq: float | None = None
+        if hb.spool_key is not None:
+            seq = hb.spool_key[1]
+            stream_id, stored = self._stream(db, device_id, hb.spool_key[0], seq)
+            if stored:  # raw, or already rolled up
+                raise _Resend
+        # the device row first: it numbers the heartbeat and the new series, and in a backend
+        # with row locks it keeps two writers of one device in turn
+        number = self._count_heartbeat(
+            db,
+            "UPDATE devices SET heartbeats = heartbeats + 1, "
+            "max_span = CASE WHEN max_span < ? THEN ? ELSE max_span END, "
+            "agent_version = CASE WHEN last_heartbeat IS NULL OR last_heartbeat <= ? "
+            "THEN ? ELSE agent_version END, "
+            "last_heartbeat = CASE WHEN last_heartbeat IS NULL OR last_heartbeat <= ? "
+            "THEN ? ELSE last_heartbeat END WHERE id = ?",
+            (hb.span, hb.span, hb.received_at, hb.agent_version, hb.received_at, hb.received_at,
+             device_id),
+        )
+        numbers, fresh = self._series_numbers(db, device_id, [key for key, _, _ in hb.points])
+        inserted = db.run(
+            INSERT_HEARTBEAT,
+            (device_id, hb.ts, number, hb.received_at, hb.agent_version,
+             self._key_id(db, access_key_id), stream_id, seq, points_blob(hb, numbers)),
+        )
+        if not inserted:  # another process stored the same key meanwhile
+            raise _Resend
+        self._update_latest(db, latest_rows(device_id, hb, numbers))
+        db.many(
+            "INSERT INTO models(device_id, model_name, model_version, first_seen, last_seen, "
+            "latest_sample_time, latest_inference) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(device_id, model_name, model_version) DO UPDATE SET "
+            "last_seen = excluded.last_seen, "
+            "latest_sample_time = coalesce(excluded.latest_sample_time, "
+            "models.latest_sample_time), "
+            "latest_inference = coalesce(excluded.latest_inference, models.latest_inference)",
+            [
+                (device_id, m.name, m.version, hb.received_at, hb.received_at,
+                 m.latest_sample_time, m.latest_inference)
+                for m in hb.models
+            ],
+        )
+        if hb.deployment_result is not None:
+            db.run(
+                "INSERT INTO deployment_results(device_id, received_at, deployment_name, "
+                "deployment_status, status_message, start_time, end_time, models) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (device_id, hb.received_at, *hb.deployment_result),
+            )
+        return fresh
+
+    def _stream(self, db: Db, device_id: int, dimension: str, seq: float) -> tuple[int, bool]:
+        """The id of a device's resend stream (made when new) and whether ``seq`` is stored in
+        it: raw, or rolled up (at or below the stream's compaction mark)."""
+        sql = (
+            "SELECT id, CASE WHEN compacted >= ? THEN 1 WHEN EXISTS (SELECT 1 FROM heartbeats h "
+            "WHERE h.stream_id = spool_streams.id AND h.seq = ?) THEN 1 ELSE 0 END "
+            "FROM spool_streams WHERE device_id = ? AND dimension = ?" + self.for_share
+        )
+        row = db.one(sql, (seq, seq, device_id, dimension))
+        if row is None:
+            db.run(
+                "INSERT INTO spool_streams(device_id, dimension) VALUES (?, ?) "
+                "ON CONFLICT DO NOTHING",
+                (device_id, dimension),
+            )
+            row = db.one(sql, (seq, seq, device_id, dimension))
+            assert row is not None
+        return int(row[0]), bool(row[1])
