@@ -11,9 +11,8 @@ start-up and recovery.  A last clean run drains the spool.  Then the store is re
   missing, and is the only loss allowed;
 - **duplicates stored: 0**: no ``spool-seq`` key (``<spool id>/<part>/<parts>``, seq) and no
   window (recorder id, window seq) is stored twice.  A record sent and not yet acknowledged
-  when the agent died is sent again (docs/agent.md): the endpoint must drop the resend.  That
-  is the endpoint's unique constraint (issue 12 item 3, built beside this); until it is
-  merged this assertion fails, which is what it is for;
+  when the agent died is sent again (docs/agent.md): the endpoint must drop the resend, by
+  the store's unique resend key (issue 12 item 3, docs/store.md);
 - **crashed: 0**: no child exited on its own, and the drain ended cleanly.
 """
 
@@ -33,6 +32,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from edgetelemetry.server.store.codec import decode_points
 
 from .conftest import torture_size
 
@@ -119,23 +120,33 @@ def _windows_recorded(log: Path) -> tuple[str | None, list[int]]:
 def _stored(store: Path) -> tuple[Counter[tuple[str, int]], dict[tuple[str, int], float],
                                   Counter[tuple[str, float]]]:
     """Per window (recorder id, window seq): how often stored and the values stored for it;
-    per spool-seq key (Dimension, Value): how often stored."""
-    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
-        rows = db.execute(
-            "SELECT w.dimension, w.value, "
-            "  (SELECT coalesce(sum(c.value), 0) FROM metrics c WHERE c.heartbeat_id = "
-            "   w.heartbeat_id AND c.metric_name = 'latency-ms-count') "
-            "FROM metrics w WHERE w.metric_name = 'window-seq' AND w.device = ?",
-            (DEVICE,)).fetchall()
-        keys = db.execute("SELECT dimension, value FROM metrics WHERE metric_name = 'spool-seq'"
-                          " AND device = ?", (DEVICE,)).fetchall()
+    per spool-seq key (Dimension, Value): how often stored.  Read from the store's own tables
+    (docs/store.md: a heartbeat's points refer to its device's numbered series)."""
     seen: Counter[tuple[str, int]] = Counter()
     values: dict[tuple[str, int], float] = {}
-    for rid, wseq, count in rows:
-        key = (rid, int(wseq))
-        seen[key] += 1
-        values[key] = values.get(key, 0.0) + count
-    return seen, values, Counter((d, v) for d, v in keys)
+    keys: Counter[tuple[str, float]] = Counter()
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+        (device_id,) = db.execute("SELECT id FROM devices WHERE name = ?", (DEVICE,)).fetchone()
+        series = {number: (metric, dimension) for number, metric, dimension in db.execute(
+            "SELECT number, metric, dimension FROM series WHERE device_id = ?", (device_id,))}
+        heartbeats = db.execute("SELECT ts, points FROM heartbeats WHERE device_id = ? "
+                                "ORDER BY number", (device_id,)).fetchall()
+    for ts, blob in heartbeats:
+        window, count = None, 0.0
+        for number, value, _ in decode_points(blob, ts):
+            metric, dimension = series[number]
+            if value is None:
+                continue
+            if metric == "window-seq":
+                window = (dimension, int(value))
+            elif metric == "latency-ms-count":
+                count += value
+            elif metric == "spool-seq":
+                keys[(dimension, value)] += 1
+        if window is not None:
+            seen[window] += 1
+            values[window] = values.get(window, 0.0) + count
+    return seen, values, keys
 
 
 def test_kill_9_at_random_points_loses_only_the_open_window_and_stores_no_duplicate(
