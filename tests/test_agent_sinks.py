@@ -179,6 +179,37 @@ def test_one_sink_down_while_the_other_delivers(tmp_path: Path, otlp: OtlpReceiv
         server.stop()
 
 
+def test_a_sink_outage_is_one_warning_per_class_and_one_line_when_it_clears(
+        tmp_path: Path, server: EndpointServer, otlp: OtlpReceiver, rec: Recorder,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A collector that stays down says so once per class of failure (issue 12 item 6), as
+    the heartbeat does: not once per outage cycle, not once per record."""
+    caplog.set_level(logging.DEBUG, logger="edgetelemetry")
+    with make_agent(tmp_path, server.url, otlp.url, rec, send_backoff_cap_s=0.0) as agent:
+        agent.tick()
+        otlp.set_mode("fail")  # 503s
+        for _ in range(3):
+            assert agent.tick().sinks[0].failure is not None
+        otlp.set_mode("refuse")  # then no collector at all: another class
+        for _ in range(3):
+            assert agent.tick().sinks[0].failure is not None
+        otlp.set_mode("ok")
+        assert agent.tick().sinks[0].records_acked >= 1
+        assert accounted(agent, "otlp", 8)["records"] == 0
+
+    def lines(level: int) -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if r.levelno == level and r.getMessage().startswith("otlp")]
+
+    warnings = lines(logging.WARNING)
+    assert len(warnings) == 2, warnings
+    assert "otlp delivery failing (receiver error)" in warnings[0]
+    assert "otlp delivery failing (unreachable)" in warnings[1]
+    assert TOKEN not in caplog.text
+    assert [m for m in lines(logging.INFO) if "recovered" in m] == [
+        "otlp delivery recovered after 3 failure(s) of class unreachable"]
+
+
 def test_a_hanging_collector_does_not_hold_the_heartbeat(tmp_path: Path,
                                                          server: EndpointServer,
                                                          otlp: OtlpReceiver,
