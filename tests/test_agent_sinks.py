@@ -210,6 +210,25 @@ def test_a_sink_outage_is_one_warning_per_class_and_one_line_when_it_clears(
         "otlp delivery recovered after 3 failure(s) of class unreachable"]
 
 
+def test_the_heartbeat_carries_every_sink_figure(tmp_path: Path, server: EndpointServer,
+                                                 otlp: OtlpReceiver, rec: Recorder) -> None:
+    """The other sinks' figures go out with the heartbeat's newest record, in the room its
+    split keeps for the agent's figures (heartbeat/record.py): none is dropped for lack of it."""
+    ticks = 3
+    with make_agent(tmp_path, server.url, otlp.url, rec) as agent:
+        for _ in range(ticks):
+            record_some(rec, 5)
+            assert agent.tick().requests_sent >= 1
+        sent = agent.stats()
+    names = [k for k in sent if k.startswith(("otlp-", "sagemaker-edge-"))]
+    assert "otlp-send-successes" in names and "sagemaker-edge-delivered" in names
+    for name in names:
+        # one point per tick at least: each tick's window request carried it (a status
+        # heartbeat goes out only when no window did)
+        points = server.store.metric_series(DEVICE, None, name)
+        assert len(points) >= ticks, f"{name}: {len(points)} points for {ticks} windows"
+
+
 def test_a_hanging_collector_does_not_hold_the_heartbeat(tmp_path: Path,
                                                          server: EndpointServer,
                                                          otlp: OtlpReceiver,
