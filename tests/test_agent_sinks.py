@@ -54,9 +54,11 @@ def otlp_fixture() -> Iterator[OtlpReceiver]:
 
 def make_agent(tmp_path: Path, server_url: str, otlp_url: str, rec: Recorder,
                **kw: Any) -> Agent:
-    """test_agent's fast settings, and the OTLP sink."""
+    """test_agent's fast settings, and the OTLP sink.  The endpoint here is real and healthy
+    (its outages are stops: refused at once), so its answer gets up to 10 s: on a loaded
+    2-core machine a 1 s read timeout failed cycles these tests expect to succeed."""
     settings: dict[str, Any] = dict(otlp_endpoint=otlp_url, otlp_headers={"Authorization": TOKEN},
-                                    otlp_timeout_s=0.5)
+                                    otlp_timeout_s=0.5, read_timeout_s=10)
     settings.update(kw)
     return make_heartbeat_agent(tmp_path, server_url, rec, **settings)
 
