@@ -220,11 +220,20 @@ class SigV4Verifier:
         service: str = SIGNING_NAME,
         max_skew: float = MAX_SKEW_SECONDS,
     ) -> None:
-        self._credentials = dict(credentials)
+        self._credentials = dict(credentials)  # replaced whole, never changed in place
         self._region = region
         self._service = service
         self._clock = clock
         self._max_skew = max_skew
+
+    @property
+    def key_count(self) -> int:
+        return len(self._credentials)
+
+    def replace_credentials(self, credentials: Mapping[str, Credential]) -> None:
+        """Verify with these keys from now on (one reference swap: a request in flight sees
+        either the old keys or the new ones, never a mix)."""
+        self._credentials = dict(credentials)
 
     def verify(
         self,
