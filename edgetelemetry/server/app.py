@@ -20,7 +20,8 @@ One request, in order (the first failure answers; see ``docs/endpoint.md`` for t
 
 ``GET /fleet`` and ``/fleet/...`` (the read-only fleet page and its JSON, ``web.FleetPage``) are
 answered before step 1 when the page is on; its access rule is its own (loopback clients, or HTTP
-Basic viewer credentials), never SigV4.
+Basic viewer credentials), never SigV4.  ``GET /metrics`` (``metrics.MetricsRoute``, the
+Prometheus text format) is answered the same way, or with a bearer token when one is configured.
 
 Every answer has an ``x-amzn-RequestId`` and (unless the server writes its own) a ``Date`` from
 the app's clock; error answers carry ``x-amzn-ErrorType`` and ``{"message": ...}``.  Each refused
@@ -45,9 +46,11 @@ from typing import Any
 
 from ..heartbeat import HeartbeatValidationError, validate_input
 from ..heartbeat.service import operations
+from .alerts import AlertEvaluator
 from .errors import ServiceError
 from .fleet.queries import DEFAULT_OFFLINE_AFTER
 from .fleet.web import FleetPage
+from .metrics import DEFAULT_MAX_SERIES, MetricsRoute
 from .sigv4 import Credential, SigV4Verifier, normalize_credentials
 from .store import DeviceRefused, FleetStore
 
@@ -231,6 +234,10 @@ class EndpointApp:
         offline_after: float = DEFAULT_OFFLINE_AFTER,
         trust_forwarded: bool = False,
         date_header: bool = True,
+        metrics: bool = True,
+        metrics_token: str | None = None,
+        metrics_max_series: int = DEFAULT_MAX_SERIES,
+        alerts: AlertEvaluator | None = None,
     ) -> None:
         if not credentials:
             raise ValueError("an endpoint needs at least one credential (access key -> secret)")
@@ -253,6 +260,23 @@ class EndpointApp:
             if fleet_page
             else None
         )
+        self.metrics = (
+            MetricsRoute(
+                store,
+                self.fleet_page,
+                clock,
+                token=metrics_token,
+                offline_after=offline_after,
+                max_series=metrics_max_series,
+                viewers=fleet_viewers,
+            )
+            if metrics
+            else None
+        )
+        # the alerts firing (evaluated by the server that owns this app), shown on the page
+        self.alerts = alerts
+        if alerts is not None and self.fleet_page is not None:
+            self.fleet_page.alerts = alerts.firing
 
     @property
     def key_count(self) -> int:
@@ -271,9 +295,14 @@ class EndpointApp:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request = _Request(environ, self.clock)
         if request.path in _HEALTH_PATHS:
+            request.operation = request.path.strip("/")
             return self._health(request, start_response)
+        if self.metrics is not None and MetricsRoute.handles(request.path):
+            request.operation = "metrics"
+            return self._fleet(request, start_response, self.metrics)
         if self.fleet_page is not None and FleetPage.handles(request.path):
-            return self._fleet(request, start_response)
+            request.operation = "fleet"
+            return self._fleet(request, start_response, self.fleet_page)
         try:
             result = self._operation(request)
         except ServiceError as err:
@@ -393,9 +422,9 @@ class EndpointApp:
             return self._answer(request, start_response, 503, {"status": "store unreachable"})
         return self._answer(request, start_response, 200, {"status": "ready"})
 
-    def _fleet(self, request: _Request, start_response: StartResponse) -> Iterable[bytes]:
-        page = self.fleet_page
-        assert page is not None
+    def _fleet(
+        self, request: _Request, start_response: StartResponse, page: FleetPage | MetricsRoute
+    ) -> Iterable[bytes]:
         length = (request.headers.get("Content-Length") or "0").strip()
         if length != "0" or request.headers.get_all("Transfer-Encoding"):
             request.close = True  # a body the page does not read
@@ -448,6 +477,9 @@ class EndpointApp:
             headers.append(("Date", formatdate(self.clock(), usegmt=True)))
         if request.close:
             headers.append(("Connection", "close"))
+        if self.metrics is not None:
+            self.metrics.count(request.operation if request.operation != "-" else "unrouted",
+                               status)
         start_response(_status_line(status), headers)
         return [] if request.method == "HEAD" else [body]
 

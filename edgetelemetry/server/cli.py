@@ -22,10 +22,12 @@ from typing import Any
 
 from ..errors import EdgeTelemetryError
 from . import workers
+from .alerts import AlertConfig, load_alert_config
 from .app import DEFAULT_CACHE_TTL, DEFAULT_MAX_BODY
 from .endpoint import EndpointServer
 from .errors import CredentialsFileError, RegistrationError
 from .fleet import DEFAULT_OFFLINE_AFTER, fleet_status, render_text
+from .metrics import DEFAULT_MAX_SERIES, read_token_file
 from .sigv4 import Credential, load_credentials_file
 from .store import (
     DEFAULT_STORE,
@@ -125,6 +127,25 @@ def _serve_parser() -> argparse.ArgumentParser:
         default=DEFAULT_OFFLINE_AFTER,
         metavar="SECONDS",
         help="/fleet: a heartbeat is recent (device connected) within this many seconds (180)",
+    )
+    p.add_argument(
+        "--metrics-token-file",
+        metavar="FILE",
+        help="/metrics: a private file holding a bearer token every scrape must send (without "
+        "it, /metrics follows the /fleet page's access rule)",
+    )
+    p.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
+    p.add_argument(
+        "--metrics-max-series",
+        type=int,
+        default=DEFAULT_MAX_SERIES,
+        help=f"/metrics: the most series one scrape exposes ({DEFAULT_MAX_SERIES})",
+    )
+    p.add_argument(
+        "--alerts",
+        metavar="FILE",
+        help="alert rules and webhook (JSON, mode 0600; docs/alerts.md): evaluated by this "
+        "server, shown on /fleet, sent to the webhook",
     )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -227,6 +248,9 @@ def _app_options(args: argparse.Namespace, viewers: dict[str, str] | None) -> di
         "fleet_viewers": viewers,
         "offline_after": args.offline_after,
         "trust_forwarded": args.behind_proxy,
+        "metrics": not args.no_metrics,
+        "metrics_token": args.metrics_token,
+        "metrics_max_series": args.metrics_max_series,
     }
 
 
@@ -258,15 +282,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not credentials:
             raise CredentialsFileError(f"credentials file {args.credentials_file} holds no key")
         context = _ssl_context(args.certfile, args.keyfile) if args.certfile else None
+        args.metrics_token = (
+            read_token_file(args.metrics_token_file) if args.metrics_token_file else None
+        )
+        alerts = load_alert_config(args.alerts) if args.alerts else None
         logging.basicConfig(
             level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
         store = _open_store(args.store, migrate=args.migrate)
-    except (_UsageError, CredentialsFileError, StoreError) as exc:
+    except (_UsageError, CredentialsFileError, StoreError, OSError, ValueError) as exc:
         print(f"edgetelemetry serve: {exc}", file=sys.stderr)
         return 2
     if args.workers is not None:
-        return _serve_workers(args, credentials, viewers, store)
+        return _serve_workers(args, credentials, viewers, store, alerts)
     try:
         if args.registry:
             _load_registry(store, args.registry)
@@ -281,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_per_address=args.max_connections_per_address,
             header_timeout=args.header_timeout,
             body_timeout=args.body_timeout,
+            alerts=alerts,
             **_app_options(args, viewers),
         )
         try:
@@ -331,6 +360,7 @@ def _serve_workers(
     credentials: dict[str, Credential],
     viewers: dict[str, str] | None,
     store: FleetStore,
+    alerts: AlertConfig | None = None,
 ) -> int:
     """The master checks everything a worker would trip on, then hands over to gunicorn."""
     try:
@@ -356,6 +386,7 @@ def _serve_workers(
         open_store=lambda: _open_store(args.store, pool_size=args.threads + 1),
         start_compactor=lambda store: start_compactor(store, args),
         app_options=_app_options(args, viewers),
+        alerts=alerts,
         certfile=args.certfile,
         keyfile=args.keyfile,
         header_timeout=args.header_timeout,

@@ -9,9 +9,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .alerts import AlertConfig, AlertEvaluator
 from .app import DEFAULT_CACHE_TTL, DEFAULT_MAX_BODY, EndpointApp
 from .embedded import EmbeddedServer, Limits
 from .fleet.queries import DEFAULT_OFFLINE_AFTER
+from .metrics import DEFAULT_MAX_SERIES
 from .sigv4 import Credential
 from .store import FleetStore, open_store
 
@@ -50,6 +52,11 @@ class EndpointServer:
     ``fleet_page`` serves the read-only fleet page at ``GET /fleet`` (``web.FleetPage``): to
     loopback clients only, or, with ``fleet_viewers`` (``{user: password}``), to any client with
     those HTTP Basic credentials.  ``offline_after`` is its default recency window (seconds).
+
+    ``metrics`` serves ``GET /metrics`` (``metrics.MetricsRoute``) under the page's access rule,
+    or to any client with ``metrics_token`` as its bearer token; ``metrics_max_series`` caps the
+    series one scrape exposes.  ``alerts`` (``alerts.AlertConfig``) runs the alert evaluator
+    while the server runs.
     """
 
     def __init__(
@@ -78,6 +85,10 @@ class EndpointServer:
         fleet_viewers: Mapping[str, str] | None = None,
         offline_after: float = DEFAULT_OFFLINE_AFTER,
         trust_forwarded: bool = False,
+        metrics: bool = True,
+        metrics_token: str | None = None,
+        metrics_max_series: int = DEFAULT_MAX_SERIES,
+        alerts: AlertConfig | None = None,
     ) -> None:
         if not credentials:
             raise ValueError("an endpoint needs at least one credential (access key -> secret)")
@@ -92,6 +103,9 @@ class EndpointServer:
         self._owns_store = store is None
         self.store: FleetStore = store if store is not None else open_store(store_path, clock=clock)
         try:
+            self.alerts = (
+                AlertEvaluator.configured(self.store, alerts, clock) if alerts is not None else None
+            )
             self.app = EndpointApp(
                 self.store,
                 credentials,
@@ -106,6 +120,10 @@ class EndpointServer:
                 fleet_viewers=fleet_viewers,
                 offline_after=offline_after,
                 trust_forwarded=trust_forwarded,
+                metrics=metrics,
+                metrics_token=metrics_token,
+                metrics_max_series=metrics_max_series,
+                alerts=self.alerts,
             )
         except ValueError:
             if self._owns_store:
@@ -139,6 +157,8 @@ class EndpointServer:
     def start(self) -> str:
         """Bind, serve on background threads, and return the URL (``http(s)://host:port``)."""
         url = self.server.start()
+        if self.alerts is not None:
+            self.alerts.start()
         logger.info(
             "edgetelemetry endpoint on %s (region %s, store %s, %d access key(s))",
             url, self.region, self.store.path or ":memory:", self.app.key_count,
@@ -148,6 +168,8 @@ class EndpointServer:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, end open connections, wait for in-flight requests, close the store it
         opened."""
+        if self.alerts is not None:
+            self.alerts.stop(timeout)
         self.server.stop(timeout)
         if self._owns_store:
             self.store.close()

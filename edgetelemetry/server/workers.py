@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .alerts import AlertConfig, AlertEvaluator
 from .app import EndpointApp
 from .errors import CredentialsFileError
 from .sigv4 import Credential, load_credentials_file
@@ -54,6 +55,7 @@ class WorkerSettings:
     header_timeout: float = 10.0
     log_level: str = "INFO"
     on_listening: Callable[[str], None] | None = None
+    alerts: AlertConfig | None = None  # each worker evaluates; the store's lead sends
 
 
 def gunicorn_available() -> bool:
@@ -88,6 +90,7 @@ def serve_with_workers(settings: WorkerSettings) -> int:
             self.credentials = dict(settings.credentials)
             self.store: FleetStore | None = None  # a worker's, once it has loaded the app
             self.compactor: Compactor | None = None
+            self.alerts: AlertEvaluator | None = None
             super().__init__()
 
         def load_config(self) -> None:
@@ -137,10 +140,15 @@ def serve_with_workers(settings: WorkerSettings) -> int:
             """In the worker, after the fork: its store, its compactor, the app."""
             self.store = store = settings.open_store()
             try:
+                if settings.alerts is not None:
+                    self.alerts = AlertEvaluator.configured(store, settings.alerts)
                 app = EndpointApp(
-                    store, self.credentials, date_header=False, **settings.app_options
+                    store, self.credentials, date_header=False, alerts=self.alerts,
+                    **settings.app_options,
                 )
                 self.compactor = settings.start_compactor(store)
+                if self.alerts is not None:
+                    self.alerts.start()
             except BaseException:
                 self.store = None
                 store.close()
@@ -148,6 +156,9 @@ def serve_with_workers(settings: WorkerSettings) -> int:
             return app
 
         def close_worker_store(self) -> None:
+            if self.alerts is not None:
+                self.alerts.stop()
+                self.alerts = None
             if self.compactor is not None:
                 self.compactor.stop()
                 self.compactor = None
