@@ -265,7 +265,8 @@ def _get(queue: Any, procs: Sequence[Any], timeout: float = 300.0) -> Any:
                 raise TimeoutError("client processes did not answer in time") from None
 
 
-def _start_server(workdir: Path, devices: list[Device]) -> tuple[subprocess.Popen[str], str]:
+def server_files(workdir: Path, devices: list[Device]) -> tuple[Path, Path]:
+    """The credentials file (mode 0600) and the registry of ``devices``, in ``workdir``."""
     creds = workdir / "credentials.json"
     keys = {d.key: d.secret for d in devices}
     creds.write_text(json.dumps(keys))
@@ -277,6 +278,11 @@ def _start_server(workdir: Path, devices: list[Device]) -> tuple[subprocess.Pope
     registry.write_text(
         json.dumps({"fleets": [{"name": f, "devices": names} for f, names in fleets.items()]})
     )
+    return creds, registry
+
+
+def _start_server(workdir: Path, devices: list[Device]) -> tuple[subprocess.Popen[str], str]:
+    creds, registry = server_files(workdir, devices)
     proc = subprocess.Popen(
         [
             sys.executable,

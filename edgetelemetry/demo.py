@@ -117,15 +117,35 @@ def run_workload(
     return done[0]
 
 
+NUMPY_MISSING = ("edgetelemetry demo: the demo's models need numpy, which is not installed: "
+                 "pip install 'edgetelemetry[demo]' (or pip install numpy)")
+
+
 def main(seconds: float = 20.0, out: TextIO | None = None, keep: str | None = None) -> int:
     """The README's main job, on loopback with no account and no network: start the embedded
     Edge Manager endpoint (ephemeral port, a fresh store), run the instrumented workload while
     an Agent sends heartbeats through boto3 to it, then print the fleet as the endpoint stored
-    it.  The store and spool stay in ``keep`` (default: a new temporary directory) so the
-    commands printed at the end work on them."""
-    import secrets
+    it.  With ``keep`` the store and spool stay in that directory, so the commands printed at
+    the end work on them; without it they live in a temporary directory removed at the end.
+    Returns 2 (saying what to install) when numpy is missing."""
     import sys
     import tempfile
+
+    out = out or sys.stdout
+    try:
+        import numpy  # noqa: F401  (the models' arithmetic)
+    except ImportError:
+        print(NUMPY_MISSING, file=sys.stderr)
+        return 2
+    if keep is not None:
+        os.makedirs(keep, mode=0o700, exist_ok=True)
+        return _run(seconds, out, keep, kept=True)
+    with tempfile.TemporaryDirectory(prefix="edgetelemetry-demo-") as work:
+        return _run(seconds, out, work, kept=False)
+
+
+def _run(seconds: float, out: TextIO, work: str, *, kept: bool) -> int:
+    import secrets
 
     from botocore.credentials import Credentials
 
@@ -133,9 +153,6 @@ def main(seconds: float = 20.0, out: TextIO | None = None, keep: str | None = No
     from .server import EndpointServer
     from .server.fleet import fleet_status, render_text
 
-    out = out or sys.stdout
-    work = keep or tempfile.mkdtemp(prefix="edgetelemetry-demo-")
-    os.makedirs(work, mode=0o700, exist_ok=True)
     store_path = os.path.join(work, "endpoint.sqlite")
     key_id, secret = "AKIDEMO" + secrets.token_hex(6).upper(), secrets.token_urlsafe(30)
     interval = max(1.0, min(5.0, seconds / 8))
@@ -179,10 +196,13 @@ def main(seconds: float = 20.0, out: TextIO | None = None, keep: str | None = No
     say(f"\n{total} inferences; {stored} heartbeats stored by the endpoint, "
         f"{int(stats['dead-letters'])} dead-lettered\n")
     say(render_text(status))
+    store_hint = store_path if kept else "DIR/endpoint.sqlite"
     say(
         "\nwhere to look next:\n"
-        f"  edgetelemetry fleet status --store {store_path}\n"
-        f"  edgetelemetry serve --store {store_path} --credentials-file FILE  "
+        + ("" if kept else "  edgetelemetry demo --keep DIR   keeps the store and spool in DIR "
+                           "(this run's are removed)\n")
+        + f"  edgetelemetry fleet status --store {store_hint}\n"
+        f"  edgetelemetry serve --store {store_hint} --credentials-file FILE  "
         "(the fleet page is at /fleet)\n"
         "  README.md (API tour) and docs/ (snapshot format, heartbeat mapping, agent, endpoint)"
     )

@@ -206,7 +206,7 @@ int main(int argc, char **argv) {
     int rc = et_recorder_new(&cfg, &rec);
     uint32_t latency_id = 0, confidence_id = 0;
     if (rc == ET_OK)
-        rc = et_series_add(rec, "resnet18-int8", "1.0", "latency_ms", NULL, &latency_id);
+        rc = et_series_add(rec, "resnet18-int8", "1.0", "latency-ms", NULL, &latency_id);
     if (rc == ET_OK)
         rc = et_series_add(rec, "resnet18-int8", "1.0", "confidence", NULL, &confidence_id);
     if (rc == ET_OK) rc = et_collector_start(rec, 2000000); /* drain every 2 ms at most */

@@ -170,7 +170,7 @@ int main(int argc, char **argv) try {
     cfg.max_threads = static_cast<uint32_t>(workers);
     cfg.ring_capacity = 8192;
     et::Recorder rec(cfg);
-    const uint32_t latency = rec.series("yolov8n", "2.1", "latency_ms");
+    const uint32_t latency = rec.series("yolov8n", "2.1", "latency-ms");
     const uint32_t confidence = rec.series("yolov8n", "2.1", "confidence");
     rec.start_collector(std::chrono::milliseconds(2));
 

@@ -61,7 +61,7 @@ stamp=.venv/.edgetelemetry-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ]; then
   # the in-place rebuild below uses the venv's own build tools: make them current
   .venv/bin/python -m pip install -q --upgrade pip 'setuptools>=77' wheel 'cffi>=1.17' >/dev/null
-  .venv/bin/python -m pip install -q -e '.[test,bench,lint]'
+  .venv/bin/python -m pip install -q -e '.[test,bench,lint,demo]'
   touch "$stamp"
 else
   # sources may have changed: rebuild the extensions in place (fast when nothing did)

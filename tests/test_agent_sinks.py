@@ -54,9 +54,11 @@ def otlp_fixture() -> Iterator[OtlpReceiver]:
 
 def make_agent(tmp_path: Path, server_url: str, otlp_url: str, rec: Recorder,
                **kw: Any) -> Agent:
-    """test_agent's fast settings, and the OTLP sink."""
+    """test_agent's fast settings, and the OTLP sink.  The endpoint here is real and healthy
+    (its outages are stops: refused at once), so its answer gets up to 10 s: on a loaded
+    2-core machine a 1 s read timeout failed cycles these tests expect to succeed."""
     settings: dict[str, Any] = dict(otlp_endpoint=otlp_url, otlp_headers={"Authorization": TOKEN},
-                                    otlp_timeout_s=0.5)
+                                    otlp_timeout_s=0.5, read_timeout_s=10)
     settings.update(kw)
     return make_heartbeat_agent(tmp_path, server_url, rec, **settings)
 
@@ -105,7 +107,9 @@ def test_each_window_reaches_both_sinks_once(tmp_path: Path, server: EndpointSer
     counts = [m.exponential_histogram.data_points[0].count
               for r in otlp.received for m in r.request.resource_metrics[0].scope_metrics[0].metrics
               if m.name == "latency"]
-    assert counts == [10, 11, 12, 13, 14, 0]
+    # the last window had no values: a snapshot lists only the series that had values in its
+    # window (issue 11), so it reaches the collector with no latency point at all
+    assert counts == [10, 11, 12, 13, 14]
     windows = [w for _, w, _ in otlp.windows()]
     assert windows == sorted(windows) and len(set(windows)) == 6  # one recorder, in order
     assert TOKEN not in caplog.text and "otlp-token" not in repr(agent.config)
@@ -177,6 +181,56 @@ def test_one_sink_down_while_the_other_delivers(tmp_path: Path, otlp: OtlpReceiv
                 assert accounted(agent, sink, 8)["records"] == 0
     finally:
         server.stop()
+
+
+def test_a_sink_outage_is_one_warning_per_class_and_one_line_when_it_clears(
+        tmp_path: Path, server: EndpointServer, otlp: OtlpReceiver, rec: Recorder,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A collector that stays down says so once per class of failure (issue 12 item 6), as
+    the heartbeat does: not once per outage cycle, not once per record."""
+    caplog.set_level(logging.DEBUG, logger="edgetelemetry")
+    with make_agent(tmp_path, server.url, otlp.url, rec, send_backoff_cap_s=0.0) as agent:
+        agent.tick()
+        otlp.set_mode("fail")  # 503s
+        for _ in range(3):
+            assert agent.tick().sinks[0].failure is not None
+        otlp.set_mode("refuse")  # then no collector at all: another class
+        for _ in range(3):
+            assert agent.tick().sinks[0].failure is not None
+        otlp.set_mode("ok")
+        assert agent.tick().sinks[0].records_acked >= 1
+        assert accounted(agent, "otlp", 8)["records"] == 0
+
+    def lines(level: int) -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if r.levelno == level and r.getMessage().startswith("otlp")]
+
+    warnings = lines(logging.WARNING)
+    assert len(warnings) == 2, warnings
+    assert "otlp delivery failing (receiver error)" in warnings[0]
+    assert "otlp delivery failing (unreachable)" in warnings[1]
+    assert TOKEN not in caplog.text
+    assert [m for m in lines(logging.INFO) if "recovered" in m] == [
+        "otlp delivery recovered after 3 failure(s) of class unreachable"]
+
+
+def test_the_heartbeat_carries_every_sink_figure(tmp_path: Path, server: EndpointServer,
+                                                 otlp: OtlpReceiver, rec: Recorder) -> None:
+    """The other sinks' figures go out with the heartbeat's newest record, in the room its
+    split keeps for the agent's figures (heartbeat/record.py): none is dropped for lack of it."""
+    ticks = 3
+    with make_agent(tmp_path, server.url, otlp.url, rec) as agent:
+        for _ in range(ticks):
+            record_some(rec, 5)
+            assert agent.tick().requests_sent >= 1
+        sent = agent.stats()
+    names = [k for k in sent if k.startswith(("otlp-", "sagemaker-edge-"))]
+    assert "otlp-send-successes" in names and "sagemaker-edge-delivered" in names
+    for name in names:
+        # one point per tick at least: each tick's window request carried it (a status
+        # heartbeat goes out only when no window did)
+        points = server.store.metric_series(DEVICE, None, name)
+        assert len(points) >= ticks, f"{name}: {len(points)} points for {ticks} windows"
 
 
 def test_a_hanging_collector_does_not_hold_the_heartbeat(tmp_path: Path,

@@ -80,8 +80,10 @@ def test_install_lays_out_libraries_header_and_pkg_config(sdk: pathlib.Path) -> 
         f"-I{sdk}/include",
         f"-L{sdk}/lib",
         "-ledgetelemetry",
+        "-pthread",
+        "-lm",
     ]
-    assert _pkg_config(sdk, "--static", "--libs")[-2:] == ["-pthread", "-lm"]
+    assert _pkg_config(sdk, "--static", "--libs") == _pkg_config(sdk, "--libs")
 
 
 PROGRAM = r"""
@@ -115,6 +117,42 @@ def test_a_program_links_with_one_pkg_config_flag(
     flags = _pkg_config(sdk, "--cflags", "--libs")
     _run([compiler, str(src), "-o", str(exe), *flags, f"-Wl,-rpath,{sdk}/lib"])
     assert _run([str(exe)]).split() == ["3", "6"]
+
+
+@pytest.mark.parametrize("linkage", ["shared", "archive", "static"])
+def test_pkg_config_libs_alone_links_shared_and_static(
+    sdk: pathlib.Path, tmp_path: pathlib.Path, linkage: str
+) -> None:
+    """`pkg-config --libs edgetelemetry`, without `--static`, is all a link needs, whichever
+    library it ends up with: the shared one, the archive alone (a prefix without the `.so`),
+    or `-static` (libc too).  The archive's own needs (`exp2` from libm, pthreads) must come
+    from the `.pc` file's `Libs`: issue 12's `cc infer.c $(pkg-config ...)` failed there."""
+    if linkage == "static" and not _links_statically(tmp_path):
+        pytest.skip("no static C library (libc.a) on this machine")
+    prefix = sdk
+    if linkage == "archive":  # the same install without the shared library
+        prefix = tmp_path / "sdk-archive"
+        shutil.copytree(sdk, prefix, symlinks=True)
+        for so in (prefix / "lib").glob("libedgetelemetry.so*"):
+            so.unlink()
+        pc = prefix / "lib" / "pkgconfig" / "edgetelemetry.pc"
+        pc.write_text(pc.read_text().replace(str(sdk), str(prefix)))
+    src = tmp_path / "prog.c"
+    src.write_text(PROGRAM)
+    exe = tmp_path / "prog"
+    flags = _pkg_config(prefix, "--cflags", "--libs")
+    extra = ["-static"] if linkage == "static" else [f"-Wl,-rpath,{prefix}/lib"]
+    _run([CC, str(src), "-o", str(exe), *extra, *flags])
+    needed = _run(["readelf", "-d", str(exe)])
+    assert ("libedgetelemetry.so" in needed) == (linkage == "shared"), needed
+    assert _run([str(exe)]).split() == ["3", "6"]
+
+
+def _links_statically(tmp_path: pathlib.Path) -> bool:
+    probe = tmp_path / "probe.c"
+    probe.write_text("int main(void) { return 0; }\n")
+    return subprocess.run([CC, "-static", str(probe), "-o", str(tmp_path / "probe")],
+                          capture_output=True, check=False).returncode == 0
 
 
 def test_examples_build_and_account_exactly(sdk: pathlib.Path, tmp_path: pathlib.Path) -> None:

@@ -135,7 +135,8 @@ def test_keep_alive_serves_several_requests_on_one_connection(
 
 
 def test_connection_cap_answers_service_unavailable() -> None:
-    with make_server(max_connections=1) as srv:
+    # nothing can be dropped (the holder is younger than evict_after): the newcomer gets 503
+    with make_server(max_connections=1, evict_after=30.0) as srv:
         idle = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
         try:
             idle.sendall(b"POST /SendHeartbeat HTTP/1.1\r\n")  # holds the only slot
@@ -388,3 +389,30 @@ def test_stop_does_not_wait_for_idle_keep_alive_connections() -> None:
         assert idle.recv(1) == b""  # the server ended the idle connection
     finally:
         idle.close()
+
+
+def test_a_newcomer_drops_the_slowest_connection_instead_of_a_503() -> None:
+    """Issue 12: when the slots run out, the connection longest stuck in its headers goes."""
+    with make_server(max_connections=2, max_per_address=2, evict_after=0.05) as srv:
+        slow = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(2)]
+        try:
+            for sock in slow:
+                sock.sendall(b"POST /SendHeartbeat HTTP/1.1\r\nX-a: ")  # and then nothing
+            import time
+
+            time.sleep(0.3)
+            answer = signed_post(srv, "GetDeviceRegistration", REG_BODY)
+            assert answer.status == 200, (answer.status, answer.body)
+            closed = 0
+            for sock in slow:
+                sock.settimeout(2)
+                try:
+                    closed += sock.recv(100) == b""
+                except ConnectionResetError:
+                    closed += 1
+                except TimeoutError:
+                    pass
+            assert closed == 1  # the stalest one, and only it
+        finally:
+            for sock in slow:
+                sock.close()

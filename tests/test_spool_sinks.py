@@ -3,14 +3,16 @@ them, losses counted per sink, and a random walk against a model with exact acco
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
 import stat
 
 import pytest
+from fs_helpers import run_python
 
-from edgetelemetry.agent.spool import Spool
+from edgetelemetry.agent.spool import Spool, SpoolPermissionError
 
 
 def open_spool(path, sinks=("heartbeat", "otlp"), **kw) -> Spool:  # type: ignore[no-untyped-def]
@@ -218,3 +220,82 @@ def test_random_walk_against_a_model(tmp_path, seed: int) -> None:  # type: igno
                 accounted(spool, sink, len(appended))
     finally:
         spool.close()
+
+
+# -- a sink's cursor follows the spool's private-file rules (issue 12 item 1) ----------------
+
+SINK_CURSOR = "sink-otlp.cursor"
+_OPEN_WITH_PLANTED = """
+import json, os, sys
+from edgetelemetry.agent.spool import Spool
+d = sys.argv[1]
+with Spool(d, sinks=("heartbeat", "otlp"), fsync="never") as s:
+    out = {"otlp": [r.seq for r in s.pending(sink="otlp")],
+           "heartbeat": [r.seq for r in s.pending(sink="heartbeat")],
+           "corruption": s.stats()["corruption_events"],
+           "aside": sorted(os.listdir(os.path.join(d, "quarantine")))}
+    s.ack(1, sink="otlp")
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("kind", ["symlink-file", "symlink-dir", "fifo"])
+def test_a_planted_sink_cursor_is_never_followed_or_opened(tmp_path, kind) -> None:  # type: ignore[no-untyped-def]
+    # The victims a careless spool would read, chmod or overwrite through the link.
+    victim, victim_dir = tmp_path / "victim.txt", tmp_path / "victim-dir"
+    victim.write_bytes(b"do not touch")
+    victim.chmod(0o644)
+    victim_dir.mkdir()
+    victim_dir.chmod(0o755)
+    (victim_dir / "inside").write_bytes(b"x")
+    d = tmp_path / "s"
+    with open_spool(d) as spool:
+        for i in range(3):
+            spool.append(b"r%d" % i)
+        spool.ack(2, sink="otlp")
+    (d / SINK_CURSOR).unlink()
+    if kind == "symlink-file":
+        (d / SINK_CURSOR).symlink_to(victim)
+    elif kind == "symlink-dir":
+        (d / SINK_CURSOR).symlink_to(victim_dir)
+    else:
+        os.mkfifo(d / SINK_CURSOR)  # opened for reading, it would block start-up forever
+    # A fresh interpreter with a timeout: a hang fails the test instead of the run.
+    done = run_python(_OPEN_WITH_PLANTED, str(d), timeout=30)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    # the sink's cursor is gone, so that sink gets every record again: resent, never lost
+    assert result["otlp"] == [1, 2, 3] and result["heartbeat"] == [1, 2, 3]
+    assert result["corruption"] == 1
+    assert [n for n in result["aside"] if SINK_CURSOR in n and n.endswith(".unusable")]
+    # nothing behind the entry was read, changed or replaced
+    assert victim.read_bytes() == b"do not touch"
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o644
+    assert stat.S_IMODE(victim_dir.stat().st_mode) == 0o755
+    assert sorted(p.name for p in victim_dir.iterdir()) == ["inside"]
+    # the cursor written since is a regular private file of ours, in the spool itself
+    st = os.lstat(d / SINK_CURSOR)
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    with open_spool(d) as spool:
+        assert seqs(spool.pending(sink="otlp")) == [2, 3]
+
+
+def test_a_symlink_where_a_sink_cursor_is_written_is_refused_and_left_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"do not touch")
+    victim.chmod(0o644)
+    d = tmp_path / "s"
+    with open_spool(d) as spool:
+        spool.append(b"r")
+    (d / (SINK_CURSOR + ".tmp")).symlink_to(victim)
+    with open_spool(d) as spool:  # nothing to write at open: the planted temp name is idle
+        assert seqs(spool.pending(sink="otlp")) == [1]
+        # the ack's cursor write would go through the link: refused, naming it
+        with pytest.raises(SpoolPermissionError, match=r"sink-otlp\.cursor\.tmp is a symlink"):
+            spool.ack(1, sink="otlp")
+        assert victim.read_bytes() == b"do not touch"
+        assert stat.S_IMODE(victim.stat().st_mode) == 0o644
+        assert (d / (SINK_CURSOR + ".tmp")).is_symlink()  # not ours: left where it was
+        (d / (SINK_CURSOR + ".tmp")).unlink()  # its owner takes it away: the ack is written
+    with open_spool(d) as spool:
+        assert spool.pending(sink="otlp") == [] and seqs(spool.pending(sink="heartbeat")) == [1]

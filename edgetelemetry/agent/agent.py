@@ -61,18 +61,19 @@ from ..heartbeat import (
     input_shape,
     validate_shape,
 )
-from ..heartbeat.agent_metrics import AGENT_COUNTERS
+from ..heartbeat.agent_metrics import AGENT_COUNTERS, AGENT_FIGURE_NAMES, SHARED_FIGURES
 from ..recording import Recorder, SharedRecorder
 from ..snapshot import Snapshot
 from .clock import MIN_WALL_NS, SigningOffset, TimeKeeper, phase, restamp
 from .config import AgentConfig
 from .delivery import Backoff, Cycle, DeliveryLoop, HeartbeatSink, TickResult
+from .faults import FaultLog
 from .handover import WindowHandover
 from .lanes import SinkLanes, build_lanes, otlp_identity
 from .sender import Sender
 from .signals import SigtermGuard
 from .spool import RecordTooLargeError, Spool, SpoolClosedError, SpoolError
-from .state import AgentState, StateFile
+from .state import STATE_FILE, StateFile
 
 __all__ = ["Agent", "AgentClosedError", "TickResult"]
 
@@ -194,12 +195,14 @@ class Agent(DeliveryLoop, SinkLanes):
         self._closed = False
         self._guard = SigtermGuard(self.close)
         self._warned_unset = False
+        self._delivery_faults = FaultLog(log, "delivery")
+        self._reported_models: dict[tuple[str, str], tuple[int | None, int | None]] = {}
 
         # The state is read before the spool opens: the spool's clock (which ages records at
         # open) depends on whether records stamped by an unset clock are still pending.
         state_dir = config.spool_dir
         self._state_file = StateFile(state_dir, fsync=config.fsync != "never")
-        self._state = self._state_file.load() if os.path.isdir(state_dir) else AgentState()
+        self._state = self._state_file.load()
         self._raw_frame_upto: int | None = self._state.raw_frame_upto
         self._state_dirty = False
         self._spool = Spool(config.spool_dir, max_bytes=config.spool_max_bytes,
@@ -230,6 +233,8 @@ class Agent(DeliveryLoop, SinkLanes):
             split_limits if split_limits is not None else SplitLimits(),
             payload_options if payload_options is not None else PayloadOptions(),
             agent_version)
+        shared = tuple(SHARED_FIGURES.values()) if self._handover is not None else ()
+        self._sink.figure_names = (*AGENT_FIGURE_NAMES, *self._lane_figure_names(), *shared)
 
         ref = weakref.ref(self)
 
@@ -285,7 +290,8 @@ class Agent(DeliveryLoop, SinkLanes):
                 self._counters["deployment-results-dropped"] += 1
                 log.warning("more than %d undelivered deployment results: dropped %s",
                             _MAX_DEPLOYMENTS, lost.get("DeploymentName"))
-            self._save_state_locked()
+            self._state_dirty = True
+            self._try_save_state_locked()  # kept in memory (and retried) if the disk fails
 
     def report_sample(self, model: str, version: str, timestamp: float | None = None) -> None:
         """Note that ``model``/``version`` captured a sample (``LatestSampleTime``) at
@@ -358,11 +364,12 @@ class Agent(DeliveryLoop, SinkLanes):
                 log.warning("close: a send is still running after %gs; its record stays "
                             "spooled", timeout)
             with self._lock:
-                try:
-                    self._save_state_locked()
-                except OSError as exc:
-                    log.error("could not save the agent state: %s", exc)
-            self._spool.close()
+                self._state_dirty = True
+                self._try_save_state_locked()
+            try:
+                self._spool.close()
+            except SpoolError as exc:  # the spool logged the fault; acks since are resent
+                log.debug("close: %s", exc)
             if self._owns_sender and not busy:
                 self._sender.close()
             if lanes_ended and not busy:
@@ -422,11 +429,8 @@ class Agent(DeliveryLoop, SinkLanes):
             result = replace(result, sinks=self._run_lanes(drain_until))
         with self._lock:
             if self._state_dirty:
-                try:
-                    self._save_state_locked()
-                except OSError as exc:
-                    log.error("could not save the agent state: %s", exc)
-        return result
+                self._try_save_state_locked()
+        return replace(result, spool_error=self._spool.fault)
 
     # -- window -------------------------------------------------------------------------------
 
@@ -474,10 +478,10 @@ class Agent(DeliveryLoop, SinkLanes):
             if self._handover is not None:
                 self._handover.done(snap)
             return None
-        except SpoolError as exc:
+        except SpoolError as exc:  # logged once by the spool; reported in its figures
             kept = "in memory, merged into the next" if self._handover is None else \
                 "in the shared recorder, spooled at the next tick"
-            log.error("could not spool the window (kept %s): %s", kept, exc)
+            log.debug("could not spool the window (kept %s): %s", kept, exc)
             self._bump("spool-append-failures")
             self._unspooled = snap if self._handover is None else None
             return None
@@ -515,6 +519,8 @@ class Agent(DeliveryLoop, SinkLanes):
             self._lanes_final(deadline)
         except (SpoolClosedError, AgentClosedError):
             pass
+        except SpoolError as exc:  # logged once by the spool
+            log.debug("close: the last send stopped: %s", exc)
         except Exception:
             log.exception("close: the last send failed")
         finally:
@@ -534,6 +540,18 @@ class Agent(DeliveryLoop, SinkLanes):
                 if cur.latest_inference_ns is None or s.last_wall_ns > cur.latest_inference_ns:
                     self._state.models[key] = replace(cur, latest_inference_ns=s.last_wall_ns)
                     self._state_dirty = True
+
+    def _try_save_state_locked(self) -> None:
+        """Save the state unless the disk is failing (then it stays dirty, in memory, and is
+        saved once the spool can write again).  A failure is the spool's disk failing: it is
+        reported (and logged once) as the spool's own writes are."""
+        if self._spool.fault is not None:
+            return  # the spool already reports the disk; the state is saved once it recovers
+        try:
+            self._save_state_locked()
+        except OSError as exc:
+            self._state_dirty = True
+            self._spool.report_write_failure(f"could not save {STATE_FILE}", exc)
 
     def _save_state_locked(self) -> None:
         now = self._time.trusted_now()

@@ -38,7 +38,7 @@ from botocore.credentials import (
     RefreshableCredentials,
 )
 
-from .._fs import mode_bits
+from .._fs import NotRegularFileError, check_regular_file, mode_bits
 from ..errors import EdgeTelemetryError
 from . import iot_names
 
@@ -280,6 +280,18 @@ class IotCredentialProvider(CredentialProvider):
 
     def _context(self) -> ssl.SSLContext:
         if self._ssl is None:
+            # ssl opens these by name: a FIFO there would block it forever, so refuse anything
+            # but a regular file first
+            for what, path in (("ca_file", self.ca_file), ("device certificate", self.cert_file),
+                               ("device key", self.key_file)):
+                try:
+                    if path is not None:
+                        check_regular_file(path)
+                except NotRegularFileError as exc:
+                    raise CredentialsError(f"cannot load the {what} {path!r}: "
+                                           f"{exc.strerror}") from None
+                except OSError:
+                    pass  # missing or unreadable: ssl says so below, as before
             try:
                 ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca_file)
             except (OSError, ssl.SSLError) as exc:

@@ -1,12 +1,15 @@
 """Delivery: spooled windows out through a sink, oldest backlog paced, failures backed off.
 
 A *sink* is where delivered records go.  ``HeartbeatSink``: each record becomes
-``SendHeartbeat`` requests (``heartbeat.build_heartbeat`` + ``split_heartbeat``) sent by a
-``Sender``.  ``DeliveryLoop`` is the send half of ``Agent`` for it: per cycle, the newest record
-first, then pending ``DeploymentResult``s, then the backlog at ``backlog_rate``; a record is
-acked (on the heartbeat sink's spool cursor) once every request it was split into got 200 (see
-``agent.py`` for the whole cycle).  The other sinks (OTLP, MQTT) run in lanes of their own
-(``lanes.py``) with the same ``Backoff`` and ``drain_backlog``.
+``SendHeartbeat`` requests (``heartbeat.record_requests``: the same parts, each with its
+``spool-seq`` key, every time the record is sent) sent by a ``Sender``.  ``DeliveryLoop`` is the
+send half of ``Agent`` for it: per cycle, the newest record first, then pending
+``DeploymentResult``s, then the backlog at ``backlog_rate``; a record is acked (on the heartbeat
+sink's spool cursor) once every request it was split into got 200 (see ``agent.py`` for the
+whole cycle).  The other sinks (OTLP, MQTT) run in lanes of their own (``lanes.py``) with the
+same ``Backoff`` and ``drain_backlog``.  A failure is logged once per class of failure
+(``FaultLog``, one per sink), and a spool that cannot be written or read ends the cycle without
+raising.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ..errors import SnapshotFormatError
@@ -30,12 +34,14 @@ from ..heartbeat import (
     SplitLimits,
     build_heartbeat,
     split_heartbeat,
-    window_metrics,
 )
+from ..heartbeat.agent_metrics import AGENT_FIGURE_NAMES
+from ..heartbeat.record import RecordRequests, record_requests
 from ..recording.process import boot_id
 from ..snapshot import Snapshot
 from .clock import MIN_WALL_NS, SigningOffset, TimeKeeper, restamp
 from .config import AgentConfig
+from .faults import FaultLog, describe_send_failure
 from .sender import Outcome, Sender, SendResult
 from .spool import Record as SpoolRecord
 from .spool import Spool, SpoolError
@@ -47,6 +53,7 @@ __all__ = ["Backoff", "Cycle", "Delivery", "DeliveryLoop", "HeartbeatSink", "Sin
 log = logging.getLogger(__name__)
 
 PENDING_BATCH = 8  # backlog records read per pending() call: memory stays flat in an outage
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class HeartbeatSink:
@@ -61,14 +68,17 @@ class HeartbeatSink:
         self.limits = limits
         self.options = options
         self.agent_version = agent_version
+        # every AgentMetrics name the agent's figures can take: room is kept for each in a
+        # record's first request, so the split never depends on their values (record.py)
+        self.figure_names: tuple[str, ...] = AGENT_FIGURE_NAMES
 
-    def window_requests(self, snap: Snapshot, metrics: Mapping[str, float],
-                        models: Mapping[tuple[str, str], ModelState]) -> list[dict[str, Any]]:
-        """One window with the agent's figures and ``window-seq``, cut to the limits."""
-        params = build_heartbeat([snap], self.identity, agent_metrics=metrics,
-                                 model_state=models, agent_version=self.agent_version,
-                                 options=self.options, window_seq=True)
-        return split_heartbeat(params, self.limits)
+    def record_requests(self, snap: Snapshot, seq: int, spool_id: str) -> RecordRequests:
+        """The spool record ``seq`` (the window ``snap``) as requests, cut to the limits: the
+        same parts every time (fill in the agent's figures and model times to send them)."""
+        return record_requests(snap, self.identity, spool_seq=seq, spool_id=spool_id,
+                               limits=self.limits, options=self.options,
+                               agent_version=self.agent_version,
+                               figure_names=self.figure_names)
 
     def status_requests(self, metrics: Mapping[str, float],
                         models: Mapping[tuple[str, str], ModelState]) -> list[dict[str, Any]]:
@@ -120,6 +130,7 @@ class TickResult:
     records_dead_lettered: int = 0
     send_skipped: bool = False
     failure: SendResult | None = None
+    spool_error: str | None = None  # the spool's write failure in progress (Spool.fault)
     sinks: tuple[SinkCycle, ...] = ()
 
 
@@ -212,6 +223,8 @@ class DeliveryLoop:
     _rng: random.Random
     _monotonic: Callable[[], float]
     _counters: dict[str, int]
+    _delivery_faults: FaultLog
+    _reported_models: dict[tuple[str, str], tuple[int | None, int | None]]
 
     def _bump(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -233,15 +246,19 @@ class DeliveryLoop:
                 self._bump("send-cycles-skipped")
                 return replace(result, send_skipped=True)
             cycle = Cycle()
-            ok = self._send_cycle(cycle, drain_until)
+            try:
+                ok = self._send_cycle(cycle, drain_until)
+            except SpoolError as exc:  # the spool logged it once; the next cycle tries again
+                log.debug("send cycle ended by the spool: %s", exc)
+                return replace(result, requests_sent=cycle.sent, records_acked=cycle.acked,
+                               records_dead_lettered=cycle.dead)
             if ok:
-                streak = self._backoff.succeeded()
-                if streak:
-                    log.info("delivering again after %d failed cycles", streak)
+                self._backoff.succeeded()  # the FaultLog says "recovered", once
             else:
                 self._bump("send-cycles-failed")
                 delay = self._backoff.failed(now, self._interval, self._backoff_cap, self._rng,
                                              cycle.failure)
+                # the WARNING is _send's FaultLog's, once per class of failure
                 log_cycle_failure(self._sink.name, cycle.failure, self._backoff.streak, delay)
             return replace(result, requests_sent=cycle.sent, records_acked=cycle.acked,
                            records_dead_lettered=cycle.dead, failure=cycle.failure)
@@ -268,8 +285,10 @@ class DeliveryLoop:
             if delivery is Delivery.HELD:
                 return True
             state_sent = state_sent or delivery is Delivery.SENT
-        if not state_sent and not self._send_status(cycle):
-            return False  # a heartbeat goes out every interval, window or not
+        # A heartbeat goes out every interval, window or not; and the model times the window
+        # did not carry (idle models, sample times) go out when they changed.
+        if (not state_sent or self._models_unreported()) and not self._send_status(cycle):
+            return False
         if not self._send_deployments(cycle):
             return False
         ended = drain_backlog(
@@ -307,7 +326,15 @@ class DeliveryLoop:
             cycle.failure = result
             return Delivery.FAILED
         self._forget_partial(rec.seq)
-        if self._spool.ack(rec.seq, sink=self._sink.name):
+        try:
+            acked = self._spool.ack(rec.seq, sink=self._sink.name)
+        except SpoolError as exc:
+            # acked in memory (never sent again by this agent); the cursor is written by the
+            # next write that succeeds, and a crash before that resends it: the endpoint
+            # drops the resend by its spool-seq key
+            log.debug("ack of record %d not yet durable: %s", rec.seq, exc)
+            acked = True
+        if acked:
             cycle.acked += 1
         return Delivery.SENT
 
@@ -331,17 +358,16 @@ class DeliveryLoop:
             return Delivery.DEAD
         snap = trusted
         self._note_models(snap)
-        metrics = window_metrics(snap, rec.seq)
-        if with_state:
-            metrics.update(self._state_metrics())
-        with self._lock:
-            models = dict(self._state.models)
         try:
-            return self._sink.window_requests(snap, metrics, models)
+            parts = self._sink.record_requests(snap, rec.seq, self._spool.spool_id)
         except (HeartbeatValidationError, ValueError, OverflowError) as exc:
             self._bump("records-unbuildable")
             self._dead_letter(rec.seq, f"cannot build a heartbeat: {exc}")
             return Delivery.DEAD
+        figures = self._state_metrics() if with_state else None
+        with self._lock:
+            models = dict(self._state.models)
+        return parts.filled(figures, models)
 
     def _trusted_snapshot(self, snap: Snapshot) -> Snapshot | str | None:
         """``snap`` stamped by the trusted clock; None to hold it; a reason to dead-letter it."""
@@ -409,7 +435,31 @@ class DeliveryLoop:
         self._time.learn(result.server_time)
         if result.ok:
             cycle.sent += 1
+            self._delivery_faults.ok()
+            self._note_reported(request)
+        else:
+            self._delivery_faults.failed(*describe_send_failure(
+                result, endpoint=self._sink.sender.endpoint_url,
+                region=self._sink.sender.region, identity=self._sink.identity))
         return result
+
+    def _note_reported(self, request: Mapping[str, Any]) -> None:
+        """Remember the model times the endpoint now has (as it stores them: microseconds)."""
+        for entry in request.get("Models", ()):
+            key = (entry["ModelName"], entry["ModelVersion"])
+            times = (_micros(entry.get("LatestInference")), _micros(entry.get("LatestSampleTime")))
+            self._reported_models[key] = times
+
+    def _models_unreported(self) -> bool:
+        """Whether a model's time in the state is newer than the endpoint was told."""
+        with self._lock:
+            models = dict(self._state.models)
+        for key, st in models.items():
+            told = self._reported_models.get(key, (None, None))
+            for now, then in ((st.latest_inference_ns, told[0]), (st.latest_sample_ns, told[1])):
+                if now is not None and (then is None or now // 1000 > then):
+                    return True
+        return False
 
     def _sync_sender_clock(self) -> None:
         """Sign with the clock we stamp with: the endpoint's when ours disagrees with it."""
@@ -418,8 +468,8 @@ class DeliveryLoop:
     def _dead_letter(self, seq: int, reason: str, sink: str | None = None) -> bool:
         try:
             return self._spool.dead_letter(seq, reason, sink=sink or self._sink.name)
-        except SpoolError as exc:  # disk trouble: it stays pending and is tried again
-            log.error("could not dead-letter record %d: %s", seq, exc)
+        except SpoolError as exc:  # disk trouble (logged by the spool): tried again later
+            log.debug("could not dead-letter record %d: %s", seq, exc)
             return False
 
     def _resolve_raw_frame(self) -> None:
@@ -435,8 +485,16 @@ class DeliveryLoop:
                      "the trusted clock")
 
 
+def _micros(when: Any) -> int | None:
+    """A request's timestamp (an aware ``datetime``) as integer microseconds since the epoch."""
+    if when is None:
+        return None
+    delta: timedelta = when - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
 def log_cycle_failure(sink: str, failure: SendResult | None, streak: int, delay: float) -> None:
-    level = logging.WARNING if streak == 1 else logging.DEBUG
-    log.log(level, "%s: send cycle failed (%s %s: %s); %d in a row, next try in >= %.0fs", sink,
+    """DEBUG: the WARNING is the sink's ``FaultLog``'s, once per class of failure."""
+    log.debug("%s: send cycle failed (%s %s: %s); %d in a row, next try in >= %.0fs", sink,
             failure.outcome.value if failure else "?", failure.error_code if failure else "",
             failure.message if failure else "", streak, delay)

@@ -23,12 +23,14 @@ from typing import TYPE_CHECKING, Protocol
 from .._version import __version__
 from ..errors import SnapshotFormatError
 from ..heartbeat import window_metrics
+from ..heartbeat.agent_metrics import SPOOL_SEQ
 from ..otlp import OtlpIdentity, OtlpMissingError
 from ..snapshot import Snapshot
 from .config import AgentConfig, ConfigError
 from .delivery import Backoff, Cycle, Delivery, SinkCycle, drain_backlog, log_cycle_failure
+from .faults import FaultLog, describe_sink_failure
 from .sender import Outcome, SendResult
-from .spool import Record, Spool, SpoolClosedError
+from .spool import Record, Spool, SpoolClosedError, SpoolError
 
 if TYPE_CHECKING:
     from .clock import TimeKeeper
@@ -65,6 +67,7 @@ class Lane:
         self.busy = threading.Lock()
         self.thread: threading.Thread | None = None
         self.counters = dict.fromkeys(_LANE_COUNTERS, 0)
+        self.faults = FaultLog(log, f"{sink.name} delivery")  # one WARNING per class
 
 
 def build_lanes(config: AgentConfig, identity: OtlpIdentity, *, rng: random.Random,
@@ -158,6 +161,8 @@ class SinkLanes:
                     self._lane_deliver(lane, rec, Cycle(), with_state=True)
             except SpoolClosedError:
                 return
+            except SpoolError as exc:  # logged once by the spool
+                log.debug("close: the last send to %s stopped: %s", lane.sink.name, exc)
             except Exception:
                 log.exception("close: the last send to %s failed", lane.sink.name)
             finally:
@@ -188,23 +193,27 @@ class SinkLanes:
             cycle = Cycle()
             handled: set[int] = set()
             ended: Delivery | None = None
-            rec = self._spool.newest(sink=name)
-            if rec is not None:
-                handled.add(rec.seq)
-                ended = self._lane_deliver(lane, rec, cycle, with_state=True)
-            if ended in (None, Delivery.SENT, Delivery.DEAD):
-                ended = drain_backlog(
-                    lambda n: self._spool.pending(limit=n, sink=name),
-                    lambda r: self._lane_deliver(lane, r, cycle, with_state=False), cycle,
-                    handled, rate=self.config.backlog_rate, interval=self._interval,
-                    drain_until=drain_until, stop=self._stop)
+            try:
+                rec = self._spool.newest(sink=name)
+                if rec is not None:
+                    handled.add(rec.seq)
+                    ended = self._lane_deliver(lane, rec, cycle, with_state=True)
+                if ended in (None, Delivery.SENT, Delivery.DEAD):
+                    ended = drain_backlog(
+                        lambda n: self._spool.pending(limit=n, sink=name),
+                        lambda r: self._lane_deliver(lane, r, cycle, with_state=False), cycle,
+                        handled, rate=self.config.backlog_rate, interval=self._interval,
+                        drain_until=drain_until, stop=self._stop)
+            except SpoolError as exc:  # the spool logged it once; the next cycle tries again
+                log.debug("%s: send cycle ended by the spool: %s", name, exc)
+                return SinkCycle(name, cycle.sent, cycle.acked, cycle.dead, False, None)
             if ended is Delivery.FAILED:
                 lane.counters["send-cycles-failed"] += 1
                 delay = lane.backoff.failed(now, self._interval, self._backoff_cap, self._rng,
                                             cycle.failure)
                 log_cycle_failure(name, cycle.failure, lane.backoff.streak, delay)
-            elif lane.backoff.succeeded():
-                log.info("%s: delivering again", name)
+            else:
+                lane.backoff.succeeded()  # the lane's FaultLog says "recovered", once
             return SinkCycle(name, cycle.sent, cycle.acked, cycle.dead, False, cycle.failure)
 
     def _lane_deliver(self, lane: Lane, rec: Record, cycle: Cycle, *,
@@ -221,7 +230,9 @@ class SinkLanes:
         if isinstance(trusted, str):
             self._bump("records-unrecoverable-time")
             return self._lane_dead(rec.seq, trusted, name, cycle)
-        metrics = window_metrics(trusted, rec.seq)
+        # spool-seq as the heartbeat's window metrics had it: with the device (and the
+        # recorder's window-seq) the key a receiver deduplicates a resend on (docs/otlp.md)
+        metrics = {SPOOL_SEQ: float(rec.seq), **window_metrics(trusted)}
         if with_state:
             metrics.update(self._state_metrics())
         try:
@@ -233,10 +244,19 @@ class SinkLanes:
         result = lane.sink.send(body)
         self._time.learn(result.server_time)
         if result.ok:
+            lane.faults.ok()
             cycle.sent += 1
-            if self._spool.ack(rec.seq, sink=name):
+            try:
+                acked = self._spool.ack(rec.seq, sink=name)
+            except SpoolError as exc:
+                # acked in memory; a crash before the cursor is written sends it again (the
+                # sink's receivers get it at least once: docs/otlp.md)
+                log.debug("%s: ack of record %d not yet durable: %s", name, rec.seq, exc)
+                acked = True
+            if acked:
                 cycle.acked += 1
             return Delivery.SENT
+        lane.faults.failed(*describe_sink_failure(result, sink=name))
         if result.outcome is Outcome.FATAL:
             return self._lane_dead(rec.seq, f"{result.error_code}: {result.message}", name,
                                    cycle)
@@ -249,6 +269,17 @@ class SinkLanes:
         return Delivery.DEAD
 
     # -- figures -------------------------------------------------------------------------------
+
+    def _lane_figure_names(self) -> tuple[str, ...]:
+        """Every name ``_lane_figures`` gives, fixed for the agent's life (the sinks' and lanes'
+        counters are fixed sets): the heartbeat keeps room for each (``record.py``)."""
+        names: list[str] = []
+        if len(self.config.sinks) > 1:
+            names += [f"{name}-{key.replace('_', '-')}" for name in self.config.sinks
+                      for key in _SPOOL_FIGURES]
+        for lane in self._lanes:
+            names += [f"{lane.sink.name}-{key}" for key in (*lane.sink.stats(), *lane.counters)]
+        return tuple(names)
 
     def _lane_figures(self) -> dict[str, float]:
         """Per sink, as AgentMetrics names ``<sink>-<figure>``: its spool cursor's figures

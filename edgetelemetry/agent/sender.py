@@ -47,7 +47,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
@@ -398,7 +398,10 @@ class Sender:
             budget_left = attempts < self.max_attempts
             if failure.outcome is Outcome.REFRESH_CREDENTIALS:
                 # Refresh even when out of attempts: the next send gets the new keys.
-                if refreshed or not self._try_refresh(failure) or not budget_left:
+                reloaded = False
+                if not refreshed:
+                    reloaded, failure = self._try_refresh(failure)
+                if not reloaded or not budget_left:
                     return self._result(failure, attempts, self._backoff(retries))
                 refreshed = True
                 continue
@@ -436,16 +439,19 @@ class Sender:
                             "CredentialsUnavailable", self._clean(str(exc)))
         return None
 
-    def _try_refresh(self, failure: _Attempt) -> bool:
+    def _try_refresh(self, failure: _Attempt) -> tuple[bool, _Attempt]:
+        """Reload the credentials; the failure comes back with the reload's own error in its
+        message when that failed (the caller logs it, once: see ``agent/faults.py``)."""
         try:
             reloaded = self.refresh_credentials()
         except Exception as exc:  # the source failed: report the auth error with the reason
-            log.warning("credential refresh after %s failed: %s", failure.code,
-                        self._clean(str(exc)))
-            return False
+            reason = self._clean(str(exc))
+            log.debug("credential refresh after %s failed: %s", failure.code, reason)
+            return False, replace(failure, message=f"{failure.message} (reloading the "
+                                                   f"credentials failed too: {reason})")
         if not reloaded:
-            log.warning("%s and the credentials are static: nothing to refresh", failure.code)
-        return reloaded
+            log.debug("%s and the credentials are static: nothing to refresh", failure.code)
+        return reloaded, failure
 
     def _correct_clock(self, failure: _Attempt) -> bool:
         if failure.server_time is None or failure.received_at is None:

@@ -11,16 +11,16 @@ spool).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
-import stat
 import time
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._fs import read_checked, replace_file
+from .._fs import PrivateDir
 from ..heartbeat import ModelState
 
 __all__ = ["STATE_FILE", "AgentState", "StateFile"]
@@ -75,16 +75,12 @@ class AgentState:
 
 
 class _NotOurs(OSError):
-    """A state file (or its temp file) that is not a regular file of this user: not written."""
-
-
-def _own_regular_file(st: os.stat_result) -> None:
-    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-        raise ValueError("not a regular file owned by this user")
+    """A state file (or its directory) that is not what it should be: never read or written."""
 
 
 class StateFile:
-    """Load and atomically replace the state file in ``directory`` (an existing private dir)."""
+    """Load and atomically replace the state file in ``directory`` (the spool's private
+    directory): never through a symlink, never a FIFO or a file of another user."""
 
     def __init__(self, directory: str, *, fsync: bool = True) -> None:
         self.path = os.path.join(directory, STATE_FILE)
@@ -92,50 +88,59 @@ class StateFile:
         self._fsync = fsync
         self.corruption_events = 0
 
+    def _open_dir(self) -> PrivateDir | None:
+        return PrivateDir.open(self._dir, error=_NotOurs, what="the spool directory",
+                               create=False)
+
     def load(self) -> AgentState:
         try:
-            raw, _ = read_checked(self.path, _MAX_BYTES + 1, check=_own_regular_file,
-                                  follow_symlinks=False)
-        except FileNotFoundError:
+            directory = self._open_dir()
+        except _NotOurs:
+            return AgentState()  # the spool refuses the directory, saying why, when it opens
+        if directory is None:
             return AgentState()
-        except OSError as exc:  # a symlink or something else we must not read
-            self._set_aside(f"unreadable ({exc})")
-            return AgentState()
-        except ValueError as exc:
-            self._set_aside(str(exc))
-            return AgentState()
-        try:
-            if len(raw) > _MAX_BYTES:
-                raise ValueError("too large")
-            head, sep, body = raw.partition(b"\n")
-            tag, _, crc = head.rpartition(b" ")
-            if not sep or tag != _TAG or int(crc, 16) != zlib.crc32(body):
-                raise ValueError("bad header or checksum")
-            return AgentState.from_json(json.loads(body))
-        except (ValueError, TypeError, UnicodeDecodeError) as exc:
-            self._set_aside(str(exc))
-            return AgentState()
+        with directory:
+            try:
+                raw = directory.read(STATE_FILE, _MAX_BYTES + 1)
+            except FileNotFoundError:
+                return AgentState()
+            except OSError as exc:  # not a regular file of ours, or unreadable
+                self._set_aside(directory, str(exc) if isinstance(exc, _NotOurs)
+                                else f"unreadable ({exc.strerror})")
+                return AgentState()
+            try:
+                if len(raw) > _MAX_BYTES:
+                    raise ValueError("too large")
+                head, sep, body = raw.partition(b"\n")
+                tag, _, crc = head.rpartition(b" ")
+                if not sep or tag != _TAG or int(crc, 16) != zlib.crc32(body):
+                    raise ValueError("bad header or checksum")
+                return AgentState.from_json(json.loads(body))
+            except (ValueError, TypeError, UnicodeDecodeError) as exc:
+                self._set_aside(directory, str(exc))
+                return AgentState()
 
     def save(self, state: AgentState) -> None:
         """Replace the file; raises ``OSError`` if it could not be written (the old one stays)."""
         body = json.dumps(state.to_json(), sort_keys=True, separators=(",", ":")).encode()
         data = b"%s %08x\n%s" % (_TAG, zlib.crc32(body), body)
+        directory = self._open_dir()
+        if directory is None:
+            raise FileNotFoundError(errno.ENOENT, "the spool directory is gone", self._dir)
         # the temp file is <name>.tmp: the spool deletes leftovers when it opens
-        replace_file(self._dir, STATE_FILE, data, fsync=self._fsync, error=_NotOurs)
+        with directory:
+            directory.replace(STATE_FILE, data, fsync=self._fsync)
 
-    def _set_aside(self, why: str) -> None:
+    def _set_aside(self, directory: PrivateDir, why: str) -> None:
         self.corruption_events += 1
-        qdir = os.path.join(self._dir, "quarantine")
-        target = os.path.join(qdir, f"q-{time.time_ns():020d}-{STATE_FILE}.bad")
+        target = f"q-{time.time_ns():020d}-{STATE_FILE}.bad"
         try:
-            os.makedirs(qdir, mode=0o700, exist_ok=True)  # read before the spool made it
-            os.rename(self.path, target)
-            log.error("agent state %s is damaged (%s); moved to %s, starting empty",
+            quarantine = directory.child("quarantine", what="the spool's quarantine directory")
+            assert quarantine is not None
+            with quarantine:
+                directory.rename(STATE_FILE, target, quarantine)
+            log.error("agent state %s is damaged (%s); moved to quarantine/%s, starting empty",
                       self.path, why, target)
         except OSError as exc:
             log.error("agent state %s is damaged (%s) and could not be moved aside (%s); "
-                      "deleted, starting empty", self.path, why, exc)
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
+                      "starting empty", self.path, why, exc)

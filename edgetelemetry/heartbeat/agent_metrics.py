@@ -3,7 +3,10 @@ that turn a window, the spool's and the sender's stats and the agent's counters 
 
 A window's heartbeat carries its figures (``window_metrics``) and, with ``build_heartbeat(...,
 window_seq=True)``, the ``window-seq`` metric: the window's sequence number, with the recorder
-id as its dimension, so (device, recorder id, window seq) names a window uniquely.
+id as its dimension, so (device, recorder id, window seq) names a window uniquely.  Every request
+made from a spool record carries one ``spool-seq`` metric (``spool_seq_metric``): the record's
+seq, with ``<spool id>/<part>/<parts>`` as its dimension, the key the endpoint deduplicates a
+resent request on (``record.py``).
 """
 
 from __future__ import annotations
@@ -17,18 +20,22 @@ from ..snapshot import Snapshot
 
 __all__ = [
     "AGENT_COUNTERS",
+    "AGENT_FIGURE_NAMES",
     "NAME_CLASHES",
     "RECORDER_FIGURES",
     "SENDER_FIGURES",
     "SHARED_FIGURES",
     "SPOOL_FIGURES",
+    "SPOOL_SEQ",
     "WINDOW_SEQ",
     "agent_figures",
+    "spool_seq_metric",
     "window_metrics",
     "window_seq_metric",
 ]
 
 WINDOW_SEQ = "window-seq"
+SPOOL_SEQ = "spool-seq"
 # Series entries a heartbeat left out because another series of their model claimed the same
 # MetricName and Dimension first (build_heartbeat); absent when there were none.
 NAME_CLASHES = "series-name-clashes"
@@ -63,6 +70,8 @@ SPOOL_FIGURES = {
     "dead_letters": "dead-letters",
     "dead_letters_dropped": "dead-letters-dropped",
     "cursor_resets": "cursor-resets",
+    "write_failures": "spool-write-failures",
+    "write_faulted": "spool-faulted",
 }
 # Sender stats() -> metric name.
 SENDER_FIGURES = {
@@ -122,10 +131,9 @@ def _reason_metric(prefix: str, reason: str) -> str | None:
     return name if AGENT_METRIC_RULE.problem(name) is None else None
 
 
-def window_metrics(snap: Snapshot, spool_seq: int) -> dict[str, float]:
+def window_metrics(snap: Snapshot) -> dict[str, float]:
     """The AgentMetrics that describe one window (sent with that window's heartbeat)."""
     out: dict[str, float] = {
-        "spool-seq": float(spool_seq),
         "window-duration-s": max(0, snap.end_mono_ns - snap.start_mono_ns) / 1e9,
     }
     for key, name in RECORDER_FIGURES.items():
@@ -168,6 +176,17 @@ def agent_figures(
     return out
 
 
+def spool_seq_metric(spool_id: str, part: int, parts: int, seq: int,
+                     when: datetime | None) -> dict[str, Any]:
+    """The ``spool-seq`` metric of part ``part`` (1..``parts``) of the requests of record
+    ``seq`` of the spool ``spool_id``."""
+    metric: dict[str, Any] = {"MetricName": SPOOL_SEQ, "Dimension": f"{spool_id}/{part}/{parts}",
+                              "Value": float(seq)}
+    if when is not None:
+        metric["Timestamp"] = when
+    return metric
+
+
 def window_seq_metric(snap: Snapshot, when: datetime | None) -> dict[str, Any] | None:
     """The ``window-seq`` metric of ``snap``'s (last) source, or None when its recorder id is
     not a valid dimension (a hand-made snapshot)."""
@@ -179,3 +198,11 @@ def window_seq_metric(snap: Snapshot, when: datetime | None) -> dict[str, Any] |
     if when is not None:
         metric["Timestamp"] = when
     return metric
+
+
+# Every name ``agent_figures`` can give: the room a record's first request keeps for them, so
+# its split never depends on which of them are sent (``record.py``).
+AGENT_FIGURE_NAMES: tuple[str, ...] = (
+    *SPOOL_FIGURES.values(), "corruption-events", *SENDER_FIGURES.values(), *AGENT_COUNTERS,
+    "deployment-results-pending", "agent-uptime-s",
+)

@@ -8,8 +8,9 @@ Importing this package does no work: botocore's model is loaded when a server st
 
 from __future__ import annotations
 
-from .app import DEFAULT_CACHE_TTL, DEFAULT_MAX_BODY, EndpointServer
+from .app import DEFAULT_CACHE_TTL, DEFAULT_MAX_BODY, EndpointApp
 from .cli import main, register_main
+from .endpoint import EndpointServer
 from .errors import STATUS, CredentialsFileError, RegistrationError, ServiceError
 from .sigv4 import (
     MAX_SKEW_SECONDS,
@@ -41,6 +42,7 @@ __all__ = [
     "DeploymentResultInfo",
     "DeviceInfo",
     "DeviceRefused",
+    "EndpointApp",
     "EndpointServer",
     "FleetStore",
     "MetricPoint",

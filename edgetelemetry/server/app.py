@@ -1,7 +1,14 @@
-"""The HTTP endpoint: Edge Manager's data plane over stdlib ``ThreadingHTTPServer``.
+"""The endpoint as a WSGI application: Edge Manager's data plane, whatever server runs it.
+
+The same ``EndpointApp`` is served by the embedded single-process server (``embedded.py``, the
+zero-dependency default: demo, tests, ``serve`` without ``--workers``) and by gunicorn's worker
+processes (``workers.py``, ``serve --workers N``).  WSGI rather than ASGI because everything a
+request does is synchronous and short (an HMAC, a JSON parse, one store transaction): a thread per
+request is the natural unit, and the SigV4, validation and store code stay plain functions.
 
 One request, in order (the first failure answers; see ``docs/endpoint.md`` for the codes):
 
+0. ``GET /healthz`` (process up) and ``GET /readyz`` (store reachable): unauthenticated, no data
 1. route ``POST /<Operation>`` from botocore's model          -> 404 UnknownOperationException
 2. framing: ``Content-Length`` required, at most ``max_body``  -> 411 / 413 / 400
 3. SigV4 (``sigv4.SigV4Verifier``, botocore's signer)          -> 403 / 400
@@ -13,12 +20,14 @@ One request, in order (the first failure answers; see ``docs/endpoint.md`` for t
 
 ``GET /fleet`` and ``/fleet/...`` (the read-only fleet page and its JSON, ``web.FleetPage``) are
 answered before step 1 when the page is on; its access rule is its own (loopback clients, or HTTP
-Basic viewer credentials), never SigV4.
+Basic viewer credentials), never SigV4.  ``GET /metrics`` (``metrics.MetricsRoute``, the
+Prometheus text format) is answered the same way, or with a bearer token when one is configured.
 
-Every answer has a ``Date`` header from the server clock (devices without an RTC set their clock
-from it) and an ``x-amzn-RequestId``; error answers carry ``x-amzn-ErrorType`` and
-``{"message": ...}``.  A request never takes the process down and never gets a 5xx for what it
-contains; the only 5xx are faults (500, logged with a traceback) and overload (503).
+Every answer has an ``x-amzn-RequestId`` and (unless the server writes its own) a ``Date`` from
+the app's clock; error answers carry ``x-amzn-ErrorType`` and ``{"message": ...}``.  Each refused
+request is logged at INFO with its status, code, device and access key id (never a secret or a
+signature).  A request never gets a 5xx for what it contains; the only 5xx are faults (500,
+logged with a traceback) and a store that cannot be reached (503 from ``/readyz``).
 """
 
 from __future__ import annotations
@@ -27,33 +36,55 @@ import json
 import logging
 import math
 import re
-import socket
-import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ..heartbeat import HeartbeatValidationError, validate_input
 from ..heartbeat.service import operations
+from .alerts import AlertEvaluator
 from .errors import ServiceError
 from .fleet.queries import DEFAULT_OFFLINE_AFTER
 from .fleet.web import FleetPage
+from .metrics import DEFAULT_MAX_SERIES, MetricsRoute
 from .sigv4 import Credential, SigV4Verifier, normalize_credentials
-from .store import DeviceRefused, FleetStore, open_store
+from .store import DeviceRefused, FleetStore
 
-__all__ = ["DEFAULT_CACHE_TTL", "DEFAULT_MAX_BODY", "EndpointServer"]
+__all__ = [
+    "DEFAULT_CACHE_TTL",
+    "DEFAULT_MAX_BODY",
+    "HEADER_PAIRS_KEY",
+    "EndpointApp",
+    "StartResponse",
+]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY = 1 << 20
 DEFAULT_CACHE_TTL = 3600
-_VERSION = "edgetelemetry-endpoint/1"
+DRAIN_FACTOR = 4  # a body up to 4x the limit is read and dropped before the 413
+# the embedded server puts the request's header pairs here, in order, repeats kept: SigV4 and
+# the framing checks then see exactly what was sent (WSGI's HTTP_* keys join repeats)
+HEADER_PAIRS_KEY = "edgetelemetry.header_pairs"
 _LENGTH_RE = re.compile(r"[0-9]{1,15}")
-_DRAIN_FACTOR = 4  # a body up to 4x the limit is read and dropped before the 413
+_CREDENTIAL_RE = re.compile(r"Credential=([A-Za-z0-9_+=,.@-]{1,128})/")
+_HEALTH_PATHS = ("/healthz", "/readyz")
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+_REASONS = {
+    200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    411: "Length Required", 413: "Payload Too Large", 429: "Too Many Requests",
+    500: "Internal Server Error", 503: "Service Unavailable",
+}
+
+
+def _status_line(status: int) -> str:
+    return f"{status} {_REASONS.get(status, 'Status')}"
 
 
 def _reject_constant(name: str) -> float:
@@ -81,7 +112,7 @@ def _decode_json(body: bytes) -> dict[str, Any]:
         ) from None
     if not isinstance(value, dict):
         raise ServiceError("SerializationException", "Body must be a JSON object.")
-    try:  # "\\ud800" is valid JSON but not Unicode: refuse it here, not in SQLite
+    try:  # "\\ud800" is valid JSON but not Unicode: refuse it here, not in the store
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise ServiceError(
@@ -91,7 +122,7 @@ def _decode_json(body: bytes) -> dict[str, Any]:
 
 
 class _TokenBucket:
-    """``rate`` requests per second per key, ``burst`` at once."""
+    """``rate`` requests per second per key, ``burst`` at once (per process: see docs)."""
 
     def __init__(self, rate: float, burst: float, clock: Callable[[], float]) -> None:
         self._rate = rate
@@ -112,294 +143,84 @@ class _TokenBucket:
             return True
 
 
-class _Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer that caps concurrent connections and can drop idle ones on stop."""
+class _Headers:
+    """Case-insensitive view of header pairs: ``get`` (first value) and ``get_all``."""
 
-    daemon_threads = True
-    block_on_close = False
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self.pairs = pairs
+        self._by_name: dict[str, list[str]] = {}
+        for name, value in pairs:
+            self._by_name.setdefault(name.lower(), []).append(value)
 
-    def __init__(self, address: tuple[str, int], endpoint: EndpointServer) -> None:
-        self.endpoint = endpoint
-        self._slots = threading.BoundedSemaphore(endpoint.max_connections)
-        self._active: dict[socket.socket, threading.Thread] = {}
-        self._active_lock = threading.Lock()
-        super().__init__(address, _Handler)
+    def get(self, name: str, /) -> str | None:
+        values = self._by_name.get(name.lower())
+        return values[0] if values else None
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self._refuse_busy(request)
-            return
-        thread = threading.Thread(
-            target=self._run,
-            args=(request, client_address),
-            daemon=True,
-            name=f"edgetelemetry-endpoint-{client_address[1] if client_address else '?'}",
-        )
-        with self._active_lock:
-            self._active[request] = thread
-        thread.start()
-
-    def _run(self, request: socket.socket, client_address: Any) -> None:
-        try:
-            self.process_request_thread(request, client_address)
-        finally:
-            with self._active_lock:
-                self._active.pop(request, None)
-            self._slots.release()
-
-    def _refuse_busy(self, request: socket.socket) -> None:
-        body = json.dumps({"message": "Too many open connections; retry later."}).encode()
-        head = (
-            "HTTP/1.1 503 Service Unavailable\r\n"
-            f"Date: {formatdate(self.endpoint.clock(), usegmt=True)}\r\n"
-            "x-amzn-ErrorType: ServiceUnavailable\r\n"
-            f"x-amzn-RequestId: {uuid.uuid4()}\r\n"
-            "Content-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        )
-        try:
-            request.settimeout(1.0)
-            request.sendall(head.encode("latin-1") + body)
-        except OSError:
-            pass
-        finally:
-            self.shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Called from socketserver's except block: connection-level failures (client gone,
-        # timeouts) that are not the server's fault.
-        logger.debug("connection from %s ended: %s", client_address, sys.exc_info()[1])
-
-    def drop_connections(self, timeout: float) -> None:
-        """Stop reading on every open connection (idle keep-alives end) and wait for handlers."""
-        with self._active_lock:
-            active = list(self._active.items())
-        for sock, _ in active:
-            try:
-                sock.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass
-        deadline = time.monotonic() + timeout
-        for _, thread in active:
-            thread.join(max(0.0, deadline - time.monotonic()))
+    def get_all(self, name: str) -> list[str]:
+        return self._by_name.get(name.lower(), [])
 
 
-class _Server6(_Server):
-    address_family = socket.AF_INET6
+def _header_pairs(environ: Mapping[str, Any]) -> list[tuple[str, str]]:
+    pairs = environ.get(HEADER_PAIRS_KEY)
+    if pairs is not None:
+        return list(pairs)
+    found = []  # a WSGI server of its own: rebuild the names from the CGI keys
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            found.append((key[5:].replace("_", "-").lower(), str(value)))
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value != "":
+            found.append((key.replace("_", "-").lower(), str(value)))
+    return found
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    _request_id = ""
-    protocol_version = "HTTP/1.1"
-    server_version = _VERSION
-    sys_version = ""
-
-    def setup(self) -> None:
-        self.timeout = self.server.endpoint.request_timeout  # type: ignore[misc]
-        super().setup()
-
-    # -- stdlib hooks ------------------------------------------------------------------------
-
-    def __getattr__(self, name: str) -> Any:
-        # http.server answers an unknown method with 501; every method is ours to answer.
-        if name.startswith("do_"):
-            return self._handle
-        raise AttributeError(name)
-
-    def version_string(self) -> str:
-        return _VERSION
-
-    def date_time_string(self, timestamp: float | None = None) -> str:
-        clock = self.server.endpoint.clock
-        return str(formatdate(clock() if timestamp is None else timestamp, usegmt=True))
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s " + format, self.address_string(), *args)
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """Malformed HTTP caught by http.server itself: answer AWS-style, then close."""
-        status = code if 400 <= code < 500 else 400
-        self.close_connection = True
-        self._request_id = str(uuid.uuid4())
-        self._answer(
-            status,
-            {"message": message or "Malformed HTTP request."},
-            error_type="SerializationException",
-        )
-
-    # -- the request -------------------------------------------------------------------------
-
-    def do_POST(self) -> None:
-        self._handle()
-
-    def _handle(self) -> None:
-        endpoint = self.server.endpoint
-        self._request_id = str(uuid.uuid4())
-        if endpoint.fleet_page is not None and FleetPage.handles(self.path):
-            self._serve_fleet_page(endpoint.fleet_page)
-            return
-        op_name = "-"
-        try:
-            op_name = self._route()
-            body = self._read_body()
-            cred = endpoint.verifier.verify(self.command, self.path, self.headers.items(), body)
-            if endpoint.throttle is not None and not endpoint.throttle.take(cred.access_key_id):
-                raise ServiceError("ThrottlingException", "Rate exceeded")
-            params = _decode_json(body)
-            try:
-                validate_input(op_name, params)
-            except HeartbeatValidationError as exc:
-                raise ServiceError(
-                    "ValidationException", f"1 validation error detected: {exc}"
-                ) from None
-            result = endpoint.dispatch(op_name, params, cred)
-        except ServiceError as err:
-            logger.debug("%s %s -> %s %s", self._request_id, op_name, err.status, err.code)
-            self._answer(err.status, {"message": err.message}, error_type=err.code)
-            return
-        except Exception:  # a fault of ours: logged with its traceback, answered as AWS does
-            logger.exception("%s %s failed", self._request_id, op_name)
-            self.close_connection = True
-            self._answer(
-                500,
-                {"message": "An internal error occurred; retry the request."},
-                error_type="InternalServiceException",
-            )
-            return
-        logger.debug("%s %s -> 200", self._request_id, op_name)
-        self._answer(200, result)
-
-    def _serve_fleet_page(self, page: FleetPage) -> None:
-        length = (self.headers.get("Content-Length") or "0").strip()
-        if length != "0" or self.headers.get_all("Transfer-Encoding"):
-            self.close_connection = True  # a body the page does not read
-        try:
-            answer = page.respond(self.command, self.path, self.headers, self.client_address[0])
-        except Exception:
-            logger.exception("%s fleet page %s failed", self._request_id, self.path[:100])
-            self.close_connection = True
-            self._answer(
-                500,
-                {"message": "An internal error occurred."},
-                error_type="InternalServiceException",
-            )
-            return
-        self._send(answer.status, answer.content_type, answer.body, answer.headers)
-
-    def _route(self) -> str:
-        path = self.path.split("?", 1)[0]
-        op = operations().get(path) if path.startswith("/") else None
-        if op is None or self.command != "POST":
-            self.close_connection = True  # the body (if any) is not read
-            shown = self.path[:100]
-            raise ServiceError(
-                "UnknownOperationException",
-                f"No operation at {self.command} {shown}; this endpoint serves POST "
-                + ", POST ".join(sorted(operations())),
-            )
-        return str(op.name)
-
-    def _read_body(self) -> bytes:
-        endpoint = self.server.endpoint
-        if self.headers.get_all("Transfer-Encoding"):
-            self.close_connection = True
-            raise ServiceError(
-                "LengthRequiredException",
-                "Transfer-Encoding is not supported; send the body with a Content-Length.",
-            )
-        lengths = self.headers.get_all("Content-Length") or []
-        if not lengths:
-            self.close_connection = True
-            raise ServiceError("LengthRequiredException", "Content-Length is required.")
-        if len({v.strip() for v in lengths}) != 1 or not _LENGTH_RE.fullmatch(lengths[0].strip()):
-            self.close_connection = True
-            raise ServiceError("SerializationException", "Content-Length is not a valid length.")
-        length = int(lengths[0].strip())
-        if length > endpoint.max_body:
-            self.close_connection = True
-            if length <= _DRAIN_FACTOR * endpoint.max_body:
-                # read and drop it, so the client is not reset before it reads the answer
-                self._discard(length)
-            raise ServiceError(
-                "RequestEntityTooLargeException",
-                f"Request body is {length} bytes; the limit is {endpoint.max_body}.",
-            )
-        try:
-            body = self.rfile.read(length)
-        except OSError:  # timeout or reset while reading
-            body = b""
-        if len(body) != length:
-            self.close_connection = True
-            raise ServiceError(
-                "SerializationException",
-                f"Request body ended after {len(body)} of {length} bytes (Content-Length).",
-            )
-        return body
-
-    def _discard(self, length: int) -> None:
-        try:
-            while length > 0:
-                chunk = self.rfile.read(min(length, 65536))
-                if not chunk:
-                    return
-                length -= len(chunk)
-        except OSError:
-            return
-
-    def _answer(self, status: int, payload: Mapping[str, Any] | None, error_type: str = "") -> None:
-        data = json.dumps(payload).encode("utf-8") if payload else b""
-        headers = (("x-amzn-ErrorType", error_type),) if error_type else ()
-        self._send(status, "application/json", data, headers)
-
-    def _send(
-        self, status: int, content_type: str, body: bytes, headers: Iterable[tuple[str, str]] = ()
-    ) -> None:
-        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
-            # unparseable request line (or real HTTP/0.9): answer with headers all the same
-            self.request_version = "HTTP/1.0"
-            self.close_connection = True
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("x-amzn-RequestId", self._request_id)
-        for name, value in headers:
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+def _target(environ: Mapping[str, Any]) -> str:
+    """The request target as the client sent it (path and query, percent-encoded): SigV4 signs
+    it, and WSGI's PATH_INFO is already decoded."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw:
+        return str(raw)
+    path = urllib.parse.quote(str(environ.get("PATH_INFO", "")).encode("latin-1"), safe="/-_.~")
+    query = environ.get("QUERY_STRING")
+    return path + (f"?{query}" if query else "")
 
 
-class EndpointServer:
-    """A self-hosted Edge Manager data-plane endpoint (``SendHeartbeat``, ``GetDeviceRegistration``,
-    ``GetDeployments``) that verifies SigV4 and stores everything in SQLite.
+class _Request:
+    """What the app knows of one request while answering it (for its answer and its log line)."""
 
-    ::
+    def __init__(self, environ: Mapping[str, Any], clock: Callable[[], float]) -> None:
+        self.environ = environ
+        self.id = str(uuid.uuid4())
+        self.method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        self.target = _target(environ)
+        self.path = self.target.split("?", 1)[0]
+        self.headers = _Headers(_header_pairs(environ))
+        self.operation = "-"
+        self.device = "-"
+        self.close = False  # ask the server to close the connection after the answer
+        self.started = clock()
 
-        with EndpointServer("fleet.sqlite3", credentials={"AKID...": "secret"}) as server:
-            server.store.register_fleet("line-1")
-            server.store.register_devices("line-1", ["cam-1"])
-            boto3.client("sagemaker-edge", endpoint_url=server.url, ...)
+    @property
+    def claimed_key(self) -> str:
+        """The access key id the request names (not yet verified: for the log)."""
+        match = _CREDENTIAL_RE.search(self.headers.get("Authorization") or "")
+        return match.group(1) if match else "-"
 
-    ``store_path=None`` keeps the store in memory.  ``credentials`` maps access key ids to a secret
-    or to ``{"secret_access_key", "session_token"?, "fleets"?}`` (see ``sigv4.Credential``).
-    ``auto_register`` registers unknown devices (and fleets) on first contact: for demos and
-    development, not for fleets.  ``rate_limit`` (requests/s per access key, burst ``burst``)
-    turns on throttling.  ``clock`` is the server's time: signature skew, ``Date``, receive times.
 
-    ``fleet_page`` serves the read-only fleet page at ``GET /fleet`` (``web.FleetPage``): to
-    loopback clients only, or, with ``fleet_viewers`` (``{user: password}``), to any client with
-    those HTTP Basic credentials.  ``offline_after`` is its default recency window (seconds).
+class EndpointApp:
+    """The endpoint's WSGI application (``app(environ, start_response)``).
+
+    ``store`` is any ``FleetStore``; ``credentials`` maps access key ids to a secret or to
+    ``{"secret_access_key", "session_token"?, "fleets"?}``; ``clock`` is the server's time
+    (signature skew, ``Date``, receive times).  ``trust_forwarded``: the peer is a reverse proxy
+    on this machine, so the client's address is the last ``X-Forwarded-For`` entry (the fleet
+    page's loopback rule and the log use it).  ``date_header=False`` when the server writes its
+    own ``Date`` (gunicorn does).
     """
 
     def __init__(
         self,
-        store_path: str | None = None,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        credentials: Mapping[str, str | Mapping[str, Any] | Credential] | None = None,
+        store: FleetStore,
+        credentials: Mapping[str, str | Mapping[str, Any] | Credential],
         region: str = "us-east-1",
         clock: Callable[[], float] = time.time,
         *,
@@ -408,101 +229,259 @@ class EndpointServer:
         max_body: int = DEFAULT_MAX_BODY,
         rate_limit: float | None = None,
         burst: int = 20,
-        max_connections: int = 128,
-        request_timeout: float = 20.0,
-        store: FleetStore | None = None,
         fleet_page: bool = True,
         fleet_viewers: Mapping[str, str] | None = None,
         offline_after: float = DEFAULT_OFFLINE_AFTER,
+        trust_forwarded: bool = False,
+        date_header: bool = True,
+        metrics: bool = True,
+        metrics_token: str | None = None,
+        metrics_max_series: int = DEFAULT_MAX_SERIES,
+        alerts: AlertEvaluator | None = None,
     ) -> None:
         if not credentials:
             raise ValueError("an endpoint needs at least one credential (access key -> secret)")
         if not 1 <= cache_ttl < 10**9:
             raise ValueError("cache_ttl must be 1..999999999 seconds")
-        if max_body < 1 or max_connections < 1 or request_timeout <= 0:
-            raise ValueError("max_body, max_connections and request_timeout must be positive")
-        self.host = host
+        if max_body < 1:
+            raise ValueError("max_body must be positive")
+        self.store = store
         self.region = region
         self.clock = clock
         self.auto_register = auto_register
         self.cache_ttl = cache_ttl
         self.max_body = max_body
-        self.max_connections = max_connections
-        self.request_timeout = request_timeout
-        self._requested_port = port
-        self._credentials = normalize_credentials(credentials)
-        self.verifier = SigV4Verifier(self._credentials, region, clock)
+        self.trust_forwarded = trust_forwarded
+        self.date_header = date_header
+        self.verifier = SigV4Verifier(normalize_credentials(credentials), region, clock)
         self.throttle = _TokenBucket(rate_limit, burst, time.monotonic) if rate_limit else None
-        self._owns_store = store is None
-        self.store: FleetStore = (
-            store if store is not None else open_store(store_path, clock=clock)
+        self.fleet_page = (
+            FleetPage(store, clock, viewers=fleet_viewers, offline_after=offline_after)
+            if fleet_page
+            else None
         )
-        try:
-            self.fleet_page = (
-                FleetPage(self.store, clock, viewers=fleet_viewers, offline_after=offline_after)
-                if fleet_page
-                else None
+        self.metrics = (
+            MetricsRoute(
+                store,
+                self.fleet_page,
+                clock,
+                token=metrics_token,
+                offline_after=offline_after,
+                max_series=metrics_max_series,
+                viewers=fleet_viewers,
             )
-        except ValueError:
-            if self._owns_store:
-                self.store.close()
-            raise
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------------
+            if metrics
+            else None
+        )
+        # the alerts firing (evaluated by the server that owns this app), shown on the page
+        self.alerts = alerts
+        if alerts is not None and self.fleet_page is not None:
+            self.fleet_page.alerts = alerts.firing
 
     @property
-    def port(self) -> int:
-        if self._httpd is None:
-            raise RuntimeError("server is not started")
-        return int(self._httpd.server_address[1])
+    def key_count(self) -> int:
+        return self.verifier.key_count
 
-    @property
-    def url(self) -> str:
-        host = self.host if ":" not in self.host else f"[{self.host}]"
-        return f"http://{host}:{self.port}"
+    def reload_credentials(
+        self, credentials: Mapping[str, str | Mapping[str, Any] | Credential]
+    ) -> None:
+        """Serve with these keys from the next request on (key rotation, SIGHUP)."""
+        if not credentials:
+            raise ValueError("an endpoint needs at least one credential (access key -> secret)")
+        self.verifier.replace_credentials(normalize_credentials(credentials))
 
-    def start(self) -> str:
-        """Bind, serve on a background thread, and return the URL (``http://host:port``)."""
-        if self._httpd is not None:
-            raise RuntimeError("server is already started")
-        server_class = _Server6 if ":" in self.host else _Server
-        self._httpd = server_class((self.host, self._requested_port), self)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="edgetelemetry-endpoint",
-            daemon=True,
+    # -- WSGI --------------------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        request = _Request(environ, self.clock)
+        if request.path in _HEALTH_PATHS:
+            request.operation = request.path.strip("/")
+            return self._health(request, start_response)
+        if self.metrics is not None and MetricsRoute.handles(request.path):
+            request.operation = "metrics"
+            return self._fleet(request, start_response, self.metrics)
+        if self.fleet_page is not None and FleetPage.handles(request.path):
+            request.operation = "fleet"
+            return self._fleet(request, start_response, self.fleet_page)
+        try:
+            result = self._operation(request)
+        except ServiceError as err:
+            logger.info(
+                "refused %s %s: %d %s device=%s key=%s peer=%s",
+                request.id, request.operation, err.status, err.code, request.device,
+                request.claimed_key, self._client_host(request),
+            )
+            return self._answer(
+                request, start_response, err.status, {"message": err.message}, err.code
+            )
+        except Exception:  # a fault of ours: logged with its traceback, answered as AWS does
+            logger.exception("%s %s failed", request.id, request.operation)
+            request.close = True
+            return self._answer(
+                request, start_response, 500,
+                {"message": "An internal error occurred; retry the request."},
+                "InternalServiceException",
+            )
+        logger.debug("%s %s -> 200", request.id, request.operation)
+        return self._answer(request, start_response, 200, result)
+
+    def _operation(self, request: _Request) -> dict[str, Any]:
+        op = operations().get(request.path) if request.path.startswith("/") else None
+        if op is None or request.method != "POST":
+            request.close = True  # the body (if any) is not read
+            raise ServiceError(
+                "UnknownOperationException",
+                f"No operation at {request.method} {request.target[:100]}; this endpoint serves "
+                "POST " + ", POST ".join(sorted(operations())),
+            )
+        request.operation = str(op.name)
+        body = self._read_body(request)
+        cred = self.verifier.verify(request.method, request.target, request.headers.pairs, body)
+        if self.throttle is not None and not self.throttle.take(cred.access_key_id):
+            raise ServiceError("ThrottlingException", "Rate exceeded")
+        params = _decode_json(body)
+        if isinstance(params.get("DeviceName"), str):
+            request.device = params["DeviceName"][:64]
+        try:
+            validate_input(request.operation, params)
+        except HeartbeatValidationError as exc:
+            raise ServiceError(
+                "ValidationException", f"1 validation error detected: {exc}"
+            ) from None
+        return self.dispatch(request.operation, params, cred)
+
+    def _read_body(self, request: _Request) -> bytes:
+        headers = request.headers
+        if headers.get_all("Transfer-Encoding"):
+            request.close = True
+            raise ServiceError(
+                "LengthRequiredException",
+                "Transfer-Encoding is not supported; send the body with a Content-Length.",
+            )
+        lengths = headers.get_all("Content-Length")
+        if not lengths:
+            request.close = True
+            raise ServiceError("LengthRequiredException", "Content-Length is required.")
+        if len({v.strip() for v in lengths}) != 1 or not _LENGTH_RE.fullmatch(lengths[0].strip()):
+            request.close = True
+            raise ServiceError("SerializationException", "Content-Length is not a valid length.")
+        length = int(lengths[0].strip())
+        stream = request.environ["wsgi.input"]
+        if length > self.max_body:
+            request.close = True
+            if length <= DRAIN_FACTOR * self.max_body:
+                # read and drop it, so the client is not reset before it reads the answer
+                self._discard(stream, length)
+            raise ServiceError(
+                "RequestEntityTooLargeException",
+                f"Request body is {length} bytes; the limit is {self.max_body}.",
+            )
+        try:
+            body = stream.read(length) if length else b""
+        except OSError:  # timeout or reset while reading
+            body = b""
+        if len(body) != length:
+            request.close = True
+            raise ServiceError(
+                "SerializationException",
+                f"Request body ended after {len(body)} of {length} bytes (Content-Length).",
+            )
+        return bytes(body)
+
+    @staticmethod
+    def _discard(stream: Any, length: int) -> None:
+        try:
+            while length > 0:
+                chunk = stream.read(min(length, 65536))
+                if not chunk:
+                    return
+                length -= len(chunk)
+        except OSError:
+            return
+
+    def _client_host(self, request: _Request) -> str:
+        peer = str(request.environ.get("REMOTE_ADDR") or "")
+        if self.trust_forwarded:
+            forwarded = request.headers.get_all("X-Forwarded-For")
+            if forwarded:  # the proxy appends the address it saw: the last entry is its own
+                return forwarded[-1].rsplit(",", 1)[-1].strip()
+        return peer
+
+    # -- the routes beside the operations ----------------------------------------------------
+
+    def _health(self, request: _Request, start_response: StartResponse) -> Iterable[bytes]:
+        if request.method not in ("GET", "HEAD"):
+            request.close = True
+            return self._answer(request, start_response, 405, {"message": "GET or HEAD only"})
+        if request.path == "/healthz":
+            return self._answer(request, start_response, 200, {"status": "ok"})
+        try:
+            self.store.ping()
+        except Exception as exc:  # what the store raises when it is gone: its type and message
+            logger.warning("readyz: the store is not reachable: %s", type(exc).__name__)
+            return self._answer(request, start_response, 503, {"status": "store unreachable"})
+        return self._answer(request, start_response, 200, {"status": "ready"})
+
+    def _fleet(
+        self, request: _Request, start_response: StartResponse, page: FleetPage | MetricsRoute
+    ) -> Iterable[bytes]:
+        length = (request.headers.get("Content-Length") or "0").strip()
+        if length != "0" or request.headers.get_all("Transfer-Encoding"):
+            request.close = True  # a body the page does not read
+        try:
+            answer = page.respond(
+                request.method, request.target, request.headers, self._client_host(request)
+            )
+        except Exception:
+            logger.exception("%s fleet page %s failed", request.id, request.path[:100])
+            request.close = True
+            return self._answer(
+                request, start_response, 500, {"message": "An internal error occurred."},
+                "InternalServiceException",
+            )
+        return self._send(
+            request, start_response, answer.status, answer.content_type, answer.body,
+            answer.headers,
         )
-        self._thread.start()
-        logger.info(
-            "edgetelemetry endpoint on %s (region %s, store %s, %d access key(s))",
-            self.url,
-            self.region,
-            self.store.path or ":memory:",
-            len(self._credentials),
-        )
-        return self.url
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop accepting, end open connections, wait for in-flight requests, close the store."""
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-            httpd.drop_connections(timeout)
-            if self._thread is not None:
-                self._thread.join(timeout)
-        if self._owns_store:
-            self.store.close()
+    # -- answers -----------------------------------------------------------------------------
 
-    def __enter__(self) -> EndpointServer:
-        self.start()
-        return self
+    def _answer(
+        self,
+        request: _Request,
+        start_response: StartResponse,
+        status: int,
+        payload: Mapping[str, Any] | None,
+        error_type: str = "",
+    ) -> Iterable[bytes]:
+        data = json.dumps(payload).encode("utf-8") if payload else b""
+        headers = (("x-amzn-ErrorType", error_type),) if error_type else ()
+        return self._send(request, start_response, status, "application/json", data, headers)
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _send(
+        self,
+        request: _Request,
+        start_response: StartResponse,
+        status: int,
+        content_type: str,
+        body: bytes,
+        extra: Iterable[tuple[str, str]] = (),
+    ) -> Iterable[bytes]:
+        headers = [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("x-amzn-RequestId", request.id),
+            *extra,
+        ]
+        if self.date_header:
+            headers.append(("Date", formatdate(self.clock(), usegmt=True)))
+        if request.close:
+            headers.append(("Connection", "close"))
+        if self.metrics is not None:
+            self.metrics.count(request.operation if request.operation != "-" else "unrouted",
+                               status)
+        start_response(_status_line(status), headers)
+        return [] if request.method == "HEAD" else [body]
 
     # -- operations --------------------------------------------------------------------------
 

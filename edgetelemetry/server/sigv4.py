@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import re
-import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -30,9 +29,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.compat import HTTPHeaders
 from botocore.credentials import Credentials
 
-from .._fs import read_checked
 from ..heartbeat.service import SIGNING_NAME
 from .errors import CredentialsFileError, ServiceError
+from .private_file import read_private
 
 __all__ = [
     "MAX_SKEW_SECONDS",
@@ -132,25 +131,8 @@ def load_credentials_file(path: str | os.PathLike[str]) -> dict[str, Credential]
     ``normalize_credentials``.  The checks are made on the opened descriptor, not the path.
     """
     name = os.fspath(path)
-
-    def check(st: os.stat_result) -> None:
-        if not stat.S_ISREG(st.st_mode):
-            raise CredentialsFileError(f"credentials file {name} is not a regular file")
-        if os.name == "posix":
-            if st.st_mode & 0o077:
-                raise CredentialsFileError(
-                    f"credentials file {name} has mode {stat.S_IMODE(st.st_mode):04o}: it must be "
-                    f"private to its owner; run: chmod 600 {name}"
-                )
-            if st.st_uid != os.geteuid():
-                raise CredentialsFileError(
-                    f"credentials file {name} belongs to uid {st.st_uid}, not to this user"
-                )
-        if st.st_size > _CREDENTIALS_FILE_MAX:
-            raise CredentialsFileError(f"credentials file {name} is larger than 1 MiB")
-
     try:
-        raw, _ = read_checked(name, _CREDENTIALS_FILE_MAX + 1, check=check)
+        raw = read_private(name, "credentials file", _CREDENTIALS_FILE_MAX, CredentialsFileError)
     except OSError as exc:
         raise CredentialsFileError(f"cannot open credentials file {name}: {exc.strerror}") from None
     try:
@@ -238,11 +220,20 @@ class SigV4Verifier:
         service: str = SIGNING_NAME,
         max_skew: float = MAX_SKEW_SECONDS,
     ) -> None:
-        self._credentials = dict(credentials)
+        self._credentials = dict(credentials)  # replaced whole, never changed in place
         self._region = region
         self._service = service
         self._clock = clock
         self._max_skew = max_skew
+
+    @property
+    def key_count(self) -> int:
+        return len(self._credentials)
+
+    def replace_credentials(self, credentials: Mapping[str, Credential]) -> None:
+        """Verify with these keys from now on (one reference swap: a request in flight sees
+        either the old keys or the new ones, never a mix)."""
+        self._credentials = dict(credentials)
 
     def verify(
         self,

@@ -7,7 +7,6 @@ The cursor is "acked up to N" plus the acked sequence numbers above N; losses ar
 from __future__ import annotations
 
 import logging
-import os
 from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING
 
@@ -61,7 +60,7 @@ class SpoolBounds(SpoolFields):
     def _drop(self, seg: Segment) -> None:
         self._segments.remove(seg)
         self._total_bytes -= seg.size
-        self._doomed.append(os.path.join(self._dir, seg.name))
+        self._doomed.append(seg.name)
 
     def _first_unacked(self) -> tuple[Segment, int] | None:
         for seg in self._segments:

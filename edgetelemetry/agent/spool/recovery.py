@@ -1,8 +1,11 @@
-"""The spool's opening half: lock, sweep, cursor, and the recovery of every segment around
-damage (``Spool`` is one class; this is its start-up, kept apart from the steady state).
+"""The spool's opening half: lock, sweep, identity, cursor, and the recovery of every segment
+around damage (``Spool`` is one class; this is its start-up, kept apart from the steady state).
 
 Damaged data never raises and never blocks start-up: it is salvaged up to (and past) the
-damage, the damaged bytes are copied to ``quarantine/`` and the event is counted.
+damage, the damaged bytes are copied to ``quarantine/`` (a bounded amount) and the event is
+counted.  Segments are read a chunk at a time, so a huge or sparse file costs reads, never
+memory.  A directory that cannot be a spool (a symlink, another owner, a plain file where a
+directory belongs, a read-only disk) raises ``SpoolPermissionError`` saying what and where.
 """
 
 from __future__ import annotations
@@ -12,26 +15,37 @@ import fcntl
 import json
 import logging
 import os
-import re
-import stat
-import time
+import secrets
 import zlib
 
-from ..._fs import TMP_SUFFIX, ensure_private_dir, fsync_dir, open_private, write_all
+from ..._fs import COPY_CHUNK, TMP_SUFFIX, PrivateDir, write_all
+from .aside import SpoolAside
 from .errors import SpoolLockedError, SpoolPermissionError
-from .fields import SpoolFields
-from .frames import FRAME_HEADER_SIZE, Frame, Segment, scan
-from .layout import COUNTERS, CURSOR, CURSOR_TAG, LOCK, SEGMENT_RE, is_uint, unusable
+from .frames import FRAME_HEADER_SIZE, FileSource, Frame, Segment, scan
+from .layout import (
+    COUNTERS,
+    CURSOR,
+    CURSOR_MAX,
+    CURSOR_TAG,
+    DEAD,
+    LOCK,
+    QUARANTINE,
+    SEGMENT_RE,
+    SPOOL_ID,
+    SPOOL_ID_RE,
+    is_uint,
+    unusable,
+)
 
 __all__ = ["SpoolRecovery"]
 
 log = logging.getLogger(__name__)
 
 
-class SpoolRecovery(SpoolFields):
+class SpoolRecovery(SpoolAside):
     """Start-up of a ``Spool`` (a base class: it works on the spool's own state)."""
 
-    def _write_atomic(self, dirpath: str, name: str, data: bytes) -> None:
+    def _write_atomic(self, directory: PrivateDir, name: str, data: bytes) -> None:
         raise NotImplementedError
 
     def _compact(self) -> None:
@@ -40,30 +54,28 @@ class SpoolRecovery(SpoolFields):
     def _drop(self, seg: Segment) -> None:
         raise NotImplementedError
 
-    def _unlink(self, path: str, *, sync: bool) -> None:
-        raise NotImplementedError
-
     def _evict_by_size(self, incoming: int) -> None:
         raise NotImplementedError
 
     def _evict_by_age(self, now: float) -> None:
         raise NotImplementedError
 
-    def _persist(self) -> None:
+    def _persist(self, *, strict: bool = True) -> None:
         raise NotImplementedError
 
     def _open(self) -> None:
-        parent = os.path.dirname(self._dir)
-        os.makedirs(parent, exist_ok=True)
-        existed = os.path.isdir(self._dir)
-        ensure_private_dir(self._dir, error=SpoolPermissionError, what="a spool directory")
-        fresh = not existed or not os.listdir(self._dir)
+        root = PrivateDir.open(self._dir, error=SpoolPermissionError,
+                               what="the spool directory")
+        assert root is not None  # created when missing
+        self._root = root
+        fresh = not root.names()
         self._take_lock()
-        ensure_private_dir(self._qdir, error=SpoolPermissionError, what="a spool directory")
-        ensure_private_dir(self._ddir, error=SpoolPermissionError, what="a spool directory")
-        for d in (self._dir, self._qdir, self._ddir):
+        self._quarantine = self._subdir(QUARANTINE, "the spool's quarantine directory")
+        self._dead = self._subdir(DEAD, "the spool's dead-letter directory")
+        for d in (root, self._quarantine, self._dead):
             self._sweep_dir(d)
-        loaded = self._load_cursor()
+        loaded = self._load_cursor()  # first: it holds the counters
+        self._spool_id = self._load_spool_id()
         found_max = self._recover_segments()
         if not loaded:
             self._dirty = True  # a fresh spool gets its cursor at once, so its absence means loss
@@ -85,19 +97,22 @@ class SpoolRecovery(SpoolFields):
             self._drop(seg)  # fully acked; the cursor already says so
         last = self._segments[-1] if self._segments else None
         if last is not None and last.size < self._segment_bytes:
-            last.fd = open_private(os.path.join(self._dir, last.name), os.O_WRONLY | os.O_APPEND,
-                                   error=SpoolPermissionError)
+            last.fd = root.open_file(last.name, os.O_WRONLY | os.O_APPEND)
             self._active = last
         if self._policy != "never":
-            fsync_dir(self._dir)  # names a crashed owner created but had not yet synced
+            root.fsync()  # names a crashed owner created but had not yet synced
         self._compact()
         self._evict_by_size(0)  # the bound may have been lowered since the last run
         self._evict_by_age(self._clock())
         self._persist()
 
+    def _subdir(self, name: str, what: str) -> PrivateDir:
+        d = self._root.child(name, what=what)
+        assert d is not None  # created when missing
+        return d
+
     def _take_lock(self) -> None:
-        path = os.path.join(self._dir, LOCK)
-        fd = open_private(path, os.O_RDWR | os.O_CREAT, error=SpoolPermissionError)
+        fd = self._root.open_file(LOCK, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -110,30 +125,46 @@ class SpoolRecovery(SpoolFields):
                     "instead of opening it twice"
                 ) from exc
             raise
+        self._lock_fd = fd
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
 
-    def _sweep_dir(self, path: str) -> None:
-        """Drop temp files of interrupted atomic writes; tighten files that are too open."""
-        with os.scandir(path) as it:
-            for entry in it:
-                if not entry.is_file(follow_symlinks=False):
-                    continue
-                if entry.name.endswith(TMP_SUFFIX):
-                    os.unlink(entry.path)
-                    continue
-                st = entry.stat(follow_symlinks=False)
-                if st.st_uid != os.geteuid():
-                    continue  # not ours to chmod; recovery moves it aside if it is one we read
-                if stat.S_IMODE(st.st_mode) != 0o600:
-                    log.warning("tightening %s from %o to 600", entry.path, st.st_mode & 0o777)
-                    os.chmod(entry.path, 0o600)
+    def _sweep_dir(self, d: PrivateDir) -> None:
+        """Drop temp files of interrupted atomic writes; tighten files that are too open.
+        Only regular files of this user are touched; anything else is left as it is."""
+        for name in d.names():
+            st = d.lstat(name)
+            if st is None or d.problem(name, st) is not None:
+                continue
+            if name.endswith(TMP_SUFFIX):
+                d.remove(name)
+            elif st.st_mode & 0o777 != 0o600:
+                os.close(d.open_file(name, os.O_RDONLY))  # opening it makes it 0600
+
+    def _load_spool_id(self) -> str:
+        """The spool's identity, made (and kept) when it is missing or damaged."""
+        try:
+            raw: bytes | None = self._root.read(SPOOL_ID, 64)
+        except FileNotFoundError:
+            raw = None
+        except SpoolPermissionError as exc:
+            self._move_aside(SPOOL_ID, exc)
+            raw = None
+        match = SPOOL_ID_RE.fullmatch(raw) if raw is not None else None
+        if match is not None:
+            return match.group(1).decode()
+        if raw is not None:
+            log.error("spool %s: its identity file is damaged; quarantined, a new one made",
+                      self._dir)
+            self._counters["corruption_events"] += 1
+            self._quarantine_bytes(SPOOL_ID, 0, raw)
+        spool_id = secrets.token_hex(16)
+        self._write_atomic(self._root, SPOOL_ID, f"{spool_id}\n".encode())
+        return spool_id
 
     def _load_cursor(self) -> bool:
-        path = os.path.join(self._dir, CURSOR)
         try:
-            fd = open_private(path, os.O_RDONLY, error=SpoolPermissionError)
+            raw = self._root.read(CURSOR, CURSOR_MAX + 1)
         except FileNotFoundError:
             return False
         except (OSError, SpoolPermissionError) as exc:
@@ -142,17 +173,15 @@ class SpoolRecovery(SpoolFields):
             self._move_aside(CURSOR, exc)
             return False
         try:
-            raw = os.read(fd, os.fstat(fd).st_size + 1)
-        finally:
-            os.close(fd)
-        try:
+            if len(raw) > CURSOR_MAX:
+                raise ValueError(f"larger than {CURSOR_MAX} bytes")
             self._parse_cursor(raw)
             return True
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             log.error("spool %s: cursor file unreadable (%s); quarantined", self._dir, exc)
             self._counters["corruption_events"] += 1
             self._quarantine_bytes(CURSOR, 0, raw)
-            os.unlink(path)
+            self._root.remove(CURSOR)
             return False
 
     def _parse_cursor(self, raw: bytes) -> None:
@@ -182,12 +211,11 @@ class SpoolRecovery(SpoolFields):
 
     def _recover_segments(self) -> int:
         """Index every segment, salvaging around damage; return the highest seq found."""
-        names = sorted(n for n in os.listdir(self._dir) if SEGMENT_RE.fullmatch(n))
+        names = sorted(n for n in self._root.names() if SEGMENT_RE.fullmatch(n))
         last_seq = 0
         for i, name in enumerate(names):
-            path = os.path.join(self._dir, name)
             try:
-                fd = open_private(path, os.O_RDWR, error=SpoolPermissionError)
+                fd = self._root.open_file(name, os.O_RDWR)
             except FileNotFoundError:
                 continue
             except (OSError, SpoolPermissionError) as exc:
@@ -196,11 +224,11 @@ class SpoolRecovery(SpoolFields):
                 self._move_aside(name, exc)
                 continue
             try:
-                raw = os.pread(fd, os.fstat(fd).st_size, 0)
-                frames, damaged, torn = scan(raw, last_seq)
+                src = FileSource(fd, os.fstat(fd).st_size)
+                frames, damaged, torn = scan(src, last_seq)
                 torn = torn and i == len(names) - 1  # only the newest file can have a torn tail
                 if damaged:
-                    frames = self._salvage(fd, name, raw, frames, damaged, torn)
+                    frames = self._salvage(fd, name, src, frames, damaged, torn)
                 elif self._policy != "never":
                     # A crashed owner may have left written but unsynced frames; make what we
                     # are about to rely on durable before building on it.
@@ -208,7 +236,9 @@ class SpoolRecovery(SpoolFields):
             finally:
                 os.close(fd)
             if not frames:
-                self._unlink(path, sync=True)
+                self._root.remove(name)
+                if self._policy != "never":
+                    self._root.fsync()
                 continue
             seg = Segment(name)
             for f in frames:
@@ -221,22 +251,11 @@ class SpoolRecovery(SpoolFields):
             last_seq = frames[-1].seq
         return last_seq
 
-    def _move_aside(self, name: str, why: Exception) -> None:
-        """Move an entry we must not open (symlink, not ours, not a file) into quarantine/."""
-        log.error("spool %s: %s is unusable (%s); moved to quarantine", self._dir, name, why)
-        self._counters["corruption_events"] += 1
-        self._counters["quarantined_files"] += 1
-        os.rename(
-            os.path.join(self._dir, name),
-            os.path.join(self._qdir, f"q-{time.time_ns():020d}-{name}.unusable"),
-        )
-        self._dirty = True
-
     def _salvage(
         self,
         fd: int,
         name: str,
-        raw: bytes,
+        src: FileSource,
         frames: list[Frame],
         damaged: list[tuple[int, int]],
         torn: bool,
@@ -254,66 +273,43 @@ class SpoolRecovery(SpoolFields):
                 start,
                 end,
             )
-            self._quarantine_bytes(name, start, raw[start:end])
+            self._quarantine_range(name, src, start, end)
         self._dirty = True
         if not frames:
             return frames
-        if len(damaged) == 1 and damaged[0][1] == len(raw):
+        if len(damaged) == 1 and damaged[0][1] == src.size:
             # Only the tail is bad: cutting it off keeps every offset, no copy needed.
             os.ftruncate(fd, damaged[0][0])
             if self._policy != "never":
                 os.fsync(fd)
             return frames
-        # Damage in the middle: write the good frames to a new file and swap it in atomically.
-        out = bytearray()
+        # Damage in the middle: copy the good frames, a chunk at a time, to a new file and
+        # swap it in atomically.
+        tmp = name + TMP_SUFFIX
+        out = self._root.open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         moved: list[Frame] = []
-        for f in frames:
-            moved.append(f._replace(offset=len(out)))
-            out += raw[f.offset : f.offset + FRAME_HEADER_SIZE + f.length]
-        self._write_atomic(self._dir, name, bytes(out))
+        pos = 0
+        try:
+            for f in frames:
+                moved.append(f._replace(offset=pos))
+                size = FRAME_HEADER_SIZE + f.length
+                _copy(src, f.offset, size, out)
+                pos += size
+            if self._policy != "never":
+                os.fsync(out)
+        finally:
+            os.close(out)
+        self._root.rename(tmp, name)
+        if self._policy != "never":
+            self._root.fsync()
         return moved
 
-    def _quarantine_bytes(self, source: str, offset: int, data: bytes) -> None:
-        """Keep damaged bytes for forensics under a bound; failure here never blocks start-up."""
-        stamp = time.time_ns()
-        try:
-            for attempt in range(100):
-                name = f"q-{stamp + attempt:020d}-{source}@{offset}.bad"
-                try:
-                    fd = open_private(
-                        os.path.join(self._qdir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                        error=SpoolPermissionError)
-                except FileExistsError:
-                    continue
-                try:
-                    write_all(fd, data)
-                    if self._policy != "never":
-                        os.fsync(fd)
-                finally:
-                    os.close(fd)
-                break
-            if self._policy != "never":
-                fsync_dir(self._qdir)
-            self._trim(self._qdir, None, self._quarantine_max_bytes)
-        except OSError as exc:
-            log.error("spool %s: could not quarantine %d bytes: %s", self._dir, len(data), exc)
-        self._counters["quarantined_files"] += 1
-        self._counters["quarantined_bytes"] += len(data)
 
-    def _trim(self, path: str, pattern: re.Pattern[str] | None, cap: int) -> int:
-        """Delete the oldest files in ``path`` (by name) beyond ``cap`` bytes; keep the newest."""
-        entries = sorted(
-            (e.name, e.stat(follow_symlinks=False).st_size)
-            for e in os.scandir(path)
-            if e.is_file(follow_symlinks=False)
-            and (pattern is None or pattern.fullmatch(e.name))
-        )
-        total = sum(size for _, size in entries)
-        dropped = 0
-        for name, size in entries[:-1]:
-            if total <= cap:
-                break
-            os.unlink(os.path.join(path, name))
-            total -= size
-            dropped += 1
-        return dropped
+def _copy(src: FileSource, offset: int, size: int, out: int) -> None:
+    end = offset + size
+    while offset < end:
+        chunk = src.read(offset, min(COPY_CHUNK, end - offset))
+        if not chunk:
+            raise OSError(errno.EIO, "segment shrank while being salvaged")
+        write_all(out, chunk)
+        offset += len(chunk)

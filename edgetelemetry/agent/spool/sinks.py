@@ -13,17 +13,16 @@ the job), never behind it.  With one sink the spool's cursor is that sink's and 
 from __future__ import annotations
 
 import logging
-import os
 from bisect import bisect_right
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from ..._fs import open_private
+from ..._fs import PrivateDir
 from .cursors import SinkCursor, encode_sink_cursor, parse_sink_cursor, sink_cursor_file
 from .errors import SpoolPermissionError
 from .fields import SpoolFields
 from .frames import Segment
-from .layout import unusable
+from .layout import CURSOR_MAX, unusable
 
 __all__ = ["SpoolSinks"]
 
@@ -33,7 +32,7 @@ class SpoolSinks(SpoolFields):
     """The sink cursors of a ``Spool`` (a base class: it works on the spool's own state)."""
 
     if TYPE_CHECKING:  # the other bases' methods; no stubs to shadow them at run time
-        def _write_atomic(self, dirpath: str, name: str, data: bytes) -> None: ...
+        def _write_atomic(self, directory: PrivateDir, name: str, data: bytes) -> None: ...
         def _quarantine_bytes(self, source: str, offset: int, data: bytes) -> None: ...
         def _move_aside(self, name: str, why: Exception) -> None: ...
         def _mark(self, seg: Segment, seq: int) -> None: ...
@@ -152,10 +151,13 @@ class SpoolSinks(SpoolFields):
         self._compact()
 
     def _load_sink(self, name: str) -> SinkCursor | None:
+        """A sink's cursor as the spool's own is read (``_load_cursor``): through the held
+        spool directory, never through a symlink, never a FIFO, never read whole if huge.
+        Anything there that is not a file of ours is moved aside untouched; damage is
+        quarantined."""
         filename = sink_cursor_file(name)
         try:
-            fd = open_private(os.path.join(self._dir, filename), os.O_RDONLY,
-                              error=SpoolPermissionError)
+            raw = self._root.read(filename, CURSOR_MAX + 1)
         except FileNotFoundError:
             return None
         except (OSError, SpoolPermissionError) as exc:
@@ -164,28 +166,31 @@ class SpoolSinks(SpoolFields):
             self._move_aside(filename, exc)
             return None
         try:
-            raw = os.read(fd, min(os.fstat(fd).st_size, 64 << 20) + 1)
-        finally:
-            os.close(fd)
-        try:
+            if len(raw) > CURSOR_MAX:
+                raise ValueError(f"larger than {CURSOR_MAX} bytes")
             return parse_sink_cursor(name, raw)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             log.error("spool %s: cursor of sink %s unreadable (%s); quarantined, the sink "
                       "gets every record the spool holds again", self._dir, name, exc)
             self._counters["corruption_events"] += 1
-            self._quarantine_bytes(filename, 0, raw)
-            os.unlink(os.path.join(self._dir, filename))
+            self._quarantine_bytes(filename, 0, raw[:CURSOR_MAX])
+            self._root.remove(filename)
             self._dirty = True
             return None
 
-    def _persist_sinks(self) -> None:
-        """Write every changed sink cursor (before the spool's own: see the module docstring)."""
+    def _persist_sinks(self) -> bool:
+        """Write every changed sink cursor (before the spool's own: see the module docstring),
+        atomically through the held spool directory; True if any was written."""
+        wrote = False
         for cursor in self._sinks.values():
             if not cursor.dirty:
                 continue
             self._sink_compact(cursor)
-            self._write_atomic(self._dir, sink_cursor_file(cursor.name), encode_sink_cursor(cursor))
+            self._write_atomic(self._root, sink_cursor_file(cursor.name),
+                               encode_sink_cursor(cursor))
             cursor.dirty = False
+            wrote = True
+        return wrote
 
     def _sink_stats(self, cursor: SinkCursor, now: float) -> dict[str, int]:
         oldest = self._sink_oldest(cursor)

@@ -18,6 +18,7 @@ Stdlib only; Linux/POSIX (``fcntl``).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -25,12 +26,13 @@ import threading
 import time
 import zlib
 from bisect import bisect_right
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from itertools import islice
 from typing import Literal, Union
 
-from ..._fs import datasync, fsync_dir, open_private, replace_file, write_all
+from ..._fs import PrivateDir, datasync, write_all
+from ..faults import FaultLog
 from .bounds import SpoolBounds
 from .cursors import SinkCursor, check_sink_names
 from .errors import (
@@ -38,18 +40,17 @@ from .errors import (
     SpoolError,
     SpoolPermissionError,
 )
-from .frames import FRAME_HEADER_SIZE, Record, Segment, encode_frame, frame_at
+from .frames import FRAME_HEADER_SIZE, Record, Segment, encode_frame
 from .layout import (
     COUNTERS,
     CURSOR,
     CURSOR_TAG,
-    DEAD,
     DEAD_RE,
     MAX_PAYLOAD,
-    QUARANTINE,
     SEQ_BLOCK,
     ranges,
 )
+from .reading import SpoolReading
 from .recovery import SpoolRecovery
 from .sinks import SpoolSinks
 
@@ -61,7 +62,7 @@ FsyncPolicy = Literal["always", "batch", "never"]
 Payload = Union[bytes, bytearray, memoryview]
 
 
-class Spool(SpoolBounds, SpoolRecovery, SpoolSinks):
+class Spool(SpoolBounds, SpoolReading, SpoolRecovery, SpoolSinks):
     """A directory of append-only segment files plus a cursor; see the module docstring.
 
     ``sinks`` names the delivery targets: with two or more, each has its own durable cursor
@@ -107,8 +108,9 @@ class Spool(SpoolBounds, SpoolRecovery, SpoolSinks):
         if not batch_interval_s >= 0:
             raise ValueError("batch_interval_s must be >= 0")
         self._dir = os.path.abspath(os.fspath(directory))
-        self._qdir = os.path.join(self._dir, QUARANTINE)
-        self._ddir = os.path.join(self._dir, DEAD)
+        self._spool_id = ""
+        self._faults = FaultLog(log, f"spool {self._dir}")
+        self._fault_message: str | None = None  # the write failure in progress, if any
         self._max_bytes = max_bytes
         self._max_age_s = max_age_s
         self._segment_bytes = segment_bytes
@@ -143,6 +145,11 @@ class Spool(SpoolBounds, SpoolRecovery, SpoolSinks):
             self._open()
             self._open_sinks(names)
             self._persist()
+        except OSError as exc:  # a read-only or full disk, an unreadable file: say where
+            self._release()
+            cls = SpoolPermissionError if exc.errno in _REFUSED else SpoolError
+            name = f" ({exc.filename})" if exc.filename else ""
+            raise cls(f"cannot open spool {self._dir}: {exc.strerror or exc}{name}") from exc
         except BaseException:
             self._release()
             raise
@@ -152,6 +159,24 @@ class Spool(SpoolBounds, SpoolRecovery, SpoolSinks):
     @property
     def directory(self) -> str:
         return self._dir
+
+    @property
+    def spool_id(self) -> str:
+        """This spool's identity: 32 hex digits made with it and kept for its life, so
+        ``(spool_id, seq)`` names a record even across a recreated directory."""
+        return self._spool_id
+
+    def report_write_failure(self, what: str, exc: OSError) -> None:
+        """A write its owner made in the spool's directory failed (the agent's state file):
+        counted and logged as the spool's own are, since it is the same disk."""
+        with self._mutex:
+            self._write_failed(what, exc)
+
+    @property
+    def fault(self) -> str | None:
+        """The write failure in progress (a read-only or full disk), or None: what failed
+        and where.  Cleared by the next write that succeeds."""
+        return self._fault_message
 
     def append(self, payload: Payload) -> int:
         """Store one record; return its sequence number once durable per the fsync policy.
@@ -193,7 +218,9 @@ class Spool(SpoolBounds, SpoolRecovery, SpoolSinks):
                 self._after_write(seg.fd)
             except OSError as exc:
                 self._abandon_active(seg)
-                raise SpoolError(f"could not write record {seq} to {seg.name}: {exc}") from exc
+                raise self._write_failed(f"could not write record {seq} to {seg.name}",
+                                         exc) from exc
+            self._wrote()
             seg.seqs.append(seq)
             seg.offsets.append(seg.size)
             seg.lengths.append(len(payload))
@@ -217,7 +244,7 @@ class Spool(SpoolBounds, SpoolRecovery, SpoolSinks):
             with closing(self._unacked_records(newest_first=False, cursor=cursor)) as records:
                 out = list(islice(records, limit))
             self._compact()
-            self._persist()
+            self._persist(strict=False)
             return out
 
     def newest(self, *, sink: str | None = None) -> Record | None:
@@ -229,7 +256,7 @@ class Spool(SpoolBounds, SpoolRecovery, SpoolSinks):
             with closing(self._unacked_records(newest_first=True, cursor=cursor)) as records:
                 found = next(records, None)
             self._compact()
-            self._persist()
+            self._persist(strict=False)
             return found
 
     def ack(self, seq: int, *, sink: str | None = None) -> bool:
@@ -317,10 +344,11 @@ class Spool(SpoolBounds, SpoolRecovery, SpoolSinks):
                 meta["sink"], suffix = cursor.name, f"-{cursor.name}"
             line = json.dumps(meta, sort_keys=True).encode() + b"\n"
             try:
-                self._write_atomic(self._ddir, f"dl-{seq:016x}{suffix}.rec", line + rec.payload)
+                self._write_atomic(self._dead, f"dl-{seq:016x}{suffix}.rec", line + rec.payload)
             except OSError as exc:
-                raise SpoolError(f"could not dead-letter record {seq}: {exc}") from exc
-            log.warning("dead-lettered record %d: %s", seq, reason)
+                raise self._write_failed(f"could not dead-letter record {seq}", exc) from exc
+            # INFO: whoever decided the record is undeliverable reports why, once
+            log.info("dead-lettered record %d: %s", seq, reason)
             self._counters["dead_letters"] += 1
             if cursor is not None:
                 self._sink_take(cursor, seq, "dead_letters")
@@ -328,9 +356,11 @@ class Spool(SpoolBounds, SpoolRecovery, SpoolSinks):
                 self._mark(seg, seq)
             try:
                 self._counters["dead_letters_dropped"] += self._trim(
-                    self._ddir, DEAD_RE, self._dead_max_bytes
+                    self._dead, DEAD_RE, self._dead_max_bytes
                 )
             except OSError as exc:
+                self._write_failed("could not trim the dead letters", exc)
+            except SpoolPermissionError as exc:
                 log.error("spool %s: could not trim dead letters: %s", self._dir, exc)
             self._compact()
             self._persist()
@@ -347,7 +377,7 @@ class Spool(SpoolBounds, SpoolRecovery, SpoolSinks):
             self._check_open()
             now = self._clock()
             self._evict_by_age(now)
-            self._persist()
+            self._persist(strict=False)
             oldest = self._first_unacked()
             age = 0
             if oldest is not None:
@@ -358,6 +388,7 @@ class Spool(SpoolBounds, SpoolRecovery, SpoolSinks):
                 "bytes": self._total_bytes,
                 "files": len(self._segments),
                 "oldest_unsent_age_s": age,
+                "write_faulted": int(self._fault_message is not None),
                 **self._counters,
             }
 
@@ -366,17 +397,25 @@ class Spool(SpoolBounds, SpoolRecovery, SpoolSinks):
         with self._mutex:
             self._check_open()
             if self._active is not None and self._active.fd is not None:
-                datasync(self._active.fd)
+                try:
+                    datasync(self._active.fd)
+                except OSError as exc:
+                    raise self._write_failed("could not sync the active segment", exc) from exc
             self._unsynced_since = None
 
     def close(self) -> None:
-        """Sync, close files and release the directory lock.  Idempotent."""
+        """Sync, close files and release the directory lock.  Idempotent.  Raises
+        ``SpoolError`` (after releasing everything) if the last cursor could not be written:
+        acks since the last write are then lost, and those records are sent again."""
         with self._mutex:
             if self._closed:
                 return
             try:
                 if self._active is not None and self._policy != "never":
-                    self._sync_active()
+                    try:
+                        self._sync_active()
+                    except OSError as exc:
+                        raise self._write_failed("could not sync on close", exc) from exc
                 self._persist()
             finally:
                 self._release()
@@ -395,14 +434,17 @@ class Spool(SpoolBounds, SpoolRecovery, SpoolSinks):
 
     def _new_segment(self, first_seq: int) -> Segment:
         name = f"seg-{first_seq:016x}.log"
-        path = os.path.join(self._dir, name)
         try:
-            fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND,
-                              error=SpoolPermissionError)
-            if self._policy != "never":
-                fsync_dir(self._dir)  # the new name must survive power loss with its data
+            fd = self._root.open_file(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND)
         except OSError as exc:
-            raise SpoolError(f"could not create segment {path}: {exc}") from exc
+            raise self._write_failed(f"could not create segment {name}", exc) from exc
+        try:
+            if self._policy != "never":
+                self._root.fsync()  # the new name must survive power loss with its data
+        except OSError as exc:
+            os.close(fd)
+            self._doomed.append(name)
+            raise self._write_failed(f"could not create segment {name}", exc) from exc
         seg = Segment(name, fd=fd)
         self._segments.append(seg)
         return seg
@@ -432,7 +474,7 @@ class Spool(SpoolBounds, SpoolRecovery, SpoolSinks):
             if self._policy != "never":
                 self._sync_active()
         except OSError as exc:
-            log.error("spool %s: fsync of %s failed while sealing: %s", self._dir, seg.name, exc)
+            self._write_failed(f"could not sync {seg.name} while sealing it", exc)
         finally:
             if seg.fd is not None:
                 os.close(seg.fd)
@@ -450,8 +492,10 @@ class Spool(SpoolBounds, SpoolRecovery, SpoolSinks):
         try:
             if seg.fd is not None:
                 os.ftruncate(seg.fd, seg.size)
-        except OSError as exc:
-            log.error("spool %s: could not cut partial frame off %s: %s", self._dir, seg.name, exc)
+        except OSError as exc:  # the disk is failing (reported by the write); recovery at
+            # the next open cuts off whatever part of the frame reached the disk
+            log.debug("spool %s: could not cut partial frame off %s: %s", self._dir, seg.name,
+                      exc)
         finally:
             if seg.fd is not None:
                 os.close(seg.fd)
@@ -460,12 +504,11 @@ class Spool(SpoolBounds, SpoolRecovery, SpoolSinks):
             self._unsynced_since = None
         if not seg.seqs:
             self._segments.remove(seg)
-            self._doomed.append(os.path.join(self._dir, seg.name))
+            self._doomed.append(seg.name)
 
-    def _write_atomic(self, dirpath: str, name: str, data: bytes) -> None:
-        """Replace ``dirpath/name`` so that a crash leaves the old or the new file, never a mix."""
-        replace_file(dirpath, name, data, fsync=self._policy != "never",
-                     error=SpoolPermissionError)
+    def _write_atomic(self, directory: PrivateDir, name: str, data: bytes) -> None:
+        """Replace ``name`` so that a crash leaves the old or the new file, never a mix."""
+        directory.replace(name, data, fsync=self._policy != "never")
 
     def _write_cursor(self) -> None:
         doc = {
@@ -476,108 +519,43 @@ class Spool(SpoolBounds, SpoolRecovery, SpoolSinks):
         }
         body = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
         data = b"%s %08x\n%s" % (CURSOR_TAG, zlib.crc32(body), body)
-        self._write_atomic(self._dir, CURSOR, data)
+        self._write_atomic(self._root, CURSOR, data)
 
-    def _persist(self) -> None:
+    def _persist(self, *, strict: bool = True) -> None:
         """Write the cursor if it changed, then unlink segments it no longer needs.
 
         Unlinking after the cursor means a crash in between only leaves an acked segment to be
         deleted at the next start.  If the cursor cannot be written (disk full) the segments are
         unlinked anyway: their records are acked or evicted, and freeing space is what unblocks
-        the next cursor write.
+        the next cursor write.  The failure raises ``SpoolError`` when ``strict``; otherwise
+        (reads: ``pending``, ``newest``, ``stats``) it is noted in ``fault`` and retried by
+        the next write.
         """
         error: OSError | None = None
+        wrote = False
         try:
-            self._persist_sinks()  # first: a crash in between leaves a sink ahead, not behind
+            # sinks first: a crash in between leaves a sink ahead of the spool, not behind
+            wrote = self._persist_sinks()
             if self._dirty:
                 self._write_cursor()
                 self._dirty = False
+                wrote = True
         except OSError as exc:
             error = exc
+        if wrote:
+            self._wrote()
         doomed, self._doomed = self._doomed, []
-        for path in doomed:
-            self._unlink(path, sync=False)
-        if error is not None:
-            raise SpoolError(f"could not write the spool cursor in {self._dir}: {error}") from error
-
-    def _unlink(self, path: str, *, sync: bool) -> None:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        if sync and self._policy != "never":
-            fsync_dir(self._dir)
-
-    # -- reading ---------------------------------------------------------------------------
-
-    def _unacked_records(self, newest_first: bool,
-                         cursor: SinkCursor | None = None) -> Generator[Record, None, None]:
-        """The unacknowledged records (less those ``cursor``'s sink has) that read back intact,
-        oldest or newest first, one segment's descriptor open at a time.  A damaged record is
-        quarantined and skipped (``_read``), an unreadable segment counted lost
-        (``_open_read``).  The caller holds the mutex and closes the generator, which closes
-        the descriptor."""
-        segments = list(self._segments)  # _open_read may drop a segment
-        for seg in reversed(segments) if newest_first else segments:
-            if not seg.unacked:
-                continue
-            fd = self._open_read(seg)
-            if fd is None:
-                continue
+        for name in doomed:
             try:
-                floor = self._acked_upto if cursor is None else max(self._acked_upto,
-                                                                     cursor.acked_upto)
-                first = bisect_right(seg.seqs, floor)
-                order = (range(len(seg.seqs) - 1, first - 1, -1) if newest_first
-                         else range(first, len(seg.seqs)))
-                for j in order:
-                    if seg.seqs[j] not in self._acked_above and (
-                            cursor is None or not cursor.has(seg.seqs[j])):
-                        record = self._read(seg, j, fd)
-                        if record is not None:
-                            yield record
-            finally:
-                os.close(fd)
-
-    def _open_read(self, seg: Segment) -> int | None:
-        """A read descriptor, or None if the file vanished (its records are then lost, counted)."""
-        try:
-            return os.open(
-                os.path.join(self._dir, seg.name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-            )
-        except OSError as exc:
-            log.error(
-                "spool %s: segment %s unreadable (%s); its records are lost",
-                self._dir,
-                seg.name,
-                exc,
-            )
-            self._counters["corruption_events"] += 1
-            for seq in seg.seqs:
-                if seq > self._acked_upto and seq not in self._acked_above:
-                    self._acked_above.add(seq)
-                    self._sinks_drop(seq)
-            self._unacked -= seg.unacked
-            seg.unacked = 0
-            self._dirty = True
-            if seg is self._active:
-                self._abandon_active(seg)
-            if seg in self._segments:
-                self._drop(seg)
-            return None
-
-    def _read(self, seg: Segment, j: int, fd: int) -> Record | None:
-        """Read and verify one record; damage found now is quarantined and the record acked."""
-        seq, offset, length = seg.seqs[j], seg.offsets[j], seg.lengths[j]
-        raw = os.pread(fd, FRAME_HEADER_SIZE + length, offset)
-        frame = frame_at(memoryview(raw), 0, seq - 1)
-        if frame is not None and frame.seq == seq and frame.length == length:
-            return Record(seq, raw[FRAME_HEADER_SIZE:], frame.timestamp)
-        log.error("spool %s: record %d in %s is damaged; quarantined", self._dir, seq, seg.name)
-        self._counters["corruption_events"] += 1
-        self._quarantine_bytes(seg.name, offset, raw)
-        self._mark(seg, seq)
-        return None
+                self._root.remove(name)
+            except OSError:
+                self._doomed.append(name)  # a read-only disk: tried again with the next write
+            except SpoolPermissionError as exc:  # replaced by something that is not ours
+                log.error("spool %s: left %s alone: %s", self._dir, name, exc)
+        if error is not None:
+            failure = self._write_failed("could not write the cursor", error)
+            if strict:
+                raise failure from error
 
     def _release(self) -> None:
         self._closed = True
@@ -591,3 +569,10 @@ class Spool(SpoolBounds, SpoolRecovery, SpoolSinks):
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
+        for name in ("_quarantine", "_dead", "_root"):
+            directory = getattr(self, name, None)
+            if directory is not None:
+                directory.close()
+
+
+_REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS)  # the directory cannot be a spool

@@ -13,6 +13,15 @@ fetches the JSON below and draws each model's latency percentiles as inline SVG.
 ``GET /fleet/api/series?device=D``     ``{"device", "since", "until", "series": [...]}`` with
                                        ``LatencySeries.to_json()``; query ``hours`` (6) or
                                        ``since``/``until`` (epoch seconds), ``max_points``
+``GET /fleet/device?device=D``         the per-device page (the same files; the script reads
+                                       the path)
+``GET /fleet/api/status?limit=N``      one page of devices (``device_view.device_page``):
+                                       ``offset``, ``limit``, ``q`` (part of a name), ``state``
+``GET /fleet/api/device?device=D``     ``{"status", "agent", "deployments", "alerts"}``: the
+                                       device's status, agent metrics, deployment results
+``GET /fleet/api/metrics?device=D``    ``{"tracks": [MetricTrack.to_json()]}``: every metric of
+                                       its models, points with their version; time as series
+``GET /fleet/api/alerts``              ``{"enabled", "firing": [Alert.to_json()]}``
 =====================================  ==========================================================
 
 Access (the page is read-only: GET and HEAD only, nothing it serves changes state):
@@ -39,11 +48,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from ..store import FleetStore, StoreError
+from .device_view import device_metrics, device_page
 from .queries import DEFAULT_OFFLINE_AFTER, fleet_status, latency_series
+
+if TYPE_CHECKING:
+    from ..alerts import Alert
 
 __all__ = ["DEFAULT_SERIES_HOURS", "FleetPage", "WebAnswer"]
 
@@ -51,6 +64,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SERIES_HOURS = 6.0
 _MAX_POINTS = 2000
+_MAX_PAGE = 500
 _STATIC = {
     "fleet.html": "text/html; charset=utf-8",
     "fleet.js": "text/javascript; charset=utf-8",
@@ -167,6 +181,8 @@ class FleetPage:
         self.store = store
         self.clock = clock
         self.offline_after = offline_after
+        # the alerts firing now (``AlertEvaluator.firing``), when the endpoint evaluates any
+        self.alerts: Callable[[], list[Alert]] | None = None
         self._viewers = (
             {user.encode(): password.encode() for user, password in viewers.items()}
             if viewers is not None
@@ -181,7 +197,9 @@ class FleetPage:
 
     # -- access ------------------------------------------------------------------------------
 
-    def _refusal(self, headers: Headers, client_host: str) -> WebAnswer | None:
+    def refusal(self, headers: Headers, client_host: str) -> WebAnswer | None:
+        """None when the request may read the page, else the answer refusing it (``/metrics``
+        shares this rule when it has no token)."""
         if self._viewers is None:
             if not is_loopback_address(client_host):
                 return _error(
@@ -220,7 +238,7 @@ class FleetPage:
         )
 
     def _respond(self, method: str, target: str, headers: Headers, client_host: str) -> WebAnswer:
-        refusal = self._refusal(headers, client_host)
+        refusal = self.refusal(headers, client_host)
         if refusal is not None:
             return refusal
         if method not in ("GET", "HEAD"):
@@ -229,7 +247,7 @@ class FleetPage:
         path = parts.path
         query = parse_qs(parts.query, keep_blank_values=True)
         try:
-            if path in ("/fleet", "/fleet/"):
+            if path in ("/fleet", "/fleet/", "/fleet/device"):
                 return WebAnswer(200, _STATIC["fleet.html"], _static("fleet.html"))
             if path.startswith("/fleet/static/"):
                 name = path[len("/fleet/static/") :]
@@ -239,6 +257,14 @@ class FleetPage:
                 return self._status(query)
             elif path == "/fleet/api/series":
                 return self._series(query)
+            elif path == "/fleet/api/device":
+                return self._device(query)
+            elif path == "/fleet/api/metrics":
+                return self._metrics(query)
+            elif path == "/fleet/api/alerts":
+                alerts = self.alerts() if self.alerts is not None else []
+                return _json(200, {"enabled": self.alerts is not None,
+                                   "firing": [a.to_json() for a in alerts]})
         except _BadQuery as exc:
             return _error(400, str(exc))
         except StoreError as exc:
@@ -251,6 +277,22 @@ class FleetPage:
         assert offline_after is not None
         if offline_after <= 0:
             raise _BadQuery("offline_after must be positive")
+        if any(_one(query, k) for k in ("offset", "limit", "q", "state")):
+            offset = _number(query, "offset", 0)
+            limit = _number(query, "limit", _MAX_PAGE)
+            assert offset is not None and limit is not None
+            if offset < 0 or not 1 <= limit <= _MAX_PAGE:
+                raise _BadQuery(f"offset must be 0 or more and limit 1..{_MAX_PAGE}")
+            try:
+                page = device_page(
+                    self.store, now=self.clock(), offset=int(offset), limit=int(limit),
+                    offline_after=offline_after, fleet=_one(query, "fleet") or None,
+                    device=_one(query, "device") or None, search=_one(query, "q") or "",
+                    state=_one(query, "state") or "",
+                )
+            except ValueError as exc:
+                raise _BadQuery(str(exc)) from None
+            return _json(200, page)
         status = fleet_status(
             self.store,
             now=self.clock(),
@@ -261,22 +303,10 @@ class FleetPage:
         return _json(200, status.to_json())
 
     def _series(self, query: Mapping[str, list[str]]) -> WebAnswer:
-        device = _one(query, "device")
-        if not device:
-            raise _BadQuery("device is required")
-        now = self.clock()
-        hours = _number(query, "hours", DEFAULT_SERIES_HOURS)
-        assert hours is not None
-        if hours <= 0:
-            raise _BadQuery("hours must be positive")
-        since = _number(query, "since", now - hours * 3600)
-        until = _number(query, "until", None)
-        max_points = _number(query, "max_points", _MAX_POINTS)
-        assert max_points is not None
-        if not 1 <= max_points <= _MAX_POINTS:
-            raise _BadQuery(f"max_points must be 1..{_MAX_POINTS}")
+        device = _device_of(query)
+        now, since, until = self._range(query)
         series = latency_series(
-            self.store, device, since=since, until=until, max_points=int(max_points)
+            self.store, device, since=since, until=until, max_points=_max_points(query)
         )
         return _json(
             200,
@@ -288,3 +318,56 @@ class FleetPage:
                 "series": [s.to_json() for s in series],
             },
         )
+
+    def _range(self, query: Mapping[str, list[str]]) -> tuple[float, float, float | None]:
+        now = self.clock()
+        hours = _number(query, "hours", DEFAULT_SERIES_HOURS)
+        assert hours is not None
+        if hours <= 0:
+            raise _BadQuery("hours must be positive")
+        since = _number(query, "since", now - hours * 3600)
+        assert since is not None
+        return now, since, _number(query, "until", None)
+
+    def _device(self, query: Mapping[str, list[str]]) -> WebAnswer:
+        device = _device_of(query)
+        now = self.clock()
+        status = device_page(self.store, now=now, offline_after=self.offline_after,
+                             device=device, limit=1)
+        if not status["devices"]:
+            return _error(404, "No such device.")
+        agent = {p.metric: p.value for p in self.store.latest_agent_points(device=device)}
+        deployments = [
+            {"received_at": r.received_at, "name": r.deployment_name,
+             "status": r.deployment_status, "message": r.status_message,
+             "start_time": r.start_time, "end_time": r.end_time, "models": r.models}
+            for r in self.store.deployment_results(device, 20)
+        ]
+        alerts = self.alerts() if self.alerts is not None else []
+        mine = [a.to_json() for a in alerts if dict(a.labels).get("device") == device]
+        return _json(200, {"generated_at": now, "device": status["devices"][0], "agent": agent,
+                           "deployments": deployments, "alerts": mine})
+
+    def _metrics(self, query: Mapping[str, list[str]]) -> WebAnswer:
+        device = _device_of(query)
+        now, since, until = self._range(query)
+        tracks = device_metrics(
+            self.store, device, since=since, until=until, max_points=_max_points(query)
+        )
+        return _json(200, {"device": device, "generated_at": now, "since": since,
+                           "until": until, "tracks": [t.to_json() for t in tracks]})
+
+
+def _device_of(query: Mapping[str, list[str]]) -> str:
+    device = _one(query, "device")
+    if not device:
+        raise _BadQuery("device is required")
+    return device
+
+
+def _max_points(query: Mapping[str, list[str]]) -> int:
+    max_points = _number(query, "max_points", _MAX_POINTS)
+    assert max_points is not None
+    if not 1 <= max_points <= _MAX_POINTS:
+        raise _BadQuery(f"max_points must be 1..{_MAX_POINTS}")
+    return int(max_points)

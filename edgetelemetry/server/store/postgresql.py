@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .base import StoreError
 from .compaction import Compaction
 from .db import Db
+from .lead import PgLeads
 from .migrations import Step
 from .migrations.postgresql import STEPS, schema_version
 
@@ -124,6 +125,7 @@ class PostgresStore(Compaction):
             psycopg.connect(url, **settings).close()  # type: ignore[arg-type]
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to the store {self.path}: {_reason(exc)}") from None
+        self._leads = PgLeads(url, settings)
         self._pool: ConnectionPool[Any] = ConnectionPool(
             url,
             min_size=1,
@@ -216,10 +218,18 @@ class PostgresStore(Compaction):
         )
         return [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
 
+    def hold_lead(self, name: str) -> bool:
+        """Whether this process holds the lead ``name`` among all sharing the database, taking
+        it when it is free (``lead.PgLeads``: a session advisory lock)."""
+        return self._leads.hold(name)
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        leads = getattr(self, "_leads", None)
+        if leads is not None:
+            leads.close()
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.close()

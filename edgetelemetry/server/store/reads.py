@@ -233,6 +233,52 @@ class Reads(HeartbeatWrites):
             rows = db.rows(sql, args)
         return [LatestPoint(*r) for r in rows]
 
+    def latest_agent_points(
+        self, fleet: str | None = None, names: Sequence[str] = (), device: str | None = None
+    ) -> list[LatestPoint]:
+        """The newest value of AgentMetrics series (``model`` and ``version`` are empty): of the
+        whole fleet (or one ``fleet``, or one ``device``), only ``names`` when given, in one
+        query (``/metrics``, alerts, the fleet page)."""
+        sql = (
+            "SELECT d.name, s.model, s.version, s.metric, s.dimension, s.last_ts, s.last_value "
+            "FROM series s JOIN devices d ON d.id = s.device_id WHERE s.agent = 1 "
+            "AND s.last_ts IS NOT NULL"
+        )
+        args: list[Any] = []
+        if fleet is not None:
+            sql += " AND d.fleet = ?"
+            args.append(fleet)
+        if device is not None:
+            sql += " AND d.name = ?"
+            args.append(device)
+        if names:
+            sql += f" AND s.metric IN ({', '.join('?' * len(names))})"
+            args += list(names)
+        with self._read() as db:
+            rows = db.rows(sql + " ORDER BY d.name, s.metric, s.dimension", args)
+        return [LatestPoint(*r) for r in rows]
+
+    def latest_deployment_results(
+        self, fleet: str | None = None
+    ) -> dict[str, DeploymentResultInfo]:
+        """Each device's newest deployment result (device name -> result), in one query."""
+        sql = (
+            "SELECT d.name, r.received_at, r.deployment_name, r.deployment_status, "
+            "r.status_message, r.start_time, r.end_time, r.models FROM deployment_results r "
+            "JOIN devices d ON d.id = r.device_id WHERE r.id IN "
+            "(SELECT max(id) FROM deployment_results GROUP BY device_id)"
+        )
+        args: list[Any] = []
+        if fleet is not None:
+            sql += " AND d.fleet = ?"
+            args.append(fleet)
+        with self._read() as db:
+            rows = db.rows(sql, args)
+        return {
+            r[0]: DeploymentResultInfo(r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]))
+            for r in rows
+        }
+
     def heartbeat_count(self, device: str | None = None) -> int:
         """Heartbeats stored (for one device), whether still raw or rolled up since; resends
         that were recognised are not counted."""

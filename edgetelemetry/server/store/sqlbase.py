@@ -86,6 +86,11 @@ class SqlStore(abc.ABC):
         """Hold off other processes migrating the same database until the transaction ends."""
 
     @abc.abstractmethod
+    def hold_lead(self, name: str) -> bool:
+        """Whether this process holds the lead ``name`` among those sharing the store, taking it
+        when it is free (``lead.py``)."""
+
+    @abc.abstractmethod
     def _take_raw(
         self, db: Db, device_id: int, until: tuple[float, int]
     ) -> list[tuple[float, int, int | None, float | None, bytes]]:

@@ -28,6 +28,7 @@ from .base import StoreError
 from .checkpoint import WAL_BOUND_PAGES, Checkpointer
 from .compaction import Compaction
 from .db import Db
+from .lead import FileLeads
 from .migrations import SCHEMA_VERSION, Step
 from .migrations.sqlite import STEPS, schema_version
 
@@ -92,6 +93,7 @@ class Store(Compaction):
         self._write_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
         self._checkpointer: Checkpointer | None = None
+        self._leads = FileLeads(None if self._memory else str(path))
         try:
             if read_only:
                 self._check_current()
@@ -233,11 +235,17 @@ class Store(Compaction):
         with self._write_lock, self._writing() as conn:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
+    def hold_lead(self, name: str) -> bool:
+        """Whether this process holds the lead ``name`` among all sharing the file, taking it
+        when it is free (``lead.FileLeads``: a ``flock`` beside the store)."""
+        return self._leads.hold(name)
+
     def close(self) -> None:
         """Close every connection; the data is already committed."""
         if self._closed:
             return
         self._closed = True
+        self._leads.close()
         for _ in range(self._max):  # wait for borrowed connections to come back
             self._slots.acquire()
         if self._checkpointer is not None:

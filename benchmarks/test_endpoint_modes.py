@@ -1,0 +1,79 @@
+"""Heartbeats/s and p99 of the endpoint's ways of running, in one run (``endpoint_modes.py``):
+the embedded server, 2 gunicorn workers on SQLite, 2 workers on PostgreSQL.  Reported with the
+machine; gated as ratios to the embedded server measured in the same run, and on correctness
+(every request 200, 0 lost, 0 duplicated).  1,000 devices x 3 rounds in CI; ``ET_BENCH=full``
+adds 10,000 devices."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import report
+from endpoint_modes import ModeResult, modes, run_mode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from realservices import PostgreSQL  # noqa: E402 - the team's real-server harness
+
+FULL = os.environ.get("ET_BENCH", "ci") == "full"
+SIZES = [(1000, 3)] + ([(10_000, 1)] if FULL else [])
+WORKERS = 2
+# Workers on PostgreSQL must not be slower than the one process they replace.  Workers on
+# SQLite are reported, not gated: SQLite lets one process write at a time and a waiting
+# writer sleeps in its busy handler, so they measured from 0.65x to 1.5x of the embedded
+# server on this shared 2-core machine - SQLite is for one process, PostgreSQL for workers.
+MIN_WORKERS_RATIO = 1.0
+
+
+def check(result: ModeResult) -> None:
+    report(f"endpoint {result.mode} ({result.devices} devices) throughput", result.per_second,
+           unit="hb/s", sent=result.sent)
+    report(f"endpoint {result.mode} ({result.devices} devices) p99", result.p99_ms, unit="ms",
+           p50=round(result.p50_ms, 2))
+    report(f"endpoint {result.mode} ({result.devices} devices) CPU per heartbeat",
+           result.cpu_ms_per_heartbeat, unit="ms", server=round(result.server_cpu_s, 2),
+           store_server=round(result.store_cpu_s, 2))
+    assert result.statuses == {200: result.sent}, (result.summary(), result.server_log[-2000:])
+    assert result.lost == 0 and result.duplicated == 0, result.summary()
+    assert "Traceback" not in result.server_log, result.server_log[-3000:]
+
+
+def test_embedded_and_workers_on_sqlite() -> None:
+    for devices, rounds in SIZES:
+        results = [run_mode(name, store, extra, devices, rounds)
+                   for name, store, extra in modes(WORKERS, None)]
+        for result in results:
+            check(result)
+        embedded, workers = results
+        ratio = workers.per_second / embedded.per_second
+        report(f"endpoint {WORKERS} workers / embedded, SQLite ({devices} devices)", ratio,
+               unit="x", gated="no")
+
+
+def test_workers_on_postgresql_against_the_embedded_server(tmp_path: Path) -> None:
+    """Issue 15's goal: >= 2x the ~800/s of the embedded server with PostgreSQL and 2 workers
+    (reported against the embedded server of the same run; gated on no regression)."""
+    with PostgreSQL() as server:
+        url = server.create_database("bench")
+        migrate = subprocess.run(
+            [sys.executable, "-m", "edgetelemetry", "store", "migrate", "--store", url],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert migrate.returncode == 0, migrate.stderr.strip()[-300:]
+        for devices, rounds in SIZES:
+            results = [run_mode(name, store, extra, devices, rounds,
+                                store_pids=server.pids if store == url else None)
+                       for name, store, extra in modes(WORKERS, url)]
+            for result in results:
+                check(result)
+            embedded, _, postgresql, _ = results
+            ratio = postgresql.per_second / embedded.per_second
+            report(f"endpoint {WORKERS} workers PostgreSQL / embedded ({devices} devices)",
+                   ratio, unit="x")
+            assert ratio >= MIN_WORKERS_RATIO, [r.summary() for r in results]
+            server.drop_database("bench")
+            url = server.create_database("bench")
+            subprocess.run([sys.executable, "-m", "edgetelemetry", "store", "migrate",
+                            "--store", url], check=True, capture_output=True, timeout=120)

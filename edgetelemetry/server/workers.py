@@ -1,0 +1,189 @@
+"""``serve --workers N``: the endpoint's WSGI app in N gunicorn worker processes.
+
+Why gunicorn (docs/operations.md has the whole comparison): it is pure Python (one wheel for
+x86_64, aarch64 and armv7l gateways, no compiler, no Rust or C extension to build there), WSGI
+fits an app whose every request is a short synchronous transaction, and it brings what a
+production server needs - a master that restarts dead workers, graceful reload on SIGHUP, TLS.
+What it cannot do is hold a slow-client flood: its threads read request headers with blocking
+reads, so 128 connections trickling a byte every 4 s hold every thread.  That is the job of
+the reverse proxy in front (``contrib/nginx/edgetelemetry.conf``: header/body deadlines,
+per-address caps, buffered bodies), and ``serve --workers`` refuses a non-loopback address
+unless ``--behind-proxy`` says such a proxy is there.
+
+The master reads the credentials file and checks (and with ``--migrate`` upgrades) the store
+before any worker starts (one-line errors, exit 2), then closes it: nothing of the store crosses
+the fork.  Each worker opens its own store after the fork - on PostgreSQL one connection pool
+shared by the worker's threads, on SQLite its own writer connection, the workers taking turns on
+the file's write lock - and runs its own compactor (passes of several processes take disjoint
+batches, docs/store.md); the worker closes both when it exits.  SIGHUP re-reads
+the credentials file in the master and replaces the workers gracefully (gunicorn's reload), so
+keys rotate without a restart; a broken file is logged and the old keys stay.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .alerts import AlertConfig, AlertEvaluator
+from .app import EndpointApp
+from .errors import CredentialsFileError
+from .sigv4 import Credential, load_credentials_file
+from .store import Compactor, FleetStore
+
+__all__ = ["WorkerSettings", "serve_with_workers"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerSettings:
+    host: str
+    port: int
+    workers: int
+    threads: int
+    credentials_file: str
+    credentials: Mapping[str, Credential]
+    open_store: Callable[[], FleetStore]
+    start_compactor: Callable[[FleetStore], Compactor | None]
+    app_options: Mapping[str, Any]
+    certfile: str | None = None
+    keyfile: str | None = None
+    header_timeout: float = 10.0
+    log_level: str = "INFO"
+    on_listening: Callable[[str], None] | None = None
+    alerts: AlertConfig | None = None  # each worker evaluates; the store's lead sends
+
+
+def gunicorn_available() -> bool:
+    try:
+        import gunicorn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _worker_class() -> type:
+    """gunicorn's threaded worker, answering an unknown transfer coding with a 4xx: gunicorn's
+    501 would be the one 5xx a request's content could cause (the embedded server answers 411)."""
+    from gunicorn.http.errors import InvalidHeader, UnsupportedTransferCoding
+    from gunicorn.workers.gthread import ThreadWorker
+
+    class EndpointWorker(ThreadWorker):  # type: ignore[misc]
+        def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+            if isinstance(exc, UnsupportedTransferCoding):
+                exc = InvalidHeader("Transfer-Encoding")
+            super().handle_error(req, client, addr, exc)
+
+    return EndpointWorker
+
+
+def serve_with_workers(settings: WorkerSettings) -> int:
+    """Run gunicorn's master in this process until SIGINT/SIGTERM; its exit status."""
+    from gunicorn.app.base import BaseApplication
+
+    class _Gunicorn(BaseApplication):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.credentials = dict(settings.credentials)
+            self.store: FleetStore | None = None  # a worker's, once it has loaded the app
+            self.compactor: Compactor | None = None
+            self.alerts: AlertEvaluator | None = None
+            super().__init__()
+
+        def load_config(self) -> None:
+            host = f"[{settings.host}]" if ":" in settings.host else settings.host
+            config = {
+                "bind": f"{host}:{settings.port}",
+                "workers": settings.workers,
+                "worker_class": _worker_class(),
+                "threads": settings.threads,
+                "timeout": 30,  # a worker silent for this long is restarted
+                "graceful_timeout": 10,
+                "keepalive": max(1, int(settings.header_timeout)),
+                "limit_request_line": 8190,
+                "limit_request_fields": 100,
+                "preload_app": False,  # each worker opens its own store after the fork
+                "accesslog": None,
+                "errorlog": "-",
+                "loglevel": settings.log_level.lower(),
+                "proc_name": "edgetelemetry-endpoint",
+                "certfile": settings.certfile,
+                "keyfile": settings.keyfile,
+                "when_ready": _when_ready,
+                "worker_exit": _worker_exit,
+            }
+            # gunicorn >= 25 opens a control socket in $HOME: nothing here uses it
+            config["control_socket_disable"] = True
+            for key, value in config.items():
+                if value is not None and key in self.cfg.settings:
+                    self.cfg.set(key, value)
+
+        def reload(self) -> None:
+            """SIGHUP: new keys for the workers about to start; the old ones if unreadable."""
+            try:
+                fresh = load_credentials_file(settings.credentials_file)
+                if not fresh:
+                    raise CredentialsFileError(
+                        f"credentials file {settings.credentials_file} holds no key"
+                    )
+            except CredentialsFileError as exc:
+                logger.error("SIGHUP: keeping the current keys: %s", exc)
+            else:
+                self.credentials = dict(fresh)
+                logger.info("SIGHUP: %d access key(s) loaded; restarting workers", len(fresh))
+            super().reload()
+
+        def load(self) -> EndpointApp:
+            """In the worker, after the fork: its store, its compactor, the app."""
+            self.store = store = settings.open_store()
+            try:
+                if settings.alerts is not None:
+                    self.alerts = AlertEvaluator.configured(store, settings.alerts)
+                app = EndpointApp(
+                    store, self.credentials, date_header=False, alerts=self.alerts,
+                    **settings.app_options,
+                )
+                self.compactor = settings.start_compactor(store)
+                if self.alerts is not None:
+                    self.alerts.start()
+            except BaseException:
+                self.store = None
+                store.close()
+                raise
+            return app
+
+        def close_worker_store(self) -> None:
+            if self.alerts is not None:
+                self.alerts.stop()
+                self.alerts = None
+            if self.compactor is not None:
+                self.compactor.stop()
+                self.compactor = None
+            if self.store is not None:
+                self.store.close()
+                self.store = None
+
+    application: _Gunicorn | None = None
+
+    def _worker_exit(server: Any, worker: Any) -> None:
+        if application is not None:
+            application.close_worker_store()
+
+    def _when_ready(server: Any) -> None:
+        if settings.on_listening is not None:
+            name = server.LISTENERS[0].sock.getsockname()
+            host = f"[{name[0]}]" if ":" in name[0] else name[0]
+            scheme = "https" if settings.certfile else "http"
+            settings.on_listening(f"{scheme}://{host}:{name[1]}")
+
+    try:
+        application = _Gunicorn()
+        application.run()
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else 1
+    finally:
+        sys.stdout.flush()
+    return 0
