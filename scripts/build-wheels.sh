@@ -155,14 +155,16 @@ SDIST=$(ls "$WORK"/sdist/*.tar.gz)
 cp "$SDIST" "$OUT/"
 
 # ---- --test: what the wheel requires and the roots' Debian packages are too old for ----
-# bullseye's python3-boto3 is 1.13 (botocore 1.20, without client.close()); the wheel requires
-# boto3>=1.26.  Pure-Python wheels, fetched once here for CPython 3.9 and installed into each
-# target's venv from this directory (no index under emulation); urllib3, dateutil, jmespath,
-# cffi and msgpack stay the root's, which satisfy the requirements.
+# bullseye's python3-boto3 is 1.13 (botocore 1.20, without client.close()), and the roots
+# have no prometheus-client; the wheel requires boto3>=1.26 and prometheus_client>=0.16.  Pure
+# Python wheels, fetched once here for CPython 3.9 and installed into each target's venv
+# from this directory (no index under emulation); urllib3, dateutil, jmespath, cffi and
+# msgpack stay the root's, which satisfy the requirements.
+PYDEPS=("boto3>=1.26" "prometheus_client>=0.16")
 if [ "$TEST" = 1 ]; then
-  say "boto3>=1.26 for the targets' CPython 3.9 (bullseye has 1.13)"
+  say "${PYDEPS[*]} for the targets' CPython 3.9 (bullseye has none or older)"
   run "pydeps" "$WORK/pydeps.log" python -m pip download -q --disable-pip-version-check \
-    --only-binary=:all: --python-version 3.9 --dest "$WORK/pydeps" "boto3>=1.26"
+    --only-binary=:all: --python-version 3.9 --dest "$WORK/pydeps" "${PYDEPS[@]}"
 fi
 
 # ---- one Debian root per architecture ----
@@ -294,8 +296,8 @@ build_and_test() {
     --without-pip "$w/venv"
   run "$a pip install" "$w/py.log" "${runner[@]}" "$w/venv/bin/python" -m pip install -q --no-deps \
     --no-index --no-cache-dir --disable-pip-version-check "$wheel"
-  run "$a pip install boto3" "$w/py.log" "${runner[@]}" "$w/venv/bin/python" -m pip install -q \
-    --no-index --find-links "$WORK/pydeps" --no-cache-dir --disable-pip-version-check "boto3>=1.26"
+  run "$a pip install deps" "$w/py.log" "${runner[@]}" "$w/venv/bin/python" -m pip install -q \
+    --no-index --find-links "$WORK/pydeps" --no-cache-dir --disable-pip-version-check "${PYDEPS[@]}"
   mkdir -p "$w/pytests"
   cp "$REPO/tests/test_smoke.py" "$REPO/tests/test_concurrency.py" "$REPO/scripts/wheels/smoke.py" "$w/pytests/"
   run "$a smoke" "$w/smoke.log" env -C "$w/pytests" "${runner[@]}" "$w/venv/bin/python" smoke.py
