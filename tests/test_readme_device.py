@@ -1,9 +1,8 @@
 """The README's "One agent per device" section runs as written: its config file, its producer
 and its shell block (the agent in the background, two producers, SIGTERM), against a real
 endpoint, which must then hold every value both producers recorded; and the Python block of
-docs/shared-recorder.md's Python side runs.  (tests/test_docs.py, from
-the hardening branch, runs every doc block the same way once it is merged; this keeps the
-section honest until then, and checks what it should have done.)"""
+docs/shared-recorder.md's Python side runs.  tests/test_docs.py runs every doc block too;
+this also checks what the blocks should have done."""
 
 from __future__ import annotations
 
