@@ -14,12 +14,14 @@ DESCRIPTION = """\
 Per-inference telemetry for edge devices.  A program records each inference with the
 edgetelemetry library (Python, or C/C++ through the native SDK); an agent closes a window
 every interval, keeps it in a durable spool on the device and sends it as SageMaker Edge
-Manager SendHeartbeat requests to an endpoint.  This command runs the demo, the self-hosted
-Edge Manager endpoint and its fleet view, and the overhead benchmark."""
+Manager SendHeartbeat requests to an endpoint.  This command runs the device agent that every
+process of a device records into, the demo, the self-hosted Edge Manager endpoint and its
+fleet view, and the overhead benchmark."""
 
 EPILOG = """\
 examples:
   edgetelemetry demo --seconds 20          the main job on loopback: workload, agent, endpoint
+  edgetelemetry agent --config agent.json  the device agent: every process records into it
   edgetelemetry serve --credentials-file keys.json --store fleet.sqlite3
   edgetelemetry fleet status --store fleet.sqlite3
   edgetelemetry store migrate --store postgresql://edge@db/fleet
@@ -49,6 +51,12 @@ def _fleet_status(argv: Sequence[str]) -> int:
     return fleet_status_main(argv)
 
 
+def _agent(argv: Sequence[str]) -> int:
+    from .agent.daemon import main as agent_main
+
+    return agent_main(argv)
+
+
 def _store_migrate(argv: Sequence[str]) -> int:
     from .server.store_cli import migrate_main
 
@@ -68,6 +76,7 @@ def _bench(argv: Sequence[str]) -> int:
 
 
 _DELEGATED: dict[tuple[str, ...], Callable[[Sequence[str]], int]] = {
+    ("agent",): _agent,
     ("bench",): _bench,
     ("serve",): _serve,
     ("register",): _register,
@@ -114,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument("--seconds", type=float, default=20.0, help="how long to run (20)")
     demo.add_argument("--keep", metavar="DIR", help="keep the endpoint store and spool in DIR")
+    commands.add_parser(
+        "agent",
+        help="run the device agent every process records into (see 'agent --help')",
+    )
     commands.add_parser(
         "serve", help="run the self-hosted Edge Manager endpoint (see 'serve --help')"
     )

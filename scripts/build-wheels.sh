@@ -18,14 +18,17 @@
 #     (glibc 2.31) for x86_64: the C unit tests cross-compiled from the sdist, the C example
 #     against the installed SDK, and, in a venv of the root's CPython 3.9 with the wheel
 #     pip-installed, the import smoke test, tests/test_smoke.py + tests/test_concurrency.py
-#     and `edgetelemetry bench --quick` (the user's command, from the wheel alone).
+#     and `edgetelemetry bench --quick` (the user's command, from the wheel alone); then the
+#     device scenario (examples/device/run.sh, reduced): endpoint, agent, Python (a pool), C
+#     and C++ producers, a SIGKILL and an agent restart, all on the target.
 #     The x86_64 wheel is also installed, with its dependencies from PyPI, into the newest
 #     CPython on the host and tested there.
 #
 # Caches (never required; delete at will): the roots and the build venv under --cache, by
 # default $ET_WHEELS_CACHE, else /var/cache/edgetelemetry-wheels when writable, else
 # ~/.cache/edgetelemetry-wheels; pip's own cache.  With --test: 3 to 4 minutes cold, under 3
-# warm, on 2 cores (the emulated C tests dominate).  Needs root for apt-get and mmdebstrap (or
+# warm, on 2 cores when quiet (the emulated C tests dominate), before the device scenario
+# (+10 s native, about a minute per emulated architecture); ~10 minutes on a loaded machine.  Needs root for apt-get and mmdebstrap (or
 # the tools installed and mmdebstrap's unshare mode), and deb.debian.org and PyPI.
 # The last line is "wheels: N passed, N failed".
 set -euo pipefail
@@ -109,6 +112,8 @@ command -v pkg-config >/dev/null || need_pkgs+=(pkg-config)
 for a in "${ARCH_LIST[@]}"; do
   t=${TRIPLET[$a]}
   command -v "$t-gcc" >/dev/null || need_pkgs+=("gcc-$t")
+  # the device scenario's C++ producer (--test)
+  if [ "$TEST" = 1 ]; then command -v "$t-g++" >/dev/null || need_pkgs+=("g++-$t"); fi
   q=${QEMU[$a]}
   if [ -n "$q" ]; then command -v "$q" >/dev/null || need_pkgs+=(qemu-user); fi
 done
@@ -148,6 +153,19 @@ say "sdist from $REPO"
 run "sdist" "$WORK/sdist.log" python -m build --sdist --no-isolation --outdir "$WORK/sdist" "$REPO"
 SDIST=$(ls "$WORK"/sdist/*.tar.gz)
 cp "$SDIST" "$OUT/"
+
+# ---- --test: what the wheel requires and the roots' Debian packages are too old for ----
+# bullseye's python3-boto3 is 1.13 (botocore 1.20, without client.close()), and the roots
+# have no prometheus-client; the wheel requires boto3>=1.26 and prometheus_client>=0.16.  Pure
+# Python wheels, fetched once here for CPython 3.9 and installed into each target's venv
+# from this directory (no index under emulation); urllib3, dateutil, jmespath, cffi and
+# msgpack stay the root's, which satisfy the requirements.
+PYDEPS=("boto3>=1.26" "prometheus_client>=0.16")
+if [ "$TEST" = 1 ]; then
+  say "${PYDEPS[*]} for the targets' CPython 3.9 (bullseye has none or older)"
+  run "pydeps" "$WORK/pydeps.log" python -m pip download -q --disable-pip-version-check \
+    --only-binary=:all: --python-version 3.9 --dest "$WORK/pydeps" "${PYDEPS[@]}"
+fi
 
 # ---- one Debian root per architecture ----
 ROOT_PKGS=(libc6-dev libpython3-dev python3 python3-boto3 python3-cffi-backend python3-msgpack python3-pip
@@ -199,6 +217,11 @@ build_and_test() {
   pysc=$(find "$r"/usr/lib/python3.* -maxdepth 1 -name "_sysconfigdata__$t.py" | head -n1)
   if [ -n "${QEMU[$a]}" ]; then
     runner=("${QEMU[$a]}" -L "$r")
+    # -L looks a path up in the root first: the root's /dev/shm is an empty directory on disk,
+    # where multiprocessing's semaphores (sem_open, a Pool) fail with EROFS; the host's tmpfs
+    if [ -d "$r/dev/shm" ] && [ ! -L "$r/dev/shm" ]; then
+      rmdir "$r/dev/shm" && ln -s /dev/shm "$r/dev/shm"
+    fi
   else
     runner=("$r/lib64/ld-linux-x86-64.so.2" --library-path "$r/lib/$t:$r/usr/lib/$t")
   fi
@@ -273,6 +296,8 @@ build_and_test() {
     --without-pip "$w/venv"
   run "$a pip install" "$w/py.log" "${runner[@]}" "$w/venv/bin/python" -m pip install -q --no-deps \
     --no-index --no-cache-dir --disable-pip-version-check "$wheel"
+  run "$a pip install deps" "$w/py.log" "${runner[@]}" "$w/venv/bin/python" -m pip install -q \
+    --no-index --find-links "$WORK/pydeps" --no-cache-dir --disable-pip-version-check "${PYDEPS[@]}"
   mkdir -p "$w/pytests"
   cp "$REPO/tests/test_smoke.py" "$REPO/tests/test_concurrency.py" "$REPO/scripts/wheels/smoke.py" "$w/pytests/"
   run "$a smoke" "$w/smoke.log" env -C "$w/pytests" "${runner[@]}" "$w/venv/bin/python" smoke.py
@@ -288,7 +313,30 @@ build_and_test() {
   run "$a bench" "$w/bench.log" env -C "$w/pytests" "${runner[@]}" "$w/venv/bin/python" \
     -m edgetelemetry.bench --quick --no-peers --json "$w/bench.json" --plot "$w/bench.png"
   grep -E '^(record\(v\)|group\.record|C et_record \(loop)' "$w/bench.log" | sed "s/^/   $a: bench: /"
-  printf '%s: C %s; CPython 3.9: %s; bench ok' "$name" "$c_line" "$py_line" >"$w/summary"
+  # ---- the device scenario: endpoint, agent and producers all on the target ----
+  # examples/device/run.sh, reduced (--scale): the endpoint, the agent and the Python
+  # producers run in the target's CPython, the C and C++ producers are built for it against
+  # the SDK above with pkg-config.  The C++ one links the root's own libstdc++ (the cross
+  # compiler's static one needs a newer glibc than the root's).  What qemu-user cannot do
+  # here is fork a multi-threaded guest: the pool producer forks its workers before
+  # multiprocessing starts its threads, and nothing else forks.
+  local cxx cxxinc scale
+  cxxinc=$(echo | "$t-g++" -x c++ -E -v - 2>&1 | sed -n '/search starts here:/,/End of search list/p' |
+    grep '/c++/' | sed 's/^ */-isystem /' | tr '\n' ' ')
+  cxx="$t-g++ --sysroot=$r -nostdinc $cxxinc -isystem $gi -isystem $r/usr/include/$t"
+  cxx="$cxx -isystem $r/usr/include -B$r/usr/lib/$t/ -L$r/lib/$t -L$r/usr/lib/$t"
+  scale=0.05
+  [ -n "${QEMU[$a]}" ] || scale=0.25
+  say "$a: the device scenario on the target (examples/device/run.sh --scale $scale)"
+  run "$a device scenario" "$w/device.log" env ET_RUN="${runner[*]}" PYTHON="$w/venv/bin/python" \
+    CHECK_PYTHON=python3 CC="$cc" CXX="$cxx" ET_DEVICE_SECONDS=4 ET_DEVICE_WAIT=240 \
+    CXX_LINK_FLAGS="-nodefaultlibs $r/usr/lib/$t/libstdc++.so.6 -lm -lpthread -lc $r/lib/$t/libgcc_s.so.1" \
+    bash "$REPO/examples/device/run.sh" --sdk "$w/sdk" --scale "$scale" --work "$w/device"
+  local device_line
+  device_line=$(tail -n1 "$w/device.log")
+  echo "   $a: device scenario: $device_line"
+  printf '%s: C %s; CPython 3.9: %s; bench ok; device: %s' "$name" "$c_line" "$py_line" \
+    "$device_line" >"$w/summary"
 
   if [ "$a" = x86_64 ]; then
     # the same abi3 wheel in the newest CPython here, with its dependencies from PyPI

@@ -25,6 +25,17 @@ def test_public_names() -> None:
         "NamesFullError",
         "UnitConflictError",
         "NameClashError",
+        "SharedRecorderError",
+        "NoSegmentError",
+        "NotASegmentError",
+        "LayoutMismatchError",
+        "SegmentPermissionError",
+        "ProcessTableFullError",
+        "NotOwnerError",
+        "AgentBusyError",
+        "SegmentConfigError",
+        "SegmentTruncatedError",
+        "LockTimeoutError",
         "__version__",
     }
     assert expected <= set(et.__all__)
@@ -42,6 +53,15 @@ def test_errors_share_one_base() -> None:
         assert issubclass(cls, et.RegistrationError)
     assert issubclass(et.RegistrationError, et.EdgeTelemetryError)
     assert issubclass(et.RegistrationError, ValueError)  # what registration raised before
+    # a shared recorder's errors: one class per core code, all CoreErrors with the path
+    shared = (et.NoSegmentError, et.NotASegmentError, et.LayoutMismatchError,
+              et.SegmentPermissionError, et.ProcessTableFullError, et.NotOwnerError,
+              et.AgentBusyError, et.SegmentConfigError, et.SegmentTruncatedError,
+              et.LockTimeoutError)
+    assert len(set(shared)) == 10
+    for cls in shared:
+        assert issubclass(cls, et.SharedRecorderError)
+    assert issubclass(et.SharedRecorderError, et.CoreError)
 
 
 def test_handle_surface() -> None:
@@ -61,7 +81,8 @@ def test_package_is_typed() -> None:
 
 def test_recorder_surface() -> None:
     for attr in ("histogram", "group", "snapshot", "drain", "close", "native_handle", "info",
-                 "layout", "relative_error", "recorder_id", "closed"):
+                 "layout", "relative_error", "recorder_id", "closed", "attach", "attached",
+                 "segment_path", "shared_info"):
         assert hasattr(et.Recorder, attr), attr
 
 
@@ -85,6 +106,11 @@ ROOMS = {
                             "TickResult"},
     "edgetelemetry.agent.config": {"AgentConfig", "ConfigError", "CONFIG_ENV", "ENV_PREFIX",
                                    "SAGEMAKER_EDGE_KEYS", "default_spool_dir"},
+    "edgetelemetry.agent.daemon": {"DeviceAgent", "check_options", "main", "parser",
+                                   "EXIT_CONFIG"},
+    "edgetelemetry.agent.segment_config": {"SEGMENT_KEYS", "default_segment_path",
+                                           "segment_gid"},
+    "edgetelemetry.recording": {"Recorder", "SharedRecorder", "Histogram", "Group", "Timer"},
     "edgetelemetry.agent.sender": {"Outcome", "SendResult", "Sender", "full_jitter",
                                    "server_date"},
     "edgetelemetry.agent.spool": {"Spool", "Record", "SpoolError", "SpoolClosedError",

@@ -341,3 +341,27 @@ def test_inference_floor_script_runs_and_reports_every_loop() -> None:
         value, ci = text.split(" ns  ")
         lo, hi = (float(x) for x in ci.strip("[]").split(", "))
         assert lo <= float(value) <= hi, out
+
+
+def test_attached_mode_times_the_shared_paths_against_in_process(
+        tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgetelemetry.bench.command import main
+
+    out = tmp_path / "b.json"
+    assert main(["--quick", "-q", "--attached", "--no-inference", "--no-peers", "--json",
+                 str(out), "--plot", str(tmp_path / "b.png")]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["settings"]["attached"] is True
+    figures = doc["figures"]
+    for kind in ("record", "c_record"):
+        fig, base = figures[f"attached.{kind}"], figures[f"baseline.own_{kind}"]
+        assert fig["baseline"] == f"baseline.own_{kind}" and base["kind"] == "baseline"
+        assert fig["rounds"] == base["rounds"] == 7 and fig["ratio"] > 0
+        assert fig["target_ratio"] == 1.1
+    assert figures["attached.c_record"]["dropped"] == 0
+    table = capsys.readouterr().out
+    assert re.search(r"record\(v\), attached .*x record\(v\), own recorder", table), table
+    _png_size((tmp_path / "b.png").read_bytes())
+    # the bench left no segment behind
+    assert not [p for p in pathlib.Path("/dev/shm").glob("et-bench-attached-*")
+                if p.stat().st_mtime > time.time() - 60]

@@ -49,7 +49,8 @@ def test_every_function_is_declared_identically() -> None:
 
 
 def test_struct_layouts_match() -> None:
-    for struct in ("et_config", "et_info", "et_series_stats"):
+    for struct in ("et_config", "et_info", "et_series_stats", "et_shared_options",
+                   "et_shared_info", "et_segment_info"):
         assert _struct_fields(CDEF, struct) == _struct_fields(HEADER, struct), struct
 
 

@@ -50,6 +50,9 @@ def test_defaults() -> None:
 
 
 def test_default_spool_dir_depends_on_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/edgetelemetry:/var/lib/other")
+    assert default_spool_dir() == "/var/lib/edgetelemetry/spool"  # systemd's StateDirectory=
+    monkeypatch.delenv("STATE_DIRECTORY")
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     assert default_spool_dir() == "/var/lib/edgetelemetry/spool"
     monkeypatch.setattr(os, "geteuid", lambda: 1000)

@@ -8,6 +8,10 @@
  *                             recorder: aggregated by the caller, past its 2048-record ring
  *   callgrind_gate group N    N values through et_record_group, one per series (4) per call
  *   callgrind_gate drain N    N records drained by et_collect, a full ring per pass
+ *   callgrind_gate record-attached N   record, through a handle attached to a shared
+ *                             recorder (another mapping of it in the same process)
+ *   callgrind_gate drain-shared N      drain, by the agent of a shared recorder: every
+ *                             record journaled (what a crash-safe drain costs)
  *
  * Producing the records for `drain` is outside the measured function, and so is draining
  * for `record`/`many` (the ring is sized so that none is needed). */
@@ -16,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define RING (1u << 16)
 #define BATCH 256
@@ -28,7 +33,8 @@ static int fail(const char *what, int rc) {
 
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: %s record|many|batch|group|drain N\n", argv[0]);
+        fprintf(stderr, "usage: %s record|many|batch|group|drain|record-attached|drain-shared N\n",
+                argv[0]);
         return 2;
     }
     const char *mode = argv[1];
@@ -39,12 +45,28 @@ int main(int argc, char **argv) {
     cfg.max_series = SERIES;
     /* record/many: room for every record of the run, so no drain is ever needed */
     cfg.ring_capacity = RING;
-    while (strcmp(mode, "drain") != 0 && cfg.ring_capacity < n + BATCH) cfg.ring_capacity *= 2;
+    while (strncmp(mode, "drain", 5) != 0 && cfg.ring_capacity < n + BATCH)
+        cfg.ring_capacity *= 2;
     if (!strcmp(mode, "batch")) cfg.ring_capacity = 2048; /* the default */
     if (cfg.ring_capacity > (1u << 24)) return fail("N too large", ET_EINVAL);
-    et_recorder *rec = NULL;
-    int rc = et_recorder_new(&cfg, &rec);
-    if (rc != ET_OK) return fail("et_recorder_new", rc);
+    /* shared modes: the agent's recorder in a file, and a producer's handle attached to it */
+    const int shared = !strcmp(mode, "record-attached") || !strcmp(mode, "drain-shared");
+    char path[256] = "";
+    et_recorder *agent = NULL, *rec = NULL;
+    int rc;
+    if (shared) {
+        const char *dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+        snprintf(path, sizeof path, "%s/et-callgrind-%d", dir, (int)getpid());
+        rc = et_recorder_create_shared(path, &cfg, NULL, &agent);
+        if (rc != ET_OK) return fail("et_recorder_create_shared", rc);
+        rc = et_recorder_attach(path, &rec);
+        if (rc != ET_OK) return fail("et_recorder_attach", rc);
+        mode = !strcmp(mode, "record-attached") ? "record" : "drain";
+    } else {
+        rc = et_recorder_new(&cfg, &rec);
+        if (rc != ET_OK) return fail("et_recorder_new", rc);
+    }
+    et_recorder *collector = agent != NULL ? agent : rec;
     uint32_t ids[SERIES];
     const char *metrics[SERIES] = {"latency_ms", "confidence", "tokens", "queue_ms"};
     for (int s = 0; s < SERIES; s++) {
@@ -89,7 +111,7 @@ int main(int argc, char **argv) {
         for (unsigned long i = 0; i < n;) {
             for (unsigned j = 0; j < RING && i < n; j++, i++)
                 done += et_record(rec, ids[i & (SERIES - 1)], values[i & 4095]) == ET_OK;
-            rc = et_collect(rec);
+            rc = et_collect(collector);
             if (rc != ET_OK) return fail("et_collect", rc);
         }
     } else {
@@ -97,7 +119,12 @@ int main(int argc, char **argv) {
         return 2;
     }
     et_info info;
-    et_recorder_info(rec, &info);
+    et_recorder_info(collector, &info);
+    if (agent != NULL) {
+        et_recorder_free(rec);
+        rec = agent;
+        unlink(path);
+    }
     et_recorder_free(rec);
     if (done < n) {
         fprintf(stderr, "callgrind_gate: only %lu of %lu records entered the ring\n", done, n);

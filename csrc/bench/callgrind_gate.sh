@@ -14,6 +14,10 @@
 #   ET_GATE_BATCH   et_record_many past the ring, per value     (24: aggregated by the caller,
 #                   about 2 ns a value; through the ring a value costs many + drain, 36)
 #   ET_GATE_GROUP   et_record_group of 4 series, per value      (18: no more than et_record)
+#   ET_GATE_RECORD  also gates et_record through a handle attached to a shared recorder: the
+#                   same call, the same fast path
+#   ET_GATE_DRAIN_SHARED  the agent's drain of a shared recorder, per record: each record
+#                   journaled so that a producer or agent killed inside survives (60)
 set -eu
 
 RECORD_MAX=${ET_GATE_RECORD:-20}
@@ -21,6 +25,7 @@ DRAIN_MAX=${ET_GATE_DRAIN:-30}
 MANY_MAX=${ET_GATE_MANY:-10}
 BATCH_MAX=${ET_GATE_BATCH:-24}
 GROUP_MAX=${ET_GATE_GROUP:-18}
+DRAIN_SHARED_MAX=${ET_GATE_DRAIN_SHARED:-60}
 N=${ET_GATE_N:-200000}
 
 if ! command -v valgrind >/dev/null 2>&1; then
@@ -80,6 +85,8 @@ for bin in "$@"; do
     check "et_record_many, per value" "$(per_record "$bin" many et_record_many)" "$MANY_MAX" "$gated"
     check "et_record_many > ring, per value" "$(per_record "$bin" batch et_record_many)" "$BATCH_MAX" "$gated"
     check "et_record_group of 4, per value" "$(per_record "$bin" group et_record_group)" "$GROUP_MAX" "$gated"
+    check "et_record attached, per call" "$(per_record "$bin" record-attached et_record)" "$RECORD_MAX" "$gated"
+    check "drain, shared (journaled), per record" "$(per_record "$bin" drain-shared et_collect)" "$DRAIN_SHARED_MAX" "$gated"
     gated=no
 done
 if [ "$status" -ne 0 ]; then

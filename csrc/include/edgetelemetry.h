@@ -24,21 +24,30 @@
  *     thread without a ring take the aggregate lock for at most ring_capacity values at a
  *     time (a group longer than the ring: its length, so it stays whole); docs/core.md has
  *     the bound on the wait.  Nothing is dropped.
- *   - et_collect, et_window_close, et_collector_*: any thread; they drain one ring per hold of
- *     the aggregate lock, and closes are serialised among themselves.  Building a closed
- *     window happens outside the aggregate lock: producers keep recording into the next one.
+ *   - et_collect, et_window_close, et_window_ack, et_collector_*: any thread; they drain one
+ *     ring per hold of the aggregate lock, and closes are serialised among themselves.
+ *     Building a closed window happens outside the aggregate lock: producers keep recording
+ *     into the next one.  On a shared recorder only its agent may call them.
  *   - et_series_add / et_series_add_unit: any thread; take the registry lock (not the hot
  *     path).
- *   - et_recorder_free: exactly once, after every other call on the recorder has returned.
+ *   - et_recorder_free: exactly once, after every other call on the recorder has returned
+ *     (on an attached recorder: detach; other processes and the agent go on).
  *   - Signal handlers may call et_record, et_record_many, et_record_group, et_count_reject
  *     and et_count_drop (nothing else), as long as the interrupted code is not itself
  *     recording into the same recorder from that thread; a record that would have to wait for
  *     the aggregate lock its own thread holds is dropped and counted (ET_DROP_RING_FULL)
  *     instead of deadlocking.
  *
- * fork(): in the child every recorder forgets what was recorded before the fork (the parent
- * reports it), keeps the forking thread's ring, and has no collector thread: call
- * et_collector_start again in the child if you use one.  Handled by pthread_atfork.
+ * fork(): in the child every private recorder forgets what was recorded before the fork (the
+ * parent reports it), keeps the forking thread's ring, and has no collector thread: call
+ * et_collector_start again in the child if you use one.  A shared recorder (below) is the
+ * device's, not the process's: the child keeps recording into it as a new process.  Handled
+ * by pthread_atfork.
+ *
+ * One recorder for every process of a device: an agent creates a *shared recorder* in a file
+ * (et_recorder_create_shared), and any process, in any language, attaches to it by path
+ * (et_recorder_attach) and records with the same calls and the same cost.  See the section
+ * "shared recorders" below and docs/shared-recorder.md.
  *
  * Using it from C or C++ (docs/native-sdk.md):
  *   cc app.c $(pkg-config --cflags --libs edgetelemetry)     after `make -C csrc install`
@@ -86,6 +95,21 @@ extern "C" {
 #define ET_ENAMESFULL (-10) /* the series' names do not fit in names_bytes */
 #define ET_ENAMECLASH (-11) /* another series of the model, version and dimension has the same
                              * display name, metric-unit (see et_series_add_unit) */
+/* Shared recorders (see "one recorder for every process of a device" below): */
+#define ET_ENOSEGMENT (-12) /* no shared recorder at the path (nothing there) */
+#define ET_ENOTSEGMENT (-13)/* the path is not a shared recorder, or its header is damaged */
+#define ET_ELAYOUT (-14)    /* the segment has another layout version than this library's
+                             * (ET_SEGMENT_LAYOUT); et_segment_inspect names the file's */
+#define ET_EACCES (-15)     /* permission denied: the segment's owner, group and mode */
+#define ET_EPROCFULL (-16)  /* every process slot of the segment is taken */
+#define ET_ENOTOWNER (-17)  /* only the agent (et_recorder_create_shared's caller) may do this */
+#define ET_EBUSY (-18)      /* another live agent owns the segment */
+#define ET_ECONFIG (-19)    /* the segment exists with another configuration */
+#define ET_ETRUNCATED (-20) /* the segment's file is shorter than its layout: truncated on
+                             * disk (attach), or under a running agent (its handle is dead) */
+#define ET_ETIMEDOUT (-21)  /* the agent: a live process held a lock past lock_timeout_ns;
+                             * nothing changed, try again (counted in lock_timeouts) */
+#define ET_ESYSTEM (-22)    /* a system call failed for another reason: errno says which */
 
 /* Drop reasons: a dropped record never enters the aggregates but is counted per series.
  * With no loss for lack of ring space, the core itself drops only RING_FULL records: made by
@@ -204,7 +228,11 @@ ET_API int et_recorder_new(const et_config *cfg, et_recorder **out);
 /* Stop the collector thread and free everything; records still in the rings are discarded
  * (close a window first to keep them).  NULL is ignored.  Exactly once, after every other
  * call on this recorder, from any thread, has returned: no thread may record into it any
- * more.  No errors. */
+ * more.  No errors.
+ * A shared recorder's handle: this process detaches (its slot and its threads' rings are
+ * given back; what they hold stays in the segment for the agent), the mapping and the file
+ * descriptor are closed, the file stays.  The agent's handle leaves the segment to the next
+ * agent (a window closed and not acknowledged is returned again by its first close). */
 ET_API void et_recorder_free(et_recorder *rec);
 
 /* Register (or find) a series with a unit and set *series_id, a small dense id (0, 1, 2, ...)
@@ -222,7 +250,11 @@ ET_API void et_recorder_free(et_recorder *rec);
  * exists with another unit), ET_ENAMECLASH (*series_id is set to the series that has the
  * display name: et_series_names names it), ET_ESERIESFULL (max_series series exist),
  * ET_ENAMESFULL (the names do not fit in what is left of names_bytes).  *series_id is
- * untouched on any other error. */
+ * untouched on any other error.
+ * A shared recorder's registry is the segment's: every process gets the same ids, and the
+ * display-name check covers every series of the segment, whoever registered it.  The
+ * agent's call waits for the registry lock at most lock_timeout_ns (ET_ETIMEDOUT); a dead
+ * holder's lock is taken over and the registry repaired; ET_ETRUNCATED (the file shrank). */
 ET_API int et_series_add_unit(et_recorder *rec, const char *model, const char *version,
                               const char *metric, const char *dimension, const char *unit,
                               uint32_t *series_id);
@@ -234,12 +266,16 @@ ET_API int et_series_add_unit(et_recorder *rec, const char *model, const char *v
 ET_API int et_series_add(et_recorder *rec, const char *model, const char *version,
                          const char *metric, const char *dimension, uint32_t *series_id);
 
-/* The names and unit of registered series series_id ("" for no dimension or unit; pointers
- * valid until et_recorder_free); any output pointer may be NULL.  Any thread; no lock.
- * Errors: ET_EINVAL (rec NULL), ET_ENOSERIES (series_id not registered). */
-ET_API int et_series_names(et_recorder *rec, uint32_t series_id, const char **model,
-                           const char **version, const char **metric, const char **dimension,
-                           const char **unit);
+/* The five names of registered series series_id (model, version, metric, dimension, unit;
+ * "" for none), copied into buf one after another, each NUL-terminated.  Returns the bytes
+ * used; ET_SERIES_NAMES_MAX always suffices.  Any recorder, any thread; no lock.  A copy,
+ * not pointers: in a shared recorder the names lie in memory other processes can write, so
+ * they are checked once, as they are copied (a binding names the series an ET_ENAMECLASH
+ * is about, or checks its names against those another process registered).
+ * Errors: ET_EINVAL (NULL, or capacity too small), ET_ENOSERIES (no such series, or its
+ * names were written over), ET_ETRUNCATED (a shared recorder's file shrank). */
+#define ET_SERIES_NAMES_MAX (4 * (ET_NAME_MAX + 1) + ET_DIMENSION_MAX + 1)
+ET_API int et_series_names(et_recorder *rec, uint32_t series_id, char *buf, size_t capacity);
 
 /* ---- hot path (any thread) ---- */
 
@@ -286,14 +322,21 @@ ET_API int et_count_drop(et_recorder *rec, uint32_t series_id, int reason);
 
 /* Drain every ring into the current window's aggregates now, one ring per hold of the
  * aggregate lock.  Not needed with a collector thread; without one, rings that fill are
- * drained by their producers.  Any thread.  Errors: ET_EINVAL (rec NULL). */
+ * drained by their producers.  Any thread.  A shared recorder's agent also reaps dead
+ * processes here when reap_period_ns has passed.  Errors: ET_EINVAL (rec NULL), and on a
+ * shared recorder ET_ENOTOWNER (an attached one), ET_ETIMEDOUT (a live process held the
+ * aggregate lock past lock_timeout_ns: the pass stopped there; later passes go on),
+ * ET_ETRUNCATED (the file shrank: this handle is dead). */
 ET_API int et_collect(et_recorder *rec);
 
 /* Start a background thread that drains every period_ns at most (it adapts between
  * period_ns/8 and period_ns to the rings' fill, so an idle device wakes rarely); starting a
  * running collector does nothing.  Stop joins it; stopping a stopped one does nothing.  Any
- * thread; start and stop are serialised.  Errors: ET_EINVAL (rec NULL, period_ns outside
- * 80 us..60 s), ET_ETHREAD (pthread_create / pthread_join failed). */
+ * thread; start and stop are serialised.  A shared recorder's collector also reaps dead
+ * processes (every reap_period_ns), waits a bounded time for its lock, and stops touching a
+ * segment that shrank under it (et_recorder_shared_info says so: truncated).
+ * Errors: ET_EINVAL (rec NULL, period_ns outside 80 us..60 s), ET_ETHREAD (pthread_create /
+ * pthread_join failed), ET_ENOTOWNER (an attached recorder). */
 ET_API int et_collector_start(et_recorder *rec, uint64_t period_ns);
 ET_API int et_collector_stop(et_recorder *rec);
 
@@ -304,7 +347,13 @@ ET_API int et_collector_stop(et_recorder *rec);
  * that had activity, not with the series registered.  Producers are never stopped; a record
  * is in exactly one window or counted as dropped.  Any thread; closes are serialised among
  * themselves.  Errors: ET_EINVAL (a NULL argument), ET_ENOMEM (the window stays open,
- * nothing is lost: try again later). */
+ * nothing is lost: try again later).
+ * A shared recorder (the agent only): the closed window's aggregates stay in the segment
+ * until et_window_ack(rec, its seq); until then every close returns that window again, the
+ * same seq, bounds and values, also after the agent restarted, and producers record into the
+ * next one.  More errors: ET_ENOTOWNER (an attached recorder), ET_ETIMEDOUT (a live process
+ * held the aggregate lock past lock_timeout_ns: nothing changed, close again next tick),
+ * ET_ETRUNCATED (the file shrank: this handle is dead, create a fresh segment). */
 ET_API int et_window_close(et_recorder *rec, et_window **out);
 /* Free a closed window.  A window holds copies of everything it reports, so it may outlive
  * its recorder.  NULL is ignored.  No errors. */
@@ -355,13 +404,180 @@ ET_API int et_window_buckets(const et_window *w, uint32_t i, uint32_t *indexes,
 /* ---- introspection ---- */
 
 /* What the recorder is and holds (configuration, memory, counters) into *out.  Any thread;
- * takes the aggregate lock briefly.  Errors: ET_EINVAL (a NULL argument). */
+ * takes the aggregate lock briefly (a shared recorder's: at most lock_timeout_ns, then it
+ * reads the counters without it).  On a shared recorder the figures are the segment's, from
+ * every process; memory_bytes is this process's (handle and mapping).  Errors: ET_EINVAL (a
+ * NULL argument), ET_ETRUNCATED (a shared recorder whose file shrank under it). */
 ET_API int et_recorder_info(et_recorder *rec, et_info *out);
 /* The histogram's mantissa edges: buckets_per_octave + 1 increasing values from 0 to
  * 2^ET_MANTISSA_BITS, so bucket j of an octave holds mantissas [edges[j], edges[j+1]).
  * Returns the number written; fixed at creation, so any thread.  Errors: ET_EINVAL (NULL, or
  * capacity < buckets_per_octave + 1). */
 ET_API int et_recorder_edges(const et_recorder *rec, uint32_t *edges, uint32_t capacity);
+
+/* ---- shared recorders: one recorder for every process of a device ----
+ * The agent (one process per device, e.g. `edgetelemetry agent`) creates the recorder in a
+ * file on tmpfs, /run/edgetelemetry/recorder by default in the daemon; producers attach to it
+ * by path.  The file holds everything producers and the agent touch (rings, registry,
+ * aggregates, locks); each process maps it.  A producer's et_record is the same call, with
+ * the same fast path and cost, as in a private recorder: no syscall, no lock, no socket.
+ *
+ * Who may call what:
+ *   - both sides: et_series_add / et_series_add_unit (the registry is the segment's: a series
+ *     registered by any process is the same id for all), et_series_names, et_record,
+ *     et_record_many, et_record_group, et_count_reject, et_count_drop, et_recorder_info,
+ *     et_recorder_edges, et_recorder_shared_info, et_recorder_free;
+ *   - the agent only (ET_ENOTOWNER from an attached recorder): et_collect,
+ *     et_collector_start / et_collector_stop, et_window_close, et_window_ack, et_shared_reap.
+ *
+ * The window hand-over, so that an agent that crashes or restarts loses nothing and sends
+ * nothing twice: on a shared recorder et_window_close keeps the closed window's aggregates in
+ * the segment until et_window_ack(rec, seq) says it is stored durably (spooled).  Until then
+ * every et_window_close, also by a new agent after a restart, returns that same window again
+ * (same seq, same bounds, same values): store windows idempotently by (segment id, seq), then
+ * ack.  Producers keep recording into the next window meanwhile.
+ *
+ * Processes come and go: each attached process holds a slot of the segment's process table,
+ * with an advisory lock on the file that the kernel drops when the process dies, however it
+ * dies.  The agent reaps the slots of dead processes (its collector every reap_period_ns, or
+ * et_shared_reap): their rings are drained like everyone's and given to new threads, the slot
+ * to a new process.  A process killed inside a drain it made (holding the aggregate lock)
+ * leaves the aggregates consistent: a per-value redo journal is replayed by whoever takes the
+ * lock next (docs/shared-recorder.md).  A fork child of an attached process is a new process:
+ * it takes a slot of its own on its first record (none free: it records through the lock,
+ * losing nothing; counted in slotless).
+ *
+ * Security: the file is created with opts.mode (0660) and opts.gid; whoever can open it for
+ * writing can attach, and can also corrupt what other producers record, or truncate the file.
+ * The agent bounds-checks everything it reads from the segment, waits a bounded time for its
+ * locks, and guards its accesses against a file truncated under it (SIGBUS): it then reports
+ * ET_ETRUNCATED and should create a fresh segment.  Producers attached to a truncated file
+ * fault when they next record: keep the directory to the agent's user and group (0750).
+ *
+ * Pid namespaces: processes in other pid namespaces (containers) attach, record, are reaped
+ * and have the locks they die holding recovered: liveness is the file locks', not pids'.
+ * Only a fork child that has no slot yet holds a lock under its thread id, checked with
+ * kill(); such a child's lock left in another namespace waits for the child's reaping. */
+
+#define ET_SEGMENT_LAYOUT 2 /* the segment's layout version; a segment of another is refused */
+
+/* et_recorder_create_shared's options; et_shared_options_default fills the defaults. */
+typedef struct et_shared_options {
+    uint32_t mode;            /* permission bits of the file (0660) */
+    int32_t gid;              /* its group (-1: the agent's own) */
+    uint32_t flags;           /* ET_SHARED_* below (0) */
+    uint32_t max_processes;   /* process slots, 1..4096 (64): attaches beyond are refused */
+    uint64_t lock_timeout_ns; /* the agent's longest wait for a lock a live process holds;
+                               * a pass or close that waited so long gives up (100 ms) */
+    uint64_t steal_after_ns;  /* a lock unchanged this long is checked for a dead holder, by
+                               * every process (10 ms; stored in the segment) */
+    uint64_t reap_period_ns;  /* the collector reaps dead processes this often (100 ms) */
+} et_shared_options;
+
+/* Replace a segment that is there but cannot be opened as asked (another configuration,
+ * layout version, a damaged or truncated file) with a fresh one, instead of returning its
+ * error.  Producers attached to the old one record into nothing from then on. */
+#define ET_SHARED_REPLACE 1u
+
+/* What a shared recorder is and has seen; see et_recorder_shared_info. */
+typedef struct et_shared_info {
+    uint8_t segment_id[16];      /* random at creation: the snapshots' recorder id */
+    uint64_t generation;         /* agents that have owned the segment, this one included */
+    uint64_t segment_bytes;      /* the file's size */
+    uint32_t layout_version;     /* ET_SEGMENT_LAYOUT */
+    uint32_t owner;              /* 1: this is the agent's handle */
+    uint32_t truncated;          /* 1: the file shrank under this handle; it is dead (every
+                                  * agent call returns ET_ETRUNCATED): create a fresh one */
+    uint32_t max_processes;
+    uint32_t processes;          /* process slots in use */
+    int32_t process_slot;        /* this process's slot, -1 when it has none yet */
+    int32_t agent_pid;           /* the agent's pid, 0 when no agent is running */
+    uint32_t reserved;
+    uint64_t attaches;           /* slots taken, ever */
+    uint64_t attach_refusals;    /* attaches refused for a full process table */
+    uint64_t slotless;           /* processes (fork children) that found no slot and record
+                                  * through the lock */
+    uint64_t processes_reaped;   /* slots of dead processes given back by the agent */
+    uint64_t lock_steals;        /* locks taken from a dead holder (and repaired) */
+    uint64_t journal_replays;    /* journaled steps redone after a steal */
+    uint64_t lock_timeouts;      /* agent waits that gave up on a live holder */
+    uint64_t truncations;        /* this handle: times the file was found shorter (0 or 1) */
+    uint64_t integrity_errors;   /* as et_info.integrity_errors */
+    uint64_t pending_seq;        /* the closed window awaiting et_window_ack, or UINT64_MAX */
+} et_shared_info;
+
+/* What a segment file holds, read without attaching; see et_segment_inspect. */
+typedef struct et_segment_info {
+    uint32_t layout_version;     /* the file's (0 when it is not a segment at all) */
+    uint32_t library_layout_version; /* this library's: ET_SEGMENT_LAYOUT */
+    uint64_t file_bytes;         /* its size on disk */
+    uint64_t expected_bytes;     /* the size its header says it has (0 if unreadable) */
+    et_config config;            /* the rest only when the header checks out (ET_OK) */
+    uint32_t max_processes;
+    int32_t agent_pid;           /* the last agent's pid (0: it left cleanly) */
+    uint32_t agent_running;      /* 1: a live process holds the agent's lock */
+    uint32_t reserved;
+    uint8_t segment_id[16];
+    uint64_t generation;
+} et_segment_info;
+
+/* Fill *opts with the defaults (in et_shared_options' comments).  NULL is ignored. */
+ET_API void et_shared_options_default(et_shared_options *opts);
+
+/* The agent's side: create the shared recorder at path, or open and recover the one there.
+ *   - nothing at path: a fresh segment, written at path.tmp (sized with posix_fallocate, so
+ *     that a full tmpfs is ET_ESYSTEM/ENOSPC now rather than a fault later), given
+ *     opts->mode and opts->gid, then renamed into place;
+ *   - a segment of this layout and this configuration (cfg resolved as et_recorder_new does,
+ *     and opts->max_processes): opened and recovered.  Producers may have gone on recording
+ *     while no agent ran; a lock left by a dead holder is stolen and its journal replayed,
+ *     dead processes are reaped, and a window closed but not acknowledged is returned by the
+ *     next et_window_close.  Its generation is incremented;
+ *   - anything else: its error (ET_ECONFIG, ET_ELAYOUT, ET_ENOTSEGMENT, ET_ETRUNCATED), or
+ *     with ET_SHARED_REPLACE a fresh segment in its place.
+ * One agent per segment: while one lives, another gets ET_EBUSY.  The directory is not
+ * created: make it (0750, the agent's user and the producers' group; systemd's
+ * RuntimeDirectory=).  cfg and opts may be NULL (defaults).  Sets *out, or NULL on failure.
+ * Thread-safe.  Errors: ET_EINVAL (out or path NULL, an option or cfg out of range),
+ * ET_EBUSY, ET_ECONFIG, ET_ELAYOUT, ET_ENOTSEGMENT, ET_ETRUNCATED, ET_EACCES (the directory
+ * or file, or opts->gid is not a group the agent may give), ET_ENOMEM, ET_ESYSTEM (errno). */
+ET_API int et_recorder_create_shared(const char *path, const et_config *cfg,
+                                     const et_shared_options *opts, et_recorder **out);
+
+/* A producer's side: attach to the shared recorder at path.  Checks the file (a regular file
+ * holding a segment header of this layout version, a sane configuration, the size the header
+ * says) before mapping it, and takes a process slot.  The agent need not be running: records
+ * wait in the rings (a full ring is drained by its producer as always) until one runs.
+ * The handle records like any recorder; it is freed (detached) with et_recorder_free, which
+ * gives back the slot and this process's rings; records still pending stay for the agent.
+ * Thread-safe.  Errors: ET_EINVAL (NULL), ET_ENOSEGMENT (nothing at path), ET_EACCES (not
+ * allowed to open it for writing), ET_ENOTSEGMENT (not a segment, or a damaged header),
+ * ET_ELAYOUT (another layout version: et_segment_inspect says which), ET_ETRUNCATED (the
+ * file is shorter than its header says), ET_EPROCFULL (every slot taken; counted in
+ * attach_refusals), ET_ENOMEM, ET_ESYSTEM (errno). */
+ET_API int et_recorder_attach(const char *path, et_recorder **out);
+
+/* The agent: the closed window seq is stored durably; its aggregates may go.  Acknowledging
+ * a window acknowledged before does nothing (ET_OK), so a restarted agent may repeat it.
+ * Private recorders acknowledge at close: any closed seq is ET_OK.  Errors: ET_EINVAL (rec
+ * NULL, or seq not closed yet), ET_ENOTOWNER, ET_ETRUNCATED. */
+ET_API int et_window_ack(et_recorder *rec, uint64_t seq);
+
+/* The agent: reap the slots of processes that are gone now, rather than at the collector's
+ * next reap.  Returns how many were reaped (>= 0).  Errors: ET_EINVAL (NULL, or a private
+ * recorder), ET_ENOTOWNER, ET_ETRUNCATED. */
+ET_API int et_shared_reap(et_recorder *rec);
+
+/* What a shared recorder is and has seen into *out (the figures for the agent's metrics).
+ * Any thread, either side.  Errors: ET_EINVAL (NULL, or a private recorder).  A dead handle
+ * (the file shrank) returns ET_OK with truncated = 1 and only this handle's own fields. */
+ET_API int et_recorder_shared_info(et_recorder *rec, et_shared_info *out);
+
+/* Read a segment's header without attaching (read permission is enough): what a producer's
+ * error was about, e.g. the file's layout version next to this library's for ET_ELAYOUT.
+ * Fills what it could read even on error.  Errors: those of et_recorder_attach but
+ * ET_EPROCFULL. */
+ET_API int et_segment_inspect(const char *path, et_segment_info *out);
 
 /* ---- sharing one recorder across modules of one process ----
  * A module that cannot link this library (a second Python extension, a plugin) records into a
@@ -399,10 +615,11 @@ ET_API const char *et_strerror(int code);
 
 /* ---- compiling instrumentation out ----
  * Build a C or C++ program with -DET_DISABLE and every call above becomes an inline no-op
- * that succeeds (no library to link, no code left after inlining): et_recorder_new gives a
- * NULL recorder, et_series_add and et_series_add_unit id 0, et_record ET_OK, et_record_many
- * and et_record_group n, et_window_close a NULL window whose accessors return 0 /
- * ET_ENOSERIES, et_api_table a table of no-ops.
+ * that succeeds (no library to link, no code left after inlining): et_recorder_new,
+ * et_recorder_create_shared and et_recorder_attach give a NULL recorder, et_series_add and
+ * et_series_add_unit id 0, et_record ET_OK, et_record_many and et_record_group n,
+ * et_window_close a NULL window whose accessors return 0 / ET_ENOSERIES, the info calls
+ * zeroes, et_series_names ET_ENOSERIES, et_api_table a table of no-ops.
  * Arguments are still evaluated, as for any call; code that exists only to measure (reading
  * a clock) goes inside ET_INSTRUMENT(...), which keeps its argument when instrumentation is
  * on and drops it with ET_DISABLE:
@@ -444,13 +661,6 @@ ET__OFF(int) et__off_series_add_unit(et_recorder *rec, const char *model, const 
     (void)rec, (void)model, (void)version, (void)metric, (void)dimension, (void)unit;
     if (series_id != NULL) *series_id = 0;
     return ET_OK;
-}
-ET__OFF(int) et__off_series_names(et_recorder *rec, uint32_t series_id, const char **model,
-                                 const char **version, const char **metric,
-                                 const char **dimension, const char **unit) {
-    (void)rec, (void)series_id, (void)model, (void)version, (void)metric, (void)dimension;
-    (void)unit;
-    return ET_ENOSERIES;
 }
 ET__OFF(int) et__off_record(et_recorder *rec, uint32_t series_id, double value) {
     (void)rec, (void)series_id, (void)value;
@@ -538,6 +748,39 @@ ET__OFF(int) et__off_recorder_edges(const et_recorder *rec, uint32_t *edges,
     (void)rec, (void)edges, (void)capacity;
     return 0;
 }
+ET__OFF(void) et__off_shared_options_default(et_shared_options *opts) {
+    if (opts != NULL) *opts = ET__ZERO(et_shared_options);
+}
+ET__OFF(int) et__off_recorder_create_shared(const char *path, const et_config *cfg,
+                                           const et_shared_options *opts, et_recorder **out) {
+    (void)path, (void)cfg, (void)opts;
+    if (out != NULL) *out = NULL;
+    return ET_OK;
+}
+ET__OFF(int) et__off_recorder_attach(const char *path, et_recorder **out) {
+    (void)path;
+    if (out != NULL) *out = NULL;
+    return ET_OK;
+}
+ET__OFF(int) et__off_window_ack(et_recorder *rec, uint64_t seq) {
+    (void)rec, (void)seq;
+    return ET_OK;
+}
+ET__OFF(int) et__off_recorder_shared_info(et_recorder *rec, et_shared_info *out) {
+    (void)rec;
+    if (out != NULL) *out = ET__ZERO(et_shared_info);
+    return ET_OK;
+}
+ET__OFF(int) et__off_segment_inspect(const char *path, et_segment_info *out) {
+    (void)path;
+    if (out != NULL) *out = ET__ZERO(et_segment_info);
+    return ET_OK;
+}
+ET__OFF(int) et__off_series_names(et_recorder *rec, uint32_t series_id, char *buf,
+                                 size_t capacity) {
+    (void)rec, (void)series_id, (void)buf, (void)capacity;
+    return ET_ENOSERIES;
+}
 ET__OFF(const char *) et__off_strerror(int code) {
     (void)code;
     return "edgetelemetry is compiled out (ET_DISABLE)";
@@ -553,7 +796,6 @@ ET__OFF(const et_api *) et__off_api_table(void) {
 #define et_recorder_free et__off_recorder_free
 #define et_series_add et__off_series_add
 #define et_series_add_unit et__off_series_add_unit
-#define et_series_names et__off_series_names
 #define et_record et__off_record
 #define et_record_many et__off_record_many
 #define et_record_group et__off_record_group
@@ -576,6 +818,14 @@ ET__OFF(const et_api *) et__off_api_table(void) {
 #define et_recorder_info et__off_recorder_info
 #define et_recorder_edges et__off_recorder_edges
 #define et_strerror et__off_strerror
+#define et_shared_options_default et__off_shared_options_default
+#define et_recorder_create_shared et__off_recorder_create_shared
+#define et_recorder_attach et__off_recorder_attach
+#define et_window_ack et__off_window_ack
+#define et_shared_reap et__off_rec
+#define et_recorder_shared_info et__off_recorder_shared_info
+#define et_segment_inspect et__off_segment_inspect
+#define et_series_names et__off_series_names
 #define et_api_table et__off_api_table
 #else
 #define ET_INSTRUMENT(...) __VA_ARGS__

@@ -27,16 +27,28 @@ struct et_window {
 
 /* Drain every ring with something in it, one hold of the aggregate lock per ring, so that a
  * producer waiting to drain its own full ring waits for one ring's drain at most.  Returns
- * the most records one ring held. */
-static uint64_t drain_pass(et_recorder *rec) {
+ * the most records one ring held.  The owner of a shared segment waits a bounded time for
+ * the lock: when a live process holds it longer (stuck, stopped, malicious) the pass ends
+ * there, counted in lock_timeouts, and *ok says so. */
+static uint64_t drain_pass(et_recorder *rec, bool *ok) {
     uint64_t most = 0;
     bool folded = false;
+    *ok = true;
+    const bool timed = rec->owner;
     for (uint32_t i = 0; i < rec->config.max_threads; i++) {
         et_ring *ring = et__ring(rec, i);
         if (atomic_load_explicit(&ring->head, memory_order_relaxed) ==
             atomic_load_explicit(&ring->tail, memory_order_relaxed))
             continue;
-        const uint64_t previous = et__agg_enter(rec);
+        uint64_t previous;
+        if (timed) {
+            if (!et__agg_enter_timed(rec, &previous)) {
+                *ok = false;
+                return most;
+            }
+        } else {
+            previous = et__agg_enter(rec);
+        }
         /* every record drained now was made before this instant: attribute it here */
         const int64_t now = et__now_ns(CLOCK_MONOTONIC);
         if (!folded) et__fold_pending(rec);
@@ -46,7 +58,15 @@ static uint64_t drain_pass(et_recorder *rec) {
         if (n > most) most = n;
     }
     if (!folded && atomic_load_explicit(&rec->region->pending, memory_order_relaxed)) {
-        const uint64_t previous = et__agg_enter(rec);
+        uint64_t previous;
+        if (timed) {
+            if (!et__agg_enter_timed(rec, &previous)) {
+                *ok = false;
+                return most;
+            }
+        } else {
+            previous = et__agg_enter(rec);
+        }
         et__fold_pending(rec);
         et__agg_leave(rec, previous);
     }
@@ -54,10 +74,27 @@ static uint64_t drain_pass(et_recorder *rec) {
     return most;
 }
 
+/* What only the agent of a shared segment may do, and only while its segment is whole. */
+static int owner_check(et_recorder *rec) {
+    if (!rec->shared) return ET_OK;
+    if (!rec->owner) return ET_ENOTOWNER;
+    if (atomic_load_explicit(&rec->dead, memory_order_acquire)) return ET_ETRUNCATED;
+    if (!et__shared_size_ok(rec)) return ET_ETRUNCATED;
+    return ET_OK;
+}
+
 int et_collect(et_recorder *rec) {
     if (rec == NULL) return ET_EINVAL;
-    drain_pass(rec);
-    return ET_OK;
+    int rc = owner_check(rec);
+    if (rc != ET_OK) return rc;
+    volatile int result = ET_OK;
+    ET_GUARDED(rec, result = ET_ETRUNCATED, {
+        bool ok;
+        drain_pass(rec, &ok);
+        if (!ok) result = ET_ETIMEDOUT;
+        et__shared_maybe_reap(rec);
+    });
+    return result;
 }
 
 /* ---- windows ---- */
@@ -102,13 +139,13 @@ static et_window *window_alloc(uint64_t series, uint64_t buckets, uint64_t names
     return w;
 }
 
-/* What a window of the active set needs now (under the aggregate lock). */
+/* What a window of a set needs now (the active one: under the aggregate lock). */
 typedef struct window_need {
     uint64_t series, buckets, names;
 } window_need;
 
-static window_need need_of_active(const et_recorder *rec) {
-    const et_set *s = rec->sets[rec->region->active & 1];
+static window_need need_of(const et_recorder *rec, uint32_t set) {
+    const et_set *s = rec->sets[set & 1];
     const et_config *c = &rec->config;
     /* bounded by what the configuration allows, whatever the set's counters say */
     const uint64_t pages = s->pages_used < c->histogram_pages ? s->pages_used
@@ -120,6 +157,11 @@ static window_need need_of_active(const et_recorder *rec) {
                 (s->coarse_slots < coarse_most ? s->coarse_slots : coarse_most);
     n.names = s->names_bytes < c->names_bytes ? s->names_bytes : c->names_bytes;
     return n;
+}
+
+static et_window *window_alloc_for(window_need need) {
+    return window_alloc(need.series + need.series / 4 + 16, need.buckets + need.buckets / 4 + 256,
+                        need.names + need.names / 4 + 4096);
 }
 
 static int cmp_u32(const void *a, const void *b) {
@@ -148,7 +190,7 @@ static bool copy_names(et_recorder *rec, et_window *w, uint32_t listed, uint32_t
 }
 
 static void emit_bucket(et_window *w, et_series_stats *st, uint32_t index, uint64_t count) {
-    if (w->used_buckets >= w->cap_buckets) return; /* bounded by need_of_active: never */
+    if (w->used_buckets >= w->cap_buckets) return; /* bounded by need_of: never */
     w->indexes[w->used_buckets] = index;
     w->counts[w->used_buckets] = count;
     w->used_buckets++;
@@ -188,10 +230,11 @@ static void build_window(et_recorder *rec, uint32_t set, et_window *w) {
     const et_set *s = rec->sets[set];
     uint32_t n = s->touched_count <= rec->config.max_series ? s->touched_count
                                                             : rec->config.max_series;
-    if (n > w->cap_series) n = w->cap_series; /* bounded by need_of_active: never */
+    if (n > w->cap_series) n = w->cap_series; /* bounded by need_of: never */
     memcpy(w->ids, rec->touched[set], n * sizeof(uint32_t));
     qsort(w->ids, n, sizeof(uint32_t), cmp_u32);
-    const int64_t wall_offset = w->end_wall_ns - w->end_mono_ns;
+    /* unsigned: a pending window's bounds are read back from the region, which is data */
+    const int64_t wall_offset = (int64_t)((uint64_t)w->end_wall_ns - (uint64_t)w->end_mono_ns);
     uint32_t listed = 0;
     for (uint32_t i = 0; i < n; i++) {
         const uint32_t id = w->ids[i];
@@ -215,8 +258,9 @@ static void build_window(et_recorder *rec, uint32_t set, et_window *w) {
         st->first_mono_ns = agg->first_mono_ns;
         st->last_mono_ns = agg->last_mono_ns;
         if (agg->first_mono_ns) {
-            int64_t first = agg->first_mono_ns + wall_offset;
-            int64_t last = agg->last_mono_ns + wall_offset;
+            /* unsigned: the times are data, and clamped to the window's bounds next */
+            int64_t first = (int64_t)((uint64_t)agg->first_mono_ns + (uint64_t)wall_offset);
+            int64_t last = (int64_t)((uint64_t)agg->last_mono_ns + (uint64_t)wall_offset);
             if (first < w->start_wall_ns) first = w->start_wall_ns;
             if (first > w->end_wall_ns) first = w->end_wall_ns;
             if (last > w->end_wall_ns) last = w->end_wall_ns;
@@ -236,59 +280,157 @@ static void build_window(et_recorder *rec, uint32_t set, et_window *w) {
     w->count = listed;
 }
 
-int et_window_close(et_recorder *rec, et_window **out) {
-    if (rec == NULL || out == NULL) return ET_EINVAL;
-    *out = NULL;
+/* A window of the closed set `set`, whose bounds and seq are given: built outside the
+ * aggregate lock (nobody writes a closed set).  NULL when it cannot be allocated. */
+static et_window *window_of_closed(et_recorder *rec, uint32_t set, uint64_t seq, int64_t sm,
+                                   int64_t em, int64_t sw, int64_t ew) {
+    et_window *w = window_alloc_for(need_of(rec, set));
+    if (w == NULL) return NULL;
+    w->seq = seq;
+    w->start_mono_ns = sm;
+    w->end_mono_ns = em;
+    w->start_wall_ns = sw;
+    w->end_wall_ns = ew;
+    build_window(rec, set & 1, w);
+    return w;
+}
+
+/* A shared segment's closed window whose reset an agent began: finish it (resetting a set is
+ * safe to repeat), and say there is no window pending any more. */
+static void finish_reset(et_recorder *rec, uint64_t ws) {
+    et__reset_set(rec, ET_WS_ACTIVE(ws) ^ 1);
+    atomic_signal_fence(memory_order_seq_cst);
+    atomic_store_explicit(&rec->region->window_state,
+                          et__ws(ET_WS_SEQ(ws), ET_PHASE_NONE, ET_WS_ACTIVE(ws)),
+                          memory_order_release);
+}
+
+/* The close itself, under close_lock.  Shared segments (hand-over): the closed set is kept
+ * until et_window_ack; while it is, a close returns it again. */
+static int window_close_locked(et_recorder *rec, et_window **out) {
     et_region *r = rec->region;
-    et__lock(&r->close_lock);
-    drain_pass(rec);
+    uint64_t ws = atomic_load_explicit(&r->window_state, memory_order_acquire);
+    if (ET_WS_PHASE(ws) == ET_PHASE_RESETTING) { /* an agent died resetting it */
+        finish_reset(rec, ws);
+        ws = atomic_load_explicit(&r->window_state, memory_order_acquire);
+    }
+    if (ET_WS_PHASE(ws) == ET_PHASE_PENDING) {
+        et_window *w = window_of_closed(rec, ET_WS_ACTIVE(ws) ^ 1, ET_WS_SEQ(ws) - 1,
+                                        r->closed_start_mono_ns, r->closed_end_mono_ns,
+                                        r->closed_start_wall_ns, r->closed_end_wall_ns);
+        if (w == NULL) return ET_ENOMEM;
+        *out = w;
+        return ET_OK;
+    }
+    bool ok;
+    drain_pass(rec, &ok);
+    if (!ok) return ET_ETIMEDOUT;
 
     /* Size the window before the flip, so that once the set is closed nothing can fail:
      * what the active set needs is read under the lock, the window allocated outside it,
      * and the flip happens only if the set still fits (it grows meanwhile: some slack, and
      * another try if it outgrew that). */
-    uint64_t previous = et__agg_enter(rec);
+    uint64_t previous;
+    if (!et__agg_enter_timed(rec, &previous)) return ET_ETIMEDOUT;
     et__fold_pending(rec);
-    window_need need = need_of_active(rec);
+    window_need need = need_of(rec, et__active(rec));
     et__agg_leave(rec, previous);
     et_window *w = NULL;
     uint32_t closing = 0;
     for (;;) {
-        w = window_alloc(need.series + need.series / 4 + 16, need.buckets + need.buckets / 4 + 256,
-                         need.names + need.names / 4 + 4096);
-        if (w == NULL) {
-            et__unlock(&r->close_lock);
-            return ET_ENOMEM; /* nothing changed: the window stays open */
+        w = window_alloc_for(need);
+        if (w == NULL) return ET_ENOMEM; /* nothing changed: the window stays open */
+        if (!et__agg_enter_timed(rec, &previous)) {
+            free(w);
+            return ET_ETIMEDOUT;
         }
-        previous = et__agg_enter(rec);
         et__fold_pending(rec);
-        need = need_of_active(rec);
+        ws = atomic_load_explicit(&r->window_state, memory_order_relaxed);
+        closing = ET_WS_ACTIVE(ws);
+        need = need_of(rec, closing);
         const bool fits = need.series <= w->cap_series && need.buckets <= w->cap_buckets &&
                           need.names <= w->cap_names;
         if (fits) {
-            closing = r->active & 1;
-            r->active = closing ^ 1;
             /* windows tile time: the next one starts exactly where this one ends */
             w->end_mono_ns = et__now_ns(CLOCK_MONOTONIC);
             w->end_wall_ns = et__now_ns(CLOCK_REALTIME);
+            w->seq = ET_WS_SEQ(ws);
+            w->start_mono_ns = r->window_start_mono_ns;
+            w->start_wall_ns = r->window_start_wall_ns;
+            /* the closed window's bounds first, then one store commits the close: an agent
+             * that dies between the two has closed nothing */
+            r->closed_start_mono_ns = w->start_mono_ns;
+            r->closed_end_mono_ns = w->end_mono_ns;
+            r->closed_start_wall_ns = w->start_wall_ns;
+            r->closed_end_wall_ns = w->end_wall_ns;
+            atomic_store_explicit(&r->window_state,
+                                  et__ws(w->seq + 1, rec->shared ? ET_PHASE_PENDING : ET_PHASE_NONE,
+                                         closing ^ 1),
+                                  memory_order_release);
         }
         et__agg_leave(rec, previous);
         if (fits) break;
         free(w);
     }
-    w->seq = atomic_load_explicit(&r->window_seq, memory_order_relaxed);
-    w->start_mono_ns = r->window_start_mono_ns;
-    w->start_wall_ns = r->window_start_wall_ns;
     r->window_start_mono_ns = w->end_mono_ns;
     r->window_start_wall_ns = w->end_wall_ns;
-    atomic_store_explicit(&r->window_seq, w->seq + 1, memory_order_relaxed);
 
     /* the closed set is ours alone until the next close flips back to it */
     build_window(rec, closing, w);
-    et__reset_set(rec, closing);
-    et__unlock(&r->close_lock);
+    if (!rec->shared) et__reset_set(rec, closing); /* acknowledged at once */
     *out = w;
     return ET_OK;
+}
+
+int et_window_close(et_recorder *rec, et_window **out) {
+    if (rec == NULL || out == NULL) return ET_EINVAL;
+    *out = NULL;
+    int rc = owner_check(rec);
+    if (rc != ET_OK) return rc;
+    et_region *r = rec->region;
+    volatile int result = ET_OK;
+    et_window *volatile built = NULL;
+    ET_GUARDED(rec, {
+        result = ET_ETRUNCATED;
+        et_window_free(built);
+        built = NULL;
+    }, {
+        et__lock(&r->close_lock);
+        et_window *w = NULL;
+        result = window_close_locked(rec, &w);
+        built = w;
+        et__unlock(&r->close_lock);
+    });
+    *out = built;
+    return result;
+}
+
+int et_window_ack(et_recorder *rec, uint64_t seq) {
+    if (rec == NULL) return ET_EINVAL;
+    int rc = owner_check(rec);
+    if (rc != ET_OK) return rc;
+    et_region *r = rec->region;
+    volatile int result = ET_OK;
+    ET_GUARDED(rec, result = ET_ETRUNCATED, {
+        et__lock(&r->close_lock);
+        const uint64_t ws = atomic_load_explicit(&r->window_state, memory_order_acquire);
+        const uint64_t open_seq = ET_WS_SEQ(ws);
+        const uint32_t phase = ET_WS_PHASE(ws);
+        if (phase != ET_PHASE_NONE && seq == open_seq - 1) {
+            /* the closed window is spooled: its set may go.  RESETTING first, so that an
+             * agent dying halfway leaves a reset to finish, never a half-cleared window */
+            if (phase == ET_PHASE_PENDING)
+                atomic_store_explicit(&r->window_state,
+                                      et__ws(open_seq, ET_PHASE_RESETTING, ET_WS_ACTIVE(ws)),
+                                      memory_order_release);
+            atomic_signal_fence(memory_order_seq_cst);
+            finish_reset(rec, et__ws(open_seq, ET_PHASE_RESETTING, ET_WS_ACTIVE(ws)));
+        } else if (seq >= open_seq) {
+            result = ET_EINVAL; /* not closed yet */
+        } /* else: acknowledged before (a repeat after an agent restart): nothing to do */
+        et__unlock(&r->close_lock);
+    });
+    return result;
 }
 
 uint64_t et_window_seq(const et_window *w) { return w ? w->seq : 0; }
@@ -369,6 +511,21 @@ int et_window_buckets(const et_window *w, uint32_t i, uint32_t *indexes, uint64_
 
 /* ---- background collector ---- */
 
+/* One pass of the background collector: the most records one ring held.  A shared
+ * segment's: only while whole, under the SIGBUS guard, with the reaper. */
+static uint64_t collector_pass(et_recorder *rec) {
+    bool ok;
+    if (!rec->shared) return drain_pass(rec, &ok);
+    if (atomic_load_explicit(&rec->dead, memory_order_acquire) || !et__shared_size_ok(rec))
+        return 0;
+    volatile uint64_t fill = 0;
+    ET_GUARDED(rec, fill = 0, {
+        fill = drain_pass(rec, &ok);
+        et__shared_maybe_reap(rec);
+    });
+    return fill;
+}
+
 static void *collector_main(void *arg) {
     et_recorder *rec = arg;
     const uint64_t slowest = rec->period_max_ns, fastest = rec->period_max_ns / 8;
@@ -390,7 +547,7 @@ static void *collector_main(void *arg) {
         if (rec->thread_stop) break;
         pthread_mutex_unlock(&rec->thread_lock);
 
-        const uint64_t fill = drain_pass(rec);
+        const uint64_t fill = collector_pass(rec);
         /* a ring an eighth full at a pass: come back sooner (the producer may be bursting:
          * draining it here is cheaper for everyone than its producer finding it full);
          * nearly empty: sleep longer */
@@ -414,6 +571,7 @@ static void *collector_main(void *arg) {
  * stopped has seen it, and that thread (and its joiner) runs forever. */
 int et_collector_start(et_recorder *rec, uint64_t period_ns) {
     if (rec == NULL || period_ns < 80000 || period_ns > 60ull * 1000000000ull) return ET_EINVAL;
+    if (rec->shared && !rec->owner) return ET_ENOTOWNER;
     pthread_mutex_lock(&rec->lifecycle_lock);
     pthread_mutex_lock(&rec->thread_lock);
     if (rec->thread_running) {
@@ -434,6 +592,7 @@ int et_collector_start(et_recorder *rec, uint64_t period_ns) {
 
 int et_collector_stop(et_recorder *rec) {
     if (rec == NULL) return ET_EINVAL;
+    if (rec->shared && !rec->owner) return ET_ENOTOWNER;
     pthread_mutex_lock(&rec->lifecycle_lock);
     pthread_mutex_lock(&rec->thread_lock);
     if (!rec->thread_running) {
@@ -462,25 +621,21 @@ void et__thread_forget_after_fork(et_recorder *rec, uint32_t parent_tid) {
     for (uint32_t i = 0; i < rec->config.max_threads; i++) {
         et_ring *ring = et__ring(rec, i);
         atomic_store(&ring->tail, atomic_load(&ring->head));
-        if (atomic_load(&ring->owner) == parent_tid &&
-            atomic_load(&ring->state) == RING_OWNED) {
-            atomic_store(&ring->owner, me);
-        } else {
-            atomic_store(&ring->owner, 0);
-            atomic_store(&ring->state, RING_FREE);
-        }
+        atomic_store(&ring->own, atomic_load(&ring->own) == parent_tid ? me : 0);
     }
     for (uint32_t s = 0; s < rec->config.max_series; s++) {
-        atomic_store(&rec->shared[s].rejected_type, 0);
-        for (int k = 0; k < ET_DROP_REASONS; k++) atomic_store(&rec->shared[s].dropped[k], 0);
+        atomic_store(&rec->counters[s].rejected_type, 0);
+        for (int k = 0; k < ET_DROP_REASONS; k++) atomic_store(&rec->counters[s].dropped[k], 0);
+        memset(rec->counters[s].folded, 0, sizeof rec->counters[s].folded);
     }
     for (uint32_t w = 0; w < (rec->config.max_series + 63) / 64; w++)
         atomic_store(&rec->dirty[w], 0);
     atomic_store(&r->pending, 0);
-    atomic_store(&r->unknown_pending, 0);
+    atomic_store(&r->unknown_total, 0);
+    r->unknown_folded = 0;
     et__reset_set(rec, 0);
     et__reset_set(rec, 1);
-    atomic_store(&r->window_seq, 0);
+    atomic_store(&r->window_state, et__ws(0, ET_PHASE_NONE, 0));
     r->window_start_mono_ns = et__now_ns(CLOCK_MONOTONIC);
     r->window_start_wall_ns = et__now_ns(CLOCK_REALTIME);
     r->records_drained = 0;

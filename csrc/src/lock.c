@@ -54,20 +54,45 @@ static bool try_take(et_lock *l, uint32_t from, uint32_t to) {
                                                    memory_order_relaxed);
 }
 
-/* The sleeping half of both lock calls.  A free lock anyone may take; a handed-off one only
+static uint64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The sleeping half of every lock call.  A free lock anyone may take; a handed-off one only
  * a thread that has waited on the futex, so that a thread that just released the lock and
  * comes straight back queues behind the sleeper it was handed to instead of overtaking it.
  * Either is taken with WAITERS set, because other sleepers may remain and only an unlock that
  * sees the bit wakes them; a thread that queues on a handed-off word sets the bit on it too
- * (see et__unlock_slow). */
-static bool lock_sleep(et_lock *l, uint32_t me, uint64_t timeout_ns) {
+ * (see et__unlock_slow).
+ * steal_ns (0: never): a word that has not changed for that long is checked for a dead owner
+ * (and a hand-off nobody took for that long is taken).
+ * deadline (0: none): give up once it passes, unless the lock can be taken right then.  A
+ * waiter that gives up leaves at most a stale WAITERS bit, which the next unlock clears (its
+ * wake finds nobody).  A sleeper woken by a hand-off returns from the wait without a timeout
+ * and takes the lock on its next turn of the loop, before it looks at the deadline. */
+static bool owner_gone(uint32_t owner, et_lock_dead_fn dead, void *ctx) {
+    if (owner == 0) return false;
+    if (dead != NULL) return dead(ctx, owner);
+    return kill((pid_t)owner, 0) == -1 && errno == ESRCH;
+}
+
+static int lock_sleep(et_lock *l, uint32_t me, uint64_t steal_ns, uint64_t deadline,
+                      et_lock_dead_fn dead, void *ctx) {
     bool waited = false;
     for (;;) {
         uint32_t v = atomic_load_explicit(&l->word, memory_order_relaxed);
         const bool handed = (v & ~ET_LOCK_WAITERS) == ET_LOCK_HANDOFF;
         if (v == 0 || (handed && waited)) {
-            if (try_take(l, v, me | ET_LOCK_WAITERS)) return false;
+            if (try_take(l, v, me | ET_LOCK_WAITERS)) return ET_LOCK_TAKEN;
             continue;
+        }
+        uint64_t wait_ns = steal_ns; /* 0: until woken */
+        if (deadline) {
+            const uint64_t now = mono_ns();
+            if (now >= deadline) return ET_LOCK_GAVE_UP;
+            if (wait_ns == 0 || deadline - now < wait_ns) wait_ns = deadline - now;
         }
         if (!(v & ET_LOCK_WAITERS)) {
             if (!atomic_compare_exchange_strong_explicit(&l->word, &v, v | ET_LOCK_WAITERS,
@@ -76,34 +101,55 @@ static bool lock_sleep(et_lock *l, uint32_t me, uint64_t timeout_ns) {
                 continue;
             v |= ET_LOCK_WAITERS;
         }
-        const int rc = futex_wait(l, v, handed ? 0 : timeout_ns);
+        const int rc = futex_wait(l, v, wait_ns);
         const int err = errno;
         waited = true;
-        if (!handed && rc == -1 && err == ETIMEDOUT) {
-            /* the word has not changed for timeout_ns: is its owner still there? */
-            const pid_t owner = (pid_t)(v & ET_LOCK_TID_MASK);
-            if (owner != 0 && kill(owner, 0) == -1 && errno == ESRCH &&
+        if (steal_ns && wait_ns == steal_ns && rc == -1 && err == ETIMEDOUT) {
+            /* The word has not changed for steal_ns.  Handed off and never taken: the sleeper
+             * it was handed to died before its CAS (or is very late: its CAS will then fail
+             * and it waits again).  The section before was complete, so the loop's top takes
+             * it like any waiter that has waited. */
+            if (handed) continue;
+            /* Held: is its owner still there? */
+            if (owner_gone(v & ET_LOCK_TID_MASK, dead, ctx) &&
                 try_take(l, v, me | ET_LOCK_WAITERS))
-                return true;
+                return ET_LOCK_STOLEN;
         }
     }
 }
 
-static bool lock_contended(et_lock *l, uint32_t me, uint64_t timeout_ns) {
+static int lock_contended(et_lock *l, uint32_t me, uint64_t steal_ns, uint64_t deadline,
+                          et_lock_dead_fn dead, void *ctx) {
     for (int i = 0; i < SPIN_ROUNDS; i++) {
         if (atomic_load_explicit(&l->word, memory_order_relaxed) == 0 && try_take(l, 0, me))
-            return false;
+            return ET_LOCK_TAKEN;
         cpu_relax();
     }
-    return lock_sleep(l, me, timeout_ns);
+    return lock_sleep(l, me, steal_ns, deadline, dead, ctx);
 }
 
-void et__lock_slow(et_lock *l, uint32_t me) { (void)lock_contended(l, me, 0); }
+void et__lock_slow(et_lock *l, uint32_t me) { (void)lock_contended(l, me, 0, 0, NULL, NULL); }
 
 bool et__lock_or_steal(et_lock *l, uint64_t timeout_ns) {
     const uint32_t me = et__tid();
     if (try_take(l, 0, me)) return false;
-    return lock_contended(l, me, timeout_ns);
+    return lock_contended(l, me, timeout_ns, 0, NULL, NULL) == ET_LOCK_STOLEN;
+}
+
+int et__lock_shared(et_lock *l, uint32_t me, uint64_t steal_after_ns, uint64_t give_up_ns,
+                    et_lock_dead_fn dead, void *ctx) {
+    if (try_take(l, 0, me)) return ET_LOCK_TAKEN;
+    const uint64_t deadline = give_up_ns ? mono_ns() + give_up_ns : 0;
+    return lock_contended(l, me, steal_after_ns, deadline, dead, ctx);
+}
+
+void et__unlock_any(et_lock *l) {
+    uint32_t v = atomic_load_explicit(&l->word, memory_order_relaxed);
+    if (!(v & ET_LOCK_WAITERS) &&
+        atomic_compare_exchange_strong_explicit(&l->word, &v, 0, memory_order_release,
+                                                memory_order_relaxed))
+        return;
+    et__unlock_slow(l); /* someone sleeps, or set the bit meanwhile */
 }
 
 /* Someone sleeps (WAITERS): give the lock to a sleeper rather than to whoever comes next. */

@@ -58,15 +58,37 @@ static inline void et__unlock(et_lock *l) {
     et__unlock_slow(l);
 }
 
-/* The hook for dead owners (a recorder shared between processes, where an owner can be
- * killed inside its section): like et__lock, but a waiter that has slept timeout_ns without
- * the word changing checks the owner with kill(tid, 0); if that tid no longer exists it takes
- * the lock and returns true, and the caller must repair what the dead owner left half-done.
- * Returns false after an ordinary acquisition; timeout_ns 0 never steals.  In a private recorder an owner cannot die
- * while the process lives, so the core itself only ever calls et__lock. */
+/* The dead-owner hook in its simplest form, with a tid as the owner: like et__lock, but a
+ * waiter that has slept timeout_ns without the word changing checks the owner with
+ * kill(tid, 0); if that tid no longer exists it takes the lock and returns true, and the
+ * caller must repair what the dead owner left half-done.  Returns false after an ordinary
+ * acquisition; timeout_ns 0 never steals.  Shared recorders use et__lock_shared (below);
+ * private ones never steal, as an owner cannot die while the process lives. */
 bool et__lock_or_steal(et_lock *l, uint64_t timeout_ns);
 
-/* The owner's tid, 0 when free or handed off (for tests and diagnostics). */
+/* The shared segments' acquisition: a lock taken as `me` (not necessarily a tid: see
+ * ET_LOCK_BY_SLOT) that is stolen from an owner found dead after steal_after_ns without the
+ * word changing, and given up after give_up_ns (0: never), so that an agent never waits on a
+ * live but stuck holder.  dead(ctx, owner) says whether an owner is gone; NULL: kill(owner,
+ * 0) == ESRCH.  Returns ET_LOCK_TAKEN, ET_LOCK_STOLEN (the caller repairs) or
+ * ET_LOCK_GAVE_UP (not held).  A waiter woken for a hand-off always takes it, deadline or
+ * not: nobody else would. */
+enum { ET_LOCK_TAKEN = 0, ET_LOCK_STOLEN = 1, ET_LOCK_GAVE_UP = -1 };
+typedef bool (*et_lock_dead_fn)(void *ctx, uint32_t owner);
+int et__lock_shared(et_lock *l, uint32_t me, uint64_t steal_after_ns, uint64_t give_up_ns,
+                    et_lock_dead_fn dead, void *ctx);
+/* Release a lock taken with et__lock_shared, whatever value it was taken as (only its holder
+ * calls this). */
+void et__unlock_any(et_lock *l);
+
+/* An owner value that is not a tid (tids stay below 2^22): bit 29 set, and in the low bits
+ * which OFD lock byte of the segment's file its process holds (0: the agent's, 1 + i: slot
+ * i's).  Such an owner is checked through that lock, which works across pid namespaces and
+ * never confuses a reused pid. */
+#define ET_LOCK_BY_SLOT 0x20000000u
+
+/* The owner's tid (or ET_LOCK_BY_SLOT value), 0 when free or handed off (for tests and
+ * diagnostics). */
 static inline uint32_t et__lock_owner(const et_lock *l) {
     const uint32_t v = atomic_load_explicit(&((et_lock *)l)->word, memory_order_relaxed);
     return v == ET_LOCK_HANDOFF ? 0 : (v & ET_LOCK_TID_MASK);

@@ -28,23 +28,33 @@ void et__thread_cache_forget(void) {
     thread_cache.entries = NULL;
 }
 
+void et__thread_cache_forget_for(const et_recorder *rec) {
+    if (thread_cache.recorder_id == rec->id) et__thread_cache_forget();
+}
+
+/* The ring this thread owns in rec, or a free one claimed for it.  Ownership is one word,
+ * the process's slot tag (shared segments) and the thread's tid, so that a ring is only
+ * ever this process's thread's, whatever tid another process's dead thread had. */
 static et_ring *claim_ring(et_recorder *rec) {
     const uint32_t me = et__tid();
+    uint64_t tag = 0;
+    if (rec->shared) {
+        tag = et__shared_slot_tag(rec);
+        if (tag == 0) return NULL; /* no process slot: aggregate through the lock */
+    }
+    const uint64_t mine = tag | me;
     const uint32_t n = rec->config.max_threads;
     for (uint32_t i = 0; i < n; i++) { /* a thread that alternates between recorders */
         et_ring *ring = et__ring(rec, i);
-        if (atomic_load_explicit(&ring->owner, memory_order_relaxed) == me &&
-            atomic_load_explicit(&ring->state, memory_order_acquire) == RING_OWNED)
-            return ring;
+        if (atomic_load_explicit(&ring->own, memory_order_acquire) == mine) return ring;
     }
     if (et__register_thread_exit() != ET_OK) return NULL; /* could not learn of our exit */
     for (uint32_t i = 0; i < n; i++) {
         et_ring *ring = et__ring(rec, i);
-        uint32_t expected = RING_FREE;
-        if (atomic_compare_exchange_strong_explicit(&ring->state, &expected, RING_OWNED,
+        uint64_t expected = 0;
+        if (atomic_compare_exchange_strong_explicit(&ring->own, &expected, mine,
                                                     memory_order_acq_rel,
                                                     memory_order_relaxed)) {
-            atomic_store_explicit(&ring->owner, me, memory_order_relaxed);
             /* the previous owner's records may still be pending: look where tail is */
             ring->cached_limit = atomic_load_explicit(&ring->tail, memory_order_acquire) +
                                  rec->config.ring_capacity;

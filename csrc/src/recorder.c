@@ -32,6 +32,16 @@ static int process_init_error;
 void et__live_lock(void) { pthread_mutex_lock(&live_lock); }
 void et__live_unlock(void) { pthread_mutex_unlock(&live_lock); }
 
+/* Give back the rings this thread owns in rec. */
+static void release_thread_rings(et_recorder *rec, uint64_t mine) {
+    for (uint32_t i = 0; i < rec->config.max_threads; i++) {
+        et_ring *ring = et__ring(rec, i);
+        if (atomic_load_explicit(&ring->own, memory_order_relaxed) != mine) continue;
+        /* release: the next owner's claim (acquire) sees this thread's last head */
+        atomic_store_explicit(&ring->own, 0, memory_order_release);
+    }
+}
+
 /* A recording thread is exiting: free its rings for the next thread that records. */
 static void on_thread_exit(void *unused) {
     (void)unused;
@@ -41,13 +51,14 @@ static void on_thread_exit(void *unused) {
     et__thread_cache_forget();
     pthread_mutex_lock(&live_lock);
     for (et_recorder *rec = live_head; rec != NULL; rec = rec->next_live) {
-        for (uint32_t i = 0; i < rec->config.max_threads; i++) {
-            et_ring *ring = et__ring(rec, i);
-            if (atomic_load_explicit(&ring->owner, memory_order_relaxed) != me) continue;
-            atomic_store_explicit(&ring->owner, 0, memory_order_relaxed);
-            /* release: the next owner's claim (acquire) sees this thread's last head */
-            atomic_store_explicit(&ring->state, RING_FREE, memory_order_release);
+        if (!rec->shared) {
+            release_thread_rings(rec, me);
+            continue;
         }
+        /* a segment that shrank is not touched again; the agent's access is guarded */
+        if (atomic_load_explicit(&rec->dead, memory_order_acquire) || rec->own_tag == 0)
+            continue;
+        ET_GUARDED(rec, (void)0, release_thread_rings(rec, rec->own_tag | me));
     }
     pthread_mutex_unlock(&live_lock);
 }
@@ -61,12 +72,19 @@ static void init_wake_cond(et_recorder *rec) {
 }
 
 /* fork() copies one thread: take every lock first so none is copied held by a thread that
- * does not exist in the child.  Order as everywhere: close before aggregate. */
+ * does not exist in the child.  Order as everywhere: close before aggregate.  A shared
+ * segment's locks are not taken: they live in memory the child shares rather than copies,
+ * so a holder in the parent releases them for the child too (and taking them would make
+ * every fork wait for the other processes). */
 static void before_fork(void) {
     pthread_mutex_lock(&live_lock);
     for (et_recorder *rec = live_head; rec != NULL; rec = rec->next_live) {
         pthread_mutex_lock(&rec->lifecycle_lock);
         pthread_mutex_lock(&rec->thread_lock);
+        if (rec->shared) {
+            pthread_mutex_lock(&rec->slot_lock);
+            continue;
+        }
         et__lock(&rec->region->close_lock);
         et__lock(&rec->region->registry_lock);
         et__lock(&rec->region->agg_lock);
@@ -75,9 +93,13 @@ static void before_fork(void) {
 
 static void after_fork_parent(void) {
     for (et_recorder *rec = live_head; rec != NULL; rec = rec->next_live) {
-        et__unlock(&rec->region->agg_lock);
-        et__unlock(&rec->region->registry_lock);
-        et__unlock(&rec->region->close_lock);
+        if (rec->shared) {
+            pthread_mutex_unlock(&rec->slot_lock);
+        } else {
+            et__unlock(&rec->region->agg_lock);
+            et__unlock(&rec->region->registry_lock);
+            et__unlock(&rec->region->close_lock);
+        }
         pthread_mutex_unlock(&rec->thread_lock);
         pthread_mutex_unlock(&rec->lifecycle_lock);
     }
@@ -89,14 +111,22 @@ static void after_fork_child(void) {
     const uint32_t parent_tid = et__tid();
     et__tid_refresh();
     for (et_recorder *rec = live_head; rec != NULL; rec = rec->next_live) {
-        et__lock_reset(&rec->region->agg_lock);
-        et__lock_reset(&rec->region->registry_lock);
-        et__lock_reset(&rec->region->close_lock);
-        et__thread_forget_after_fork(rec, parent_tid);
+        if (rec->shared) {
+            et__shared_after_fork_child(rec);
+            pthread_mutex_unlock(&rec->slot_lock);
+        } else {
+            et__lock_reset(&rec->region->agg_lock);
+            et__lock_reset(&rec->region->registry_lock);
+            et__lock_reset(&rec->region->close_lock);
+            et__thread_forget_after_fork(rec, parent_tid);
+        }
         /* the parent's collector thread was most likely waiting on thread_wake when we forked:
          * the copy counts a waiter that does not exist here, and glibc's pthread_cond_destroy
          * (et_recorder_free) would wait for it forever.  Start the child with a fresh one. */
         init_wake_cond(rec);
+        rec->thread_running = false; /* the thread was not copied */
+        rec->thread_stop = false;
+        atomic_store(&rec->period_now_ns, 0);
         pthread_mutex_unlock(&rec->thread_lock);
         pthread_mutex_unlock(&rec->lifecycle_lock);
     }
@@ -110,6 +140,18 @@ static void process_init(void) {
     }
     if (pthread_atfork(before_fork, after_fork_parent, after_fork_child) != 0)
         process_init_error = ET_ETHREAD;
+}
+
+int et__process_init(void) {
+    pthread_once(&process_once, process_init);
+    return process_init_error;
+}
+
+void et__live_add(et_recorder *rec) {
+    pthread_mutex_lock(&live_lock);
+    rec->next_live = live_head;
+    live_head = rec;
+    pthread_mutex_unlock(&live_lock);
 }
 
 int et__register_thread_exit(void) {
@@ -139,7 +181,7 @@ void et_config_default(et_config *cfg) {
      * set, so raising max_series alone is enough */
 }
 
-static int resolve_config(const et_config *given, et_config *out) {
+int et__resolve_config(const et_config *given, et_config *out) {
     et_config_default(out);
     if (given != NULL) {
         if (given->ring_capacity) out->ring_capacity = given->ring_capacity;
@@ -170,7 +212,7 @@ static int resolve_config(const et_config *given, et_config *out) {
 static uint64_t round_line(uint64_t n) { return (n + ET_CACHE_LINE - 1) & ~(uint64_t)(ET_CACHE_LINE - 1); }
 
 /* Where everything is in the region: a pure function of the configuration. */
-static void compute_layout(const et_config *c, et_layout *l) {
+void et__compute_layout(const et_config *c, et_layout *l) {
     memset(l, 0, sizeof *l);
     uint64_t at = round_line(sizeof(et_region));
     l->ring_stride = sizeof(et_ring) + (uint64_t)c->ring_capacity * sizeof(et_entry);
@@ -244,7 +286,7 @@ static void derive_pointers(et_recorder *rec) {
     rec->series = (et_series_rec *)(base + l->series);
     rec->hash = (uint32_t *)(base + l->hash);
     rec->arena = base + l->arena;
-    rec->shared = (et_shared_counters *)(base + l->shared);
+    rec->counters = (et_shared_counters *)(base + l->shared);
     rec->dirty = (_Atomic uint64_t *)(base + l->dirty);
     for (int s = 0; s < 2; s++) {
         char *set = base + l->sets[s];
@@ -257,8 +299,21 @@ static void derive_pointers(et_recorder *rec) {
     rec->page_limit = l->pages ? (uint64_t)(l->pages - 1) * l->page_words + 1 : 0;
 }
 
+/* The handle's tables, pointers and process-local locks: rec->config, layout and region set. */
+void et__init_handle(et_recorder *rec) {
+    rec->id = atomic_fetch_add(&next_recorder_id, 1);
+    build_tables(rec);
+    derive_pointers(rec);
+    pthread_mutex_init(&rec->lifecycle_lock, NULL);
+    pthread_mutex_init(&rec->thread_lock, NULL);
+    pthread_mutex_init(&rec->slot_lock, NULL);
+    init_wake_cond(rec);
+    rec->fd = -1;
+    rec->slot = ET_NO_SLOT;
+}
+
 /* A fresh region: zero, then what zero does not mean. */
-static void init_region(et_recorder *rec) {
+void et__init_region(et_recorder *rec) {
     et_region *r = rec->region;
     r->magic = ET_REGION_MAGIC;
     r->layout_version = ET_LAYOUT_VERSION;
@@ -268,6 +323,7 @@ static void init_region(et_recorder *rec) {
     for (uint32_t s = 0; s < 2; s++)
         for (uint32_t i = 0; i < rec->config.max_series; i++)
             et__agg_clear(rec, et__agg(rec, s, i));
+    atomic_store_explicit(&r->window_state, et__ws(0, ET_PHASE_NONE, 0), memory_order_relaxed);
     r->window_start_mono_ns = et__now_ns(CLOCK_MONOTONIC);
     r->window_start_wall_ns = et__now_ns(CLOCK_REALTIME);
 }
@@ -277,14 +333,14 @@ static void init_region(et_recorder *rec) {
 int et_recorder_new(const et_config *cfg, et_recorder **out) {
     if (out == NULL) return ET_EINVAL;
     *out = NULL;
-    pthread_once(&process_once, process_init);
-    if (process_init_error) return process_init_error;
+    int rc = et__process_init();
+    if (rc != ET_OK) return rc;
 
     et_config resolved;
-    int rc = resolve_config(cfg, &resolved);
+    rc = et__resolve_config(cfg, &resolved);
     if (rc != ET_OK) return rc;
     et_layout layout;
-    compute_layout(&resolved, &layout);
+    et__compute_layout(&resolved, &layout);
     if (layout.total > SIZE_MAX / 2) return ET_ENOMEM; /* a 32-bit address space */
 
     et_recorder *rec = calloc(1, sizeof *rec);
@@ -299,19 +355,9 @@ int et_recorder_new(const et_config *cfg, et_recorder **out) {
     rec->config = resolved;
     rec->layout = layout;
     rec->memory_bytes = sizeof *rec + layout.total;
-    rec->id = atomic_fetch_add(&next_recorder_id, 1);
-    build_tables(rec);
-    derive_pointers(rec);
-    init_region(rec);
-
-    pthread_mutex_init(&rec->lifecycle_lock, NULL);
-    pthread_mutex_init(&rec->thread_lock, NULL);
-    init_wake_cond(rec);
-
-    pthread_mutex_lock(&live_lock);
-    rec->next_live = live_head;
-    live_head = rec;
-    pthread_mutex_unlock(&live_lock);
+    et__init_handle(rec);
+    et__init_region(rec);
+    et__live_add(rec);
     *out = rec;
     return ET_OK;
 }
@@ -327,10 +373,12 @@ void et_recorder_free(et_recorder *rec) {
         }
     }
     pthread_mutex_unlock(&live_lock);
+    if (rec->shared) et__shared_release(rec); /* detach: slot, rings, mapping, file */
     pthread_mutex_destroy(&rec->lifecycle_lock);
     pthread_mutex_destroy(&rec->thread_lock);
+    pthread_mutex_destroy(&rec->slot_lock);
     pthread_cond_destroy(&rec->thread_wake);
-    free(rec->region);
+    if (!rec->shared) free(rec->region);
     free(rec);
 }
 
@@ -394,6 +442,83 @@ static const char *series_unit(const et_recorder *rec, uint32_t id, size_t key_l
     const char *unit = rec->arena + s->name_off + key_len;
     /* name_len covers the unit and its NUL; anything else reads as no unit */
     return memchr(unit, '\0', s->name_len - key_len) ? unit : "";
+}
+
+/* The registry lock was taken from a holder that died inside its section: its append may
+ * be half done.  Published records (below series_count) are complete, so the hash index is
+ * rebuilt from them alone, and the arena resumes after the last of them at the earliest. */
+static void registry_repair(et_recorder *rec) {
+    et_region *r = rec->region;
+    atomic_fetch_add_explicit(&rec->seg->lock_steals, 1, memory_order_relaxed);
+    const uint32_t n = et__series_count(rec);
+    memset(rec->hash, 0, ((size_t)rec->layout.hash_mask + 1) * sizeof(uint32_t));
+    uint64_t end = 0;
+    for (uint32_t id = 0; id < n; id++) {
+        et_series_rec *sr = &rec->series[id];
+        const uint32_t b = sr->hash & rec->layout.hash_mask;
+        sr->next = rec->hash[b];
+        rec->hash[b] = id + 1;
+        const uint64_t e = (uint64_t)sr->name_off + sr->name_len;
+        if (e <= rec->config.names_bytes && e > end) end = e;
+    }
+    if (r->arena_used < end || r->arena_used > rec->config.names_bytes)
+        r->arena_used = (uint32_t)end;
+}
+
+bool et__registry_take_over(et_recorder *rec, uint32_t dead_owner) {
+    et_lock *l = &rec->region->registry_lock;
+    uint32_t v = atomic_load_explicit(&l->word, memory_order_relaxed);
+    if ((v & ET_LOCK_TID_MASK) != dead_owner || (v & ET_LOCK_HANDOFF)) return false;
+    const uint32_t me = et__shared_lock_id(rec) | (v & ET_LOCK_WAITERS);
+    if (!atomic_compare_exchange_strong_explicit(&l->word, &v, me, memory_order_acquire,
+                                                 memory_order_relaxed))
+        return false;
+    registry_repair(rec);
+    et__unlock_any(l);
+    return true;
+}
+
+void et__registry_leave(et_recorder *rec) {
+    if (rec->shared)
+        et__unlock_any(&rec->region->registry_lock);
+    else
+        et__unlock(&rec->region->registry_lock);
+}
+
+bool et__registry_enter(et_recorder *rec) {
+    if (!rec->shared) {
+        et__lock(&rec->region->registry_lock);
+        return true;
+    }
+    const int got = et__lock_shared(&rec->region->registry_lock, et__shared_lock_id(rec),
+                                    rec->steal_ns, rec->owner ? rec->give_up_ns : 0,
+                                    et__shared_owner_dead, rec);
+    if (got == ET_LOCK_GAVE_UP) {
+        atomic_fetch_add_explicit(&rec->seg->lock_timeouts, 1, memory_order_relaxed);
+        return false;
+    }
+    if (got == ET_LOCK_STOLEN) registry_repair(rec);
+    return true;
+}
+
+static int series_add_locked(et_recorder *rec, const char *const parts[5],
+                             const size_t lens[5], const char *key, size_t key_len,
+                             uint32_t hash, bool strict, uint32_t *series_id);
+
+/* The registry step, under the SIGBUS guard (an agent's) and the registry lock. */
+static int series_add_guarded(et_recorder *rec, const char *const parts[5],
+                              const size_t lens[5], const char *key, size_t key_len,
+                              uint32_t hash, bool strict, uint32_t *series_id) {
+    volatile int rc = ET_OK;
+    ET_GUARDED(rec, rc = ET_ETRUNCATED, {
+        if (!et__registry_enter(rec)) {
+            rc = ET_ETIMEDOUT;
+        } else {
+            rc = series_add_locked(rec, parts, lens, key, key_len, hash, strict, series_id);
+            et__registry_leave(rec);
+        }
+    });
+    return rc;
 }
 
 /* The key (model, version, metric, dimension, NULs included) into key; returns its length. */
@@ -461,51 +586,52 @@ static int series_add(et_recorder *rec, const char *model, const char *version,
     const size_t key_len = make_key(key, parts, lens);
     const uint32_t hash = hash_key(key, key_len);
 
+    if (rec->shared && atomic_load_explicit(&rec->dead, memory_order_acquire))
+        return ET_ETRUNCATED;
+    return series_add_guarded(rec, parts, lens, key, key_len, hash, strict, series_id);
+}
+
+static int series_add_locked(et_recorder *rec, const char *const parts[5],
+                             const size_t lens[5], const char *key, size_t key_len,
+                             uint32_t hash, bool strict, uint32_t *series_id) {
     et_region *r = rec->region;
-    int rc = ET_OK;
-    et__lock(&r->registry_lock);
     const uint32_t n = et__series_count(rec);
     const int64_t found = registry_find(rec, key, key_len, hash, n);
     if (found >= 0) {
         if (strict && strcmp(series_unit(rec, (uint32_t)found, key_len), parts[4]) != 0)
-            rc = ET_EUNIT;
-        else
-            *series_id = (uint32_t)found;
-        goto out;
+            return ET_EUNIT;
+        *series_id = (uint32_t)found;
+        return ET_OK;
     }
     const int64_t clash =
-        display_name_clash(rec, model, version, metric, parts[3], parts[4], lens, n);
+        display_name_clash(rec, parts[0], parts[1], parts[2], parts[3], parts[4], lens, n);
     if (clash >= 0) {
         *series_id = (uint32_t)clash;
-        rc = ET_ENAMECLASH;
-        goto out;
+        return ET_ENAMECLASH;
     }
     const uint64_t need = key_len + lens[4] + 1;
-    if (n >= rec->config.max_series) {
-        rc = ET_ESERIESFULL;
-        goto out;
-    }
+    if (n >= rec->config.max_series) return ET_ESERIESFULL;
     if (r->arena_used > rec->config.names_bytes ||
-        need > rec->config.names_bytes - r->arena_used) {
-        rc = ET_ENAMESFULL;
-        goto out;
-    }
+        need > rec->config.names_bytes - r->arena_used)
+        return ET_ENAMESFULL;
+    /* Each step complete before the next is visible: names, record, arena, then the count
+     * publishes the series (release).  A holder that dies before the count leaks arena bytes
+     * at worst; the hash index is rebuilt from published records by whoever steals the
+     * lock (registry_repair). */
     char *dst = rec->arena + r->arena_used;
     memcpy(dst, key, key_len);
     memcpy(dst + key_len, parts[4], lens[4] + 1);
-    et_series_rec *s = &rec->series[n];
-    s->name_off = r->arena_used;
-    s->name_len = (uint32_t)need;
-    s->hash = hash;
-    s->next = rec->hash[hash & rec->layout.hash_mask];
+    et_series_rec *sr = &rec->series[n];
+    sr->name_off = r->arena_used;
+    sr->name_len = (uint32_t)need;
+    sr->hash = hash;
+    sr->next = rec->hash[hash & rec->layout.hash_mask];
     rec->hash[hash & rec->layout.hash_mask] = n + 1;
     r->arena_used += (uint32_t)need;
     /* release: the names are complete before any reader sees the new count */
     atomic_store_explicit(&r->series_count, n + 1, memory_order_release);
     *series_id = n;
-out:
-    et__unlock(&r->registry_lock);
-    return rc;
+    return ET_OK;
 }
 
 int et_series_add(et_recorder *rec, const char *model, const char *version, const char *metric,
@@ -519,48 +645,10 @@ int et_series_add_unit(et_recorder *rec, const char *model, const char *version,
     return series_add(rec, model, version, metric, dimension, unit, true, series_id);
 }
 
-int et_series_names(et_recorder *rec, uint32_t series_id, const char **model,
-                    const char **version, const char **metric, const char **dimension,
-                    const char **unit) {
-    if (rec == NULL) return ET_EINVAL;
-    if (series_id >= et__series_count(rec)) return ET_ENOSERIES;
-    /* names are written before the count that publishes them, and never change; the
-     * record is data like the rest of the region, so it is checked before it is read */
-    const et_series_rec *s = &rec->series[series_id];
-    const char *found[5] = {"", "", "", "", ""};
-    const uint64_t off = s->name_off, len = s->name_len;
-    if (off + len <= rec->config.names_bytes && len > 0 && rec->arena[off + len - 1] == '\0') {
-        const char *p = rec->arena + off, *end = p + len;
-        int k = 0;
-        for (; k < 5 && p < end; k++) {
-            found[k] = p;
-            p += strlen(p) + 1;
-        }
-        if (k < 5) found[0] = found[1] = found[2] = found[3] = found[4] = "";
-    }
-    if (found[0][0] == '\0') count_integrity_error(rec); /* a model is never empty */
-    if (model) *model = found[0];
-    if (version) *version = found[1];
-    if (metric) *metric = found[2];
-    if (dimension) *dimension = found[3];
-    if (unit) *unit = found[4];
-    return ET_OK;
-}
-
 /* ---- introspection ---- */
 
-int et_recorder_info(et_recorder *rec, et_info *out) {
-    if (rec == NULL || out == NULL) return ET_EINVAL;
-    memset(out, 0, sizeof *out);
-    et_region *r = rec->region;
-    out->config = rec->config;
-    out->memory_bytes = rec->memory_bytes;
-    out->relative_error = rec->relative_error;
-    out->series = et__series_count(rec);
-    for (uint32_t i = 0; i < rec->config.max_threads; i++)
-        if (atomic_load_explicit(&et__ring(rec, i)->state, memory_order_relaxed) == RING_OWNED)
-            out->threads_active++;
-    const uint64_t previous = et__agg_enter(rec);
+static void info_counters(et_recorder *rec, et_info *out) {
+    const et_region *r = rec->region;
     out->ring_high_water = r->ring_high_water;
     out->records_drained = r->records_drained;
     out->unknown_series = r->unknown_series;
@@ -569,10 +657,40 @@ int et_recorder_info(et_recorder *rec, et_info *out) {
     out->pool_exhausted = r->pool_exhausted;
     out->pages_high_water = r->pages_high_water;
     out->integrity_errors = r->integrity_errors;
-    et__agg_leave(rec, previous);
-    out->unknown_series += atomic_load_explicit(&r->unknown_pending, memory_order_relaxed);
+    out->unknown_series += atomic_load_explicit(&rec->region->unknown_total,
+                                                memory_order_relaxed) - r->unknown_folded;
+}
+
+static void info_read(et_recorder *rec, et_info *out) {
+    et_region *r = rec->region;
+    out->series = et__series_count(rec);
+    for (uint32_t i = 0; i < rec->config.max_threads; i++)
+        if (atomic_load_explicit(&et__ring(rec, i)->own, memory_order_relaxed) != 0)
+            out->threads_active++;
+    uint64_t previous;
+    if (et__agg_enter_timed(rec, &previous)) {
+        info_counters(rec, out);
+        et__agg_leave(rec, previous);
+    } else { /* a live process holds the lock too long: the agent reads without it */
+        info_counters(rec, out);
+    }
     out->collector_passes = atomic_load_explicit(&r->passes, memory_order_relaxed);
-    out->window_seq = atomic_load_explicit(&r->window_seq, memory_order_relaxed);
+    out->window_seq =
+        ET_WS_SEQ(atomic_load_explicit(&r->window_state, memory_order_relaxed));
+}
+
+int et_recorder_info(et_recorder *rec, et_info *out) {
+    if (rec == NULL || out == NULL) return ET_EINVAL;
+    memset(out, 0, sizeof *out);
+    if (rec->shared && atomic_load_explicit(&rec->dead, memory_order_acquire))
+        return ET_ETRUNCATED;
+    if (rec->owner && !et__shared_size_ok(rec)) return ET_ETRUNCATED;
+    out->config = rec->config;
+    out->memory_bytes = rec->memory_bytes;
+    out->relative_error = rec->relative_error;
+    volatile int rc = ET_OK;
+    ET_GUARDED(rec, rc = ET_ETRUNCATED, info_read(rec, out));
+    if (rc != ET_OK) return rc;
     out->collector_period_ns = atomic_load_explicit(&rec->period_now_ns, memory_order_relaxed);
     /* what one more series costs: its aggregate and touched-list entry in both sets, its
      * registry record and hash buckets (two or more per series), its lock-free counters */
@@ -585,6 +703,40 @@ int et_recorder_info(et_recorder *rec, et_info *out) {
     return ET_OK;
 }
 
+/* Copy series id's five names out of the arena, bounds-checked (the arena may have been
+ * written over by another process). */
+static int series_names_copy(et_recorder *rec, uint32_t id, char *buf, size_t cap) {
+    if (id >= et__series_count(rec)) return ET_ENOSERIES;
+    const et_series_rec *sr = &rec->series[id];
+    const uint64_t off = sr->name_off, len = sr->name_len;
+    if (len == 0 || off + len > rec->config.names_bytes) {
+        rec->region->integrity_errors++;
+        return ET_ENOSERIES;
+    }
+    if (len > cap) return ET_EINVAL;
+    memcpy(buf, rec->arena + off, len);
+    uint64_t at = 0;
+    for (int k = 0; k < 5; k++) {
+        const char *end = memchr(buf + at, '\0', len - at);
+        if (end == NULL || (k < 4 && (uint64_t)(end - buf) + 1 >= len)) {
+            rec->region->integrity_errors++;
+            return ET_ENOSERIES;
+        }
+        at = (uint64_t)(end - buf) + 1;
+    }
+    return (int)at;
+}
+
+int et_series_names(et_recorder *rec, uint32_t series_id, char *buf, size_t capacity) {
+    if (rec == NULL || buf == NULL) return ET_EINVAL;
+    if (rec->shared && atomic_load_explicit(&rec->dead, memory_order_acquire))
+        return ET_ETRUNCATED;
+    if (rec->owner && !et__shared_size_ok(rec)) return ET_ETRUNCATED;
+    volatile int rc = ET_OK;
+    ET_GUARDED(rec, rc = ET_ETRUNCATED, rc = series_names_copy(rec, series_id, buf, capacity));
+    return rc;
+}
+
 int et_recorder_edges(const et_recorder *rec, uint32_t *edges, uint32_t capacity) {
     if (rec == NULL || edges == NULL) return ET_EINVAL;
     const uint32_t n = rec->config.buckets_per_octave + 1;
@@ -592,6 +744,9 @@ int et_recorder_edges(const et_recorder *rec, uint32_t *edges, uint32_t capacity
     memcpy(edges, rec->edges, n * sizeof *edges);
     return (int)n;
 }
+
+#define ET__STR2(x) #x
+#define ET__STR(x) ET__STR2(x)
 
 const char *et_strerror(int code) {
     switch (code) {
@@ -606,6 +761,21 @@ const char *et_strerror(int code) {
     case ET_ENORING: return "no ring free for this thread: record dropped and counted";
     case ET_EUNIT: return "the series exists with another unit";
     case ET_ENAMESFULL: return "series names use up names_bytes (raise names_bytes)";
+    case ET_ENOSEGMENT: return "no shared recorder at this path (is the agent running?)";
+    case ET_ENOTSEGMENT: return "not an edgetelemetry shared recorder, or its header is damaged";
+    case ET_ELAYOUT:
+        return "the shared recorder has another layout version than this library's (layout "
+               ET__STR(ET_SEGMENT_LAYOUT) "): use the same edgetelemetry version as the agent "
+               "(et_segment_inspect names the file's)";
+    case ET_EACCES: return "permission denied (the segment's group and mode decide who may attach)";
+    case ET_EPROCFULL: return "the shared recorder's process table is full (raise max_processes)";
+    case ET_ENOTOWNER: return "only the agent that created the shared recorder may do this";
+    case ET_EBUSY: return "another agent owns this shared recorder";
+    case ET_ECONFIG: return "the shared recorder exists with another configuration";
+    case ET_ETRUNCATED: return "the shared recorder's file is shorter than its layout (truncated)";
+    case ET_ETIMEDOUT:
+        return "a live process held the recorder's lock too long: nothing changed, try again";
+    case ET_ESYSTEM: return "a system call failed (errno says which)";
     case ET_ENAMECLASH:
         return "another series of this model, version and dimension has the same metric-unit "
                "name";

@@ -109,9 +109,12 @@ ET_TEST(config_validation_at_init) {
 }
 
 ET_TEST(strerror_names_every_code) {
-    const int codes[] = {ET_OK,      ET_EINVAL,    ET_ENOMEM,  ET_ESERIESFULL,
-                         ET_ENAME,   ET_ENOSERIES, ET_ETHREAD, ET_ERINGFULL,
-                         ET_ENORING, ET_EUNIT,     ET_ENAMESFULL, ET_ENAMECLASH};
+    const int codes[] = {ET_OK,          ET_EINVAL,     ET_ENOMEM,    ET_ESERIESFULL,
+                         ET_ENAME,       ET_ENOSERIES,  ET_ETHREAD,   ET_ERINGFULL,
+                         ET_ENORING,     ET_EUNIT,      ET_ENAMESFULL, ET_ENAMECLASH,
+                         ET_ENOSEGMENT,  ET_ENOTSEGMENT, ET_ELAYOUT,  ET_EACCES,
+                         ET_EPROCFULL,   ET_ENOTOWNER,  ET_EBUSY,     ET_ECONFIG,
+                         ET_ETRUNCATED,  ET_ETIMEDOUT,  ET_ESYSTEM};
     const size_t n = sizeof codes / sizeof codes[0];
     const char *unknown = et_strerror(-1000);
     ET_REQUIRE(unknown != NULL && unknown[0] != '\0');
@@ -124,9 +127,10 @@ ET_TEST(strerror_names_every_code) {
                       codes[i], codes[j]);
     }
     /* the codes are the contiguous range the header promises */
-    for (int c = ET_ENAMECLASH; c <= ET_OK; c++)
+    ET_CHECK_EQ_U(n, 1 - ET_ESYSTEM); /* every code listed above */
+    for (int c = ET_ESYSTEM; c <= ET_OK; c++)
         ET_CHECKF(strcmp(et_strerror(c), unknown) != 0, "code %d unnamed", c);
-    const int others[] = {1, 2, ET_ENAMECLASH - 1, -100, INT_MIN, INT_MAX};
+    const int others[] = {1, 2, ET_ESYSTEM - 1, -100, INT_MIN, INT_MAX};
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
         ET_CHECK(et_strerror(others[i]) != NULL && !strcmp(et_strerror(others[i]), unknown));
 }

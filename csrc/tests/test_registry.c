@@ -139,10 +139,10 @@ ET_TEST(display_names_cannot_clash) {
     other = 99;
     ET_CHECK_RC(et_series_add_unit(rec, "m", "1", "latency-ms", "", "", &other), ET_ENAMECLASH);
     ET_CHECK_EQ_U(other, lat);
-    const char *mo, *ve, *me, *di, *un;
-    ET_CHECK_RC(et_series_names(rec, other, &mo, &ve, &me, &di, &un), ET_OK);
-    ET_CHECK(!strcmp(mo, "m") && !strcmp(ve, "1") && !strcmp(me, "latency") && !strcmp(di, "") &&
-             !strcmp(un, "ms"));
+    char names[ET_SERIES_NAMES_MAX];
+    static const char latency_ms[] = "m\0" "1\0" "latency\0" "\0" "ms";
+    ET_CHECK_EQ_I(et_series_names(rec, other, names, sizeof names), (int)sizeof latency_ms);
+    ET_CHECK(!memcmp(names, latency_ms, sizeof latency_ms));
     /* the other way round: a unit-less "queue-wait-s" first, then "queue-wait" in "s" or
      * "queue" in "wait-s" (a C unit may hold a hyphen) */
     uint32_t q, r = 99;
@@ -163,12 +163,14 @@ ET_TEST(display_names_cannot_clash) {
     /* finding an existing series is never a clash */
     ET_CHECK_RC(et_series_add(rec, "m", "1", "latency", NULL, &id), ET_OK);
     ET_CHECK_EQ_U(id, lat);
-    /* names of an unknown id, and NULL outputs */
-    ET_CHECK_RC(et_series_names(rec, 1000, &mo, NULL, NULL, NULL, NULL), ET_ENOSERIES);
-    ET_CHECK_RC(et_series_names(NULL, 0, &mo, NULL, NULL, NULL, NULL), ET_EINVAL);
-    ET_CHECK_RC(et_series_names(rec, q, NULL, NULL, NULL, NULL, NULL), ET_OK);
-    ET_CHECK_RC(et_series_names(rec, q, NULL, NULL, &me, &di, &un), ET_OK);
-    ET_CHECK(!strcmp(me, "queue-wait-s") && !strcmp(di, "cam") && !strcmp(un, ""));
+    /* names of an unknown id, NULL, a buffer too small */
+    ET_CHECK_RC(et_series_names(rec, 1000, names, sizeof names), ET_ENOSERIES);
+    ET_CHECK_RC(et_series_names(NULL, 0, names, sizeof names), ET_EINVAL);
+    ET_CHECK_RC(et_series_names(rec, q, NULL, sizeof names), ET_EINVAL);
+    ET_CHECK_RC(et_series_names(rec, q, names, 4), ET_EINVAL);
+    static const char queue[] = "m\0" "1\0" "queue-wait-s\0" "cam\0";
+    ET_CHECK_EQ_I(et_series_names(rec, q, names, sizeof names), (int)sizeof queue);
+    ET_CHECK(!memcmp(names, queue, sizeof queue));
     et_info info;
     ET_CHECK_RC(et_recorder_info(rec, &info), ET_OK);
     ET_CHECK_EQ_U(info.integrity_errors, 0);

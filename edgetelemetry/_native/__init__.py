@@ -21,22 +21,32 @@ from ._fastpath import GROUP_MAX, GroupBase, SeriesBase, Timer
 from .binding import (
     CONFIG_FIELDS,
     MANTISSA_BITS,
+    NOT_OWNER,
+    SEGMENT_LAYOUT,
+    SHARED_INFO_FIELDS,
     CoreRecorder,
     RawSeries,
     RawWindow,
+    SharedOptions,
+    segment_info,
 )
 
 __all__ = [
     "CONFIG_FIELDS",
     "GROUP_MAX",
     "MANTISSA_BITS",
+    "NOT_OWNER",
+    "SEGMENT_LAYOUT",
+    "SHARED_INFO_FIELDS",
     "CoreRecorder",
     "GroupBase",
     "RawSeries",
     "RawWindow",
     "SeriesBase",
+    "SharedOptions",
     "Timer",
     "detach",
+    "segment_info",
     "set_decorator",
     "set_ns_per_unit",
 ]

@@ -7,15 +7,29 @@ still be draining when a finaliser would run.
 
 from __future__ import annotations
 
+import grp
+import os
+import pwd
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import (
+    AgentBusyError,
     CoreError,
+    LayoutMismatchError,
+    LockTimeoutError,
     NameClashError,
     NamesFullError,
+    NoSegmentError,
+    NotASegmentError,
+    NotOwnerError,
+    ProcessTableFullError,
+    SegmentConfigError,
+    SegmentPermissionError,
+    SegmentTruncatedError,
     SeriesLimitError,
+    SharedRecorderError,
     UnitConflictError,
 )
 from ._core import ffi, lib
@@ -25,11 +39,16 @@ __all__ = [
     "DROP_REASONS",
     "INFO_FIELDS",
     "MANTISSA_BITS",
+    "NOT_OWNER",
     "REJECT_REASONS",
+    "SEGMENT_LAYOUT",
+    "SHARED_INFO_FIELDS",
     "CoreRecorder",
     "RawSeries",
     "RawWindow",
+    "SharedOptions",
     "check",
+    "segment_info",
     "strerror",
 ]
 
@@ -52,10 +71,152 @@ def strerror(code: int) -> str:
     return str(ffi.string(lib.et_strerror(code)).decode())
 
 
-def check(code: int, what: str) -> int:
-    if code < 0:
-        raise CoreError(code, f"{what}: {strerror(code)} ({code})")
-    return code
+def check(code: int, what: str, path: str | None = None) -> int:
+    """``code`` if it is no error; else the exception for it (a shared recorder's codes have
+    one class each, whose message says what to do; ``path`` is the segment's)."""
+    if code >= 0:
+        return code
+    if code == lib.ET_ESYSTEM:
+        errno = ffi.errno  # read before anything else can change it
+        raise OSError(errno, f"{what}: {os.strerror(errno)}", path)
+    if code in _SHARED_CODES:
+        raise _shared_error(code, what, path)
+    raise CoreError(code, f"{what}: {strerror(code)} ({code})")
+
+
+SEGMENT_LAYOUT: int = lib.ET_SEGMENT_LAYOUT
+NOT_OWNER: int = lib.ET_ENOTOWNER
+
+_SHARED_CODES = frozenset({
+    lib.ET_ENOSEGMENT, lib.ET_ENOTSEGMENT, lib.ET_ELAYOUT, lib.ET_EACCES, lib.ET_EPROCFULL,
+    lib.ET_ENOTOWNER, lib.ET_EBUSY, lib.ET_ECONFIG, lib.ET_ETRUNCATED, lib.ET_ETIMEDOUT,
+})
+
+
+def _group_of(path: str) -> str | None:
+    """The group of the segment, or of the first directory on its way this process may not
+    enter (what the user must join); None when even that is unknown."""
+    candidates = [path]
+    parent = os.path.dirname(os.path.abspath(path))
+    while parent and parent not in candidates:
+        candidates.append(parent)
+        parent = os.path.dirname(parent) if parent != "/" else ""
+    for candidate in candidates:
+        try:
+            gid = os.stat(candidate).st_gid
+        except OSError:
+            continue
+        try:
+            return grp.getgrgid(gid).gr_name
+        except KeyError:
+            return str(gid)
+    return None
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def _shared_error(code: int, what: str, path: str | None) -> SharedRecorderError:
+    where = path if path is not None else "the segment"
+    info: dict[str, Any] = {}
+    if path is not None and code in (lib.ET_ELAYOUT, lib.ET_EPROCFULL, lib.ET_EBUSY,
+                                     lib.ET_ECONFIG, lib.ET_ETRUNCATED):
+        info = segment_info(path)
+    if code == lib.ET_ENOSEGMENT:
+        return NoSegmentError(code, (
+            f"{what}: no shared recorder at {where}: the device agent creates it there "
+            "(edgetelemetry agent, its segment_path); start the agent, or attach to the path "
+            "it uses"), path)
+    if code == lib.ET_ENOTSEGMENT:
+        return NotASegmentError(code, (
+            f"{what}: {where} is not an edgetelemetry shared recorder (or its header is "
+            "damaged); attach to the agent's segment_path"), path)
+    if code == lib.ET_ELAYOUT:
+        mine = SEGMENT_LAYOUT
+        theirs = int(info.get("layout_version", 0))
+        shown = f"layout {theirs}" if theirs else "a layout this library cannot read"
+        return LayoutMismatchError(code, (
+            f"{what}: the shared recorder at {where} has {shown}, this edgetelemetry reads "
+            f"layout {mine}: the producer and the device agent come from different "
+            "edgetelemetry versions; install the agent's version here (or upgrade the agent, "
+            "which then replaces the segment)"), path, theirs, mine)
+    if code == lib.ET_EACCES:
+        group = _group_of(path) if path is not None else None
+        user = _user()
+        join = (f"add this process's user {user!r} to group {group!r} (usermod -aG {group} "
+                f"{user}, then log in again or restart the service) "
+                if group is not None else "run it as a member of the segment's group ")
+        return SegmentPermissionError(code, (
+            f"{what}: permission denied on {where}: only the agent's user and the members of "
+            f"the segment's group may attach; {join}"), path, group)
+    if code == lib.ET_EPROCFULL:
+        slots = info.get("max_processes")
+        count = f"all {slots}" if slots else "all"
+        return ProcessTableFullError(code, (
+            f"{what}: {count} process slots of the shared recorder at {where} are taken; "
+            "raise max_processes in the agent's configuration (and restart the agent), or "
+            "stop processes that no longer record (a process's slot is freed when it exits)"),
+            path)
+    if code == lib.ET_ENOTOWNER:
+        return NotOwnerError(code, (
+            f"{what}: only the device agent that owns the shared recorder may do this (close "
+            "windows, collect, reap)"), path)
+    if code == lib.ET_EBUSY:
+        pid = info.get("agent_pid") or "unknown"
+        return AgentBusyError(code, (
+            f"{what}: another agent (pid {pid}) owns the shared recorder at {where}: one agent "
+            "per segment; stop that one first, or give this one another segment_path"), path)
+    if code == lib.ET_ECONFIG:
+        cfg = info.get("config") or {}
+        shown = ", ".join(f"{k}={cfg[k]}" for k in CONFIG_FIELDS
+                          if k in cfg and k not in ("min_exponent", "octaves"))
+        return SegmentConfigError(code, (
+            f"{what}: the shared recorder at {where} exists with another configuration "
+            f"({shown}, max_processes={info.get('max_processes')}); configure the agent with "
+            "those sizes, or set segment_replace to let it spool what the old segment holds "
+            "and replace it (producers must attach again)"), path)
+    if code == lib.ET_ETRUNCATED:
+        size = info.get("file_bytes")
+        want = info.get("expected_bytes")
+        sizes = f" ({size} of {want} bytes)" if size is not None and want else ""
+        return SegmentTruncatedError(code, (
+            f"{what}: the shared recorder's file {where} is shorter than its layout{sizes}: "
+            "it was truncated; the agent replaces it with a fresh segment, attach again then"),
+            path)
+    return LockTimeoutError(code, (
+        f"{what}: a live process held the shared recorder's lock past the agent's timeout; "
+        "nothing changed, try again"), path)
+
+
+def segment_info(path: str) -> dict[str, Any]:
+    """What ``et_segment_inspect`` could read of the file at ``path`` (read permission is
+    enough): ``layout_version`` (0: not a segment), ``library_layout_version``,
+    ``file_bytes``, ``expected_bytes``, and when its header checks out ``config``,
+    ``max_processes``, ``agent_pid``, ``agent_running``, ``segment_id``, ``generation``;
+    ``error`` is the inspection's own code (0: the header checks out)."""
+    out = ffi.new("et_segment_info *")
+    code = lib.et_segment_inspect(os.fsencode(path), out)
+    info: dict[str, Any] = {
+        "error": int(code),
+        "layout_version": int(out.layout_version),
+        "library_layout_version": int(out.library_layout_version),
+        "file_bytes": int(out.file_bytes),
+        "expected_bytes": int(out.expected_bytes),
+    }
+    if code == lib.ET_OK:
+        info.update(
+            config={key: int(getattr(out.config, key)) for key in CONFIG_FIELDS},
+            max_processes=int(out.max_processes),
+            agent_pid=int(out.agent_pid),
+            agent_running=bool(out.agent_running),
+            segment_id=bytes(ffi.buffer(out.segment_id, 16)).hex(),
+            generation=int(out.generation),
+        )
+    return info
 
 
 @dataclass(frozen=True)
@@ -141,23 +302,99 @@ INFO_FIELDS = (
 )
 
 
+# et_shared_info's figures, as ``CoreRecorder.shared_info()`` keys (beside ``segment_id``).
+SHARED_INFO_FIELDS = (
+    "generation",
+    "segment_bytes",
+    "layout_version",
+    "owner",
+    "truncated",
+    "max_processes",
+    "processes",
+    "process_slot",
+    "agent_pid",
+    "attaches",
+    "attach_refusals",
+    "slotless",
+    "processes_reaped",
+    "lock_steals",
+    "journal_replays",
+    "lock_timeouts",
+    "truncations",
+    "integrity_errors",
+    "pending_seq",
+)
+
+
+@dataclass(frozen=True)
+class SharedOptions:
+    """``et_shared_options``: the segment file's mode and group (None: the agent's), its
+    process slots, the agent's lock timeout, and whether to replace a segment that cannot be
+    opened as asked (another configuration or layout, damaged, truncated)."""
+
+    mode: int = 0o660
+    gid: int | None = None
+    max_processes: int = 64
+    lock_timeout_ns: int = 100_000_000
+    replace: bool = False
+
+
+def _config(config: dict[str, int]) -> Any:
+    cfg = ffi.new("et_config *")
+    lib.et_config_default(cfg)
+    for key, value in config.items():
+        if key not in CONFIG_FIELDS:
+            raise KeyError(f"{key!r} is not an et_config field")
+        setattr(cfg, key, value)
+    return cfg
+
+
 class CoreRecorder:
-    """One ``et_recorder``.  Not thread-safe by itself: the public Recorder serialises calls."""
+    """One ``et_recorder``: private (``CoreRecorder(config)``), a device agent's shared one
+    (``create_shared``) or a producer's handle on it (``attach``).  Not thread-safe by itself:
+    the public Recorder serialises calls."""
 
     def __init__(self, config: dict[str, int]) -> None:
         """``config``: ``CONFIG_FIELDS`` to set; the others keep the core's defaults
         (``names_bytes`` and ``histogram_pages`` left at 0 scale with ``max_series``)."""
-        cfg = ffi.new("et_config *")
-        lib.et_config_default(cfg)
-        for key, value in config.items():
-            if key not in CONFIG_FIELDS:
-                raise KeyError(f"{key!r} is not an et_config field")
-            setattr(cfg, key, value)
         out = ffi.new("et_recorder **")
-        check(lib.et_recorder_new(cfg, out), "et_recorder_new")
-        self._ptr: Any = out[0]
+        check(lib.et_recorder_new(_config(config), out), "et_recorder_new")
+        self._own(out[0], None)
+
+    def _own(self, ptr: Any, path: str | None) -> None:
+        self._ptr: Any = ptr
+        self.path = path  # a shared recorder's segment file
         self._stats = ffi.new("et_series_stats *")
         self._info = ffi.new("et_info *")
+        self._shared = ffi.new("et_shared_info *")
+
+    @classmethod
+    def attach(cls, path: str) -> CoreRecorder:
+        """A producer's handle on the shared recorder at ``path`` (``et_recorder_attach``)."""
+        out = ffi.new("et_recorder **")
+        check(lib.et_recorder_attach(os.fsencode(path), out), "attach", path)
+        core = cls.__new__(cls)
+        core._own(out[0], path)
+        return core
+
+    @classmethod
+    def create_shared(cls, path: str, config: dict[str, int],
+                      options: SharedOptions) -> CoreRecorder:
+        """The agent's side: create the shared recorder at ``path``, or open and recover the
+        one there (``et_recorder_create_shared``)."""
+        opts = ffi.new("et_shared_options *")
+        lib.et_shared_options_default(opts)
+        opts.mode = options.mode
+        opts.gid = -1 if options.gid is None else options.gid
+        opts.max_processes = options.max_processes
+        opts.lock_timeout_ns = options.lock_timeout_ns
+        opts.flags = lib.ET_SHARED_REPLACE if options.replace else 0
+        out = ffi.new("et_recorder **")
+        check(lib.et_recorder_create_shared(os.fsencode(path), _config(config), opts, out),
+              "create the shared recorder", path)
+        core = cls.__new__(cls)
+        core._own(out[0], path)
+        return core
 
     @property
     def address(self) -> int:
@@ -214,18 +451,18 @@ class CoreRecorder:
                 f"...) would be those of {first}, registered first; rename one of them",
                 existing,
             )
-        check(code, "et_series_add_unit")
+        check(code, f"register {what}", self.path)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def series_names(self, series_id: int) -> tuple[str, str, str, str | None, str | None]:
         """(model, version, metric, dimension, unit) of a registered series; None for no
         dimension or unit."""
-        out = ffi.new("const char *[5]")
-        check(
-            lib.et_series_names(self._ptr, series_id, out, out + 1, out + 2, out + 3, out + 4),
-            "et_series_names",
+        buf = ffi.new("char[]", lib.ET_SERIES_NAMES_MAX)
+        used = lib.et_series_names(self._ptr, series_id, buf, lib.ET_SERIES_NAMES_MAX)
+        check(used, "et_series_names", self.path)
+        model, version, metric, dimension, unit = (
+            part.decode() for part in ffi.unpack(buf, used).split(b"\0")[:5]
         )
-        model, version, metric, dimension, unit = (ffi.string(p).decode() for p in out)
         return model, version, metric, dimension or None, unit or None
 
     def record_many(self, series_id: int, buffer: Any, n: int) -> int:
@@ -242,17 +479,17 @@ class CoreRecorder:
             lib.et_count_reject(self._ptr, series_id, lib.ET_REJECT_TYPE)
 
     def collect(self) -> None:
-        check(lib.et_collect(self._ptr), "et_collect")
+        check(lib.et_collect(self._ptr), "et_collect", self.path)
 
     def start_collector(self, period_ns: int) -> None:
-        check(lib.et_collector_start(self._ptr, period_ns), "et_collector_start")
+        check(lib.et_collector_start(self._ptr, period_ns), "et_collector_start", self.path)
 
     def stop_collector(self) -> None:
-        check(lib.et_collector_stop(self._ptr), "et_collector_stop")
+        check(lib.et_collector_stop(self._ptr), "et_collector_stop", self.path)
 
     def info(self) -> dict[str, Any]:
         info = self._info
-        check(lib.et_recorder_info(self._ptr, info), "et_recorder_info")
+        check(lib.et_recorder_info(self._ptr, info), "et_recorder_info", self.path)
         out: dict[str, Any] = {key: getattr(info.config, key) for key in CONFIG_FIELDS}
         for key in INFO_FIELDS:
             out[key] = getattr(info, key)
@@ -263,9 +500,26 @@ class CoreRecorder:
         n = check(lib.et_recorder_edges(self._ptr, buf, len(buf)), "et_recorder_edges")
         return tuple(buf[0:n])
 
+    def ack(self, seq: int) -> None:
+        """The agent: window ``seq`` is stored durably (``et_window_ack``)."""
+        check(lib.et_window_ack(self._ptr, seq), "acknowledge the window", self.path)
+
+    def reap(self) -> int:
+        """The agent: reap the slots of processes that are gone, now; how many."""
+        return check(lib.et_shared_reap(self._ptr), "reap", self.path)
+
+    def shared_info(self) -> dict[str, Any]:
+        """``et_recorder_shared_info``: ``SHARED_INFO_FIELDS`` and ``segment_id`` (hex)."""
+        info = self._shared
+        check(lib.et_recorder_shared_info(self._ptr, info), "et_recorder_shared_info",
+              self.path)
+        out: dict[str, Any] = {key: int(getattr(info, key)) for key in SHARED_INFO_FIELDS}
+        out["segment_id"] = bytes(ffi.buffer(info.segment_id, 16)).hex()
+        return out
+
     def close_window(self) -> RawWindow:
         out = ffi.new("et_window **")
-        check(lib.et_window_close(self._ptr, out), "et_window_close")
+        check(lib.et_window_close(self._ptr, out), "close the window", self.path)
         window = out[0]
         try:
             return self._read_window(window)

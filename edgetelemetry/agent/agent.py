@@ -61,13 +61,14 @@ from ..heartbeat import (
     input_shape,
     validate_shape,
 )
-from ..heartbeat.agent_metrics import AGENT_COUNTERS, AGENT_FIGURE_NAMES
-from ..recording import Recorder
+from ..heartbeat.agent_metrics import AGENT_COUNTERS, AGENT_FIGURE_NAMES, SHARED_FIGURES
+from ..recording import Recorder, SharedRecorder
 from ..snapshot import Snapshot
 from .clock import MIN_WALL_NS, SigningOffset, TimeKeeper, phase, restamp
 from .config import AgentConfig
 from .delivery import Backoff, Cycle, DeliveryLoop, HeartbeatSink, TickResult
 from .faults import FaultLog
+from .handover import WindowHandover
 from .lanes import SinkLanes, build_lanes, otlp_identity
 from .sender import Sender
 from .signals import SigtermGuard
@@ -222,6 +223,9 @@ class Agent(DeliveryLoop, SinkLanes):
         except BaseException:
             self._spool.close()
             raise
+        # a device agent's shared recorder: each window spooled once, then acknowledged
+        self._handover = WindowHandover(recorder, self._spool) \
+            if isinstance(recorder, SharedRecorder) else None
 
         self._offset: SigningOffset = self._sender.signing_offset
         self._sink = HeartbeatSink(
@@ -229,7 +233,8 @@ class Agent(DeliveryLoop, SinkLanes):
             split_limits if split_limits is not None else SplitLimits(),
             payload_options if payload_options is not None else PayloadOptions(),
             agent_version)
-        self._sink.figure_names = (*AGENT_FIGURE_NAMES, *self._lane_figure_names())
+        shared = tuple(SHARED_FIGURES.values()) if self._handover is not None else ()
+        self._sink.figure_names = (*AGENT_FIGURE_NAMES, *self._lane_figure_names(), *shared)
 
         ref = weakref.ref(self)
 
@@ -441,10 +446,13 @@ class Agent(DeliveryLoop, SinkLanes):
                 log.warning("wall clock is unset (before 2020): windows are held until the "
                             "endpoint's Date gives the time")
                 self._warned_unset = True
-        try:
-            snap: Snapshot | None = self._recorder.snapshot()
-        except RecorderClosedError:
-            snap = None
+        if self._handover is not None:
+            snap: Snapshot | None = self._handover.take()
+        else:
+            try:
+                snap = self._recorder.snapshot()
+            except RecorderClosedError:
+                snap = None
         if snap is not None and self._unspooled is not None:
             try:
                 snap = self._unspooled.merge(snap)
@@ -467,14 +475,19 @@ class Agent(DeliveryLoop, SinkLanes):
             log.error("window too large for the spool, lost: %s", exc)
             self._bump("windows-lost")
             self._unspooled = None
+            if self._handover is not None:
+                self._handover.done(snap)
             return None
         except SpoolError as exc:  # logged once by the spool; reported in its figures
-            log.debug("could not spool the window (kept in memory, merged into the next): %s",
-                      exc)
+            kept = "in memory, merged into the next" if self._handover is None else \
+                "in the shared recorder, spooled at the next tick"
+            log.debug("could not spool the window (kept %s): %s", kept, exc)
             self._bump("spool-append-failures")
-            self._unspooled = snap
+            self._unspooled = snap if self._handover is None else None
             return None
         self._unspooled = None
+        if self._handover is not None:
+            self._handover.done(snap)
         if raw_frame:
             with self._lock:
                 self._raw_frame_upto = seq
@@ -571,6 +584,8 @@ class Agent(DeliveryLoop, SinkLanes):
                                 deployments_pending=pending,
                                 uptime_s=time.monotonic() - self._started)
         figures.update(self._lane_figures())
+        if self._handover is not None:
+            figures.update(self._handover.figures())
         return figures
 
     def _check_open(self) -> None:

@@ -41,6 +41,12 @@ from .config_rules import (
     text_value,
     url,
 )
+from .segment_config import (
+    SEGMENT_KEYS,
+    SEGMENT_PATH_KEYS,
+    default_segment_path,
+    segment_problems,
+)
 from .sink_config import (
     HEARTBEAT_SINK,
     MQTT_SINK,
@@ -73,7 +79,7 @@ _PROFILE = re.compile(r"^[\w.@+-]{1,64}$")
 _IOT_KEYS = ("iot_endpoint", "iot_role_alias", "iot_thing_name", "iot_cert_file",
              "iot_key_file", "iot_ca_file")
 _PATH_KEYS = ("spool_dir", "ca_bundle", "iot_cert_file", "iot_key_file", "iot_ca_file",
-              *SINK_PATH_KEYS)
+              *SINK_PATH_KEYS, *SEGMENT_PATH_KEYS)
 
 
 class ConfigError(EdgeTelemetryError, ValueError):
@@ -81,10 +87,14 @@ class ConfigError(EdgeTelemetryError, ValueError):
 
 
 def default_spool_dir() -> str:
-    """``/var/lib/edgetelemetry/spool`` for root (a system service), else the XDG state dir.
+    """``$STATE_DIRECTORY/spool`` under systemd (``StateDirectory=``), else
+    ``/var/lib/edgetelemetry/spool`` for root (a system service), else the XDG state dir.
 
-    Both survive reboots (unlike ``/run`` or ``/tmp``), which the spool exists for.
+    All survive reboots (unlike ``/run`` or ``/tmp``), which the spool exists for.
     """
+    state_directory = (os.environ.get("STATE_DIRECTORY") or "").split(":")[0]
+    if state_directory:
+        return os.path.join(state_directory, "spool")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         return "/var/lib/edgetelemetry/spool"
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"),
@@ -128,6 +138,7 @@ KEYS: dict[str, Key] = {
     "iot_timeout_s": Key(number(0, 300, lo_open=True), "IoT credentials request timeout"),
     "log_verbose": Key(boolean, "DEBUG logging"),
     **SINK_KEYS,  # OTLP and MQTT (sink_config.py)
+    **SEGMENT_KEYS,  # edgetelemetry agent's shared recorder (segment_config.py)
 }
 REQUIRED = ("device_name", "fleet_name", "endpoint_url")
 
@@ -213,6 +224,18 @@ class AgentConfig:
     mqtt_payload: str = "otlp-json"
     mqtt_timeout_s: float = 10.0
     mqtt_max_payload_bytes: int = 128 << 10
+    segment_path: str = field(default_factory=default_segment_path)
+    segment_group: str | None = None
+    segment_mode: int = 0o660
+    segment_replace: bool = False
+    max_processes: int = 64
+    max_series: int = 256
+    max_threads: int = 64
+    ring_capacity: int = 2048
+    buckets_per_octave: int = 36
+    names_bytes: int | None = None
+    histogram_pages: int | None = None
+    lock_timeout_s: float = 0.1
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -227,7 +250,8 @@ class AgentConfig:
             raise ConfigError(f"backoff_cap_s ({self.backoff_cap_s:g}) must be at least "
                               f"backoff_base_s ({self.backoff_base_s:g})")
         object.__setattr__(self, "credentials_source", self._resolve_credentials())
-        problems = sink_problems({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        problems = sink_problems(values) + segment_problems(values)
         if problems:
             raise ConfigError("; ".join(problems))
 

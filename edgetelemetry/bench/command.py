@@ -12,6 +12,7 @@ stderr, the table to stdout; ``--json`` writes every figure with the machine's d
 
     edgetelemetry bench                      # about a minute
     edgetelemetry bench --quick              # about 10 s, for CI
+    edgetelemetry bench --attached           # also through a shared recorder (the agent's)
     edgetelemetry bench --json out.json --plot out.png
 
 Needs nothing beyond the package's own dependencies; numpy only for the inference loops.
@@ -44,8 +45,10 @@ def run(
     agent_interval: float | None = None,
     command: str = "edgetelemetry bench",
     blas_threads: int | None = 1,
+    attached: bool = False,
 ) -> dict[str, Any]:
-    """Every figure, as the JSON document ``--json`` writes."""
+    """Every figure, as the JSON document ``--json`` writes; ``attached`` adds the record
+    paths through a shared recorder (``bench/attached.py``)."""
     from . import inference as infer
 
     blas = infer.limit_blas_threads(blas_threads)
@@ -54,7 +57,8 @@ def run(
     if agent_interval is not None:
         isettings = infer.InferenceSettings(isettings.seconds, isettings.block_s, agent_interval)
     # the inference loop: starting the agent, then one step per workload
-    steps = 4 + (1 if peers else 0) + (1 + len(infer.WORKLOADS) if inference else 0)
+    steps = 4 + (1 if peers else 0) + (1 + len(infer.WORKLOADS) if inference else 0) \
+        + (1 if attached else 0)
     prog = measure.Progress(progress, steps, enabled=progress is not None)
     started = time.monotonic()
     info = measure.machine(note)
@@ -62,13 +66,17 @@ def run(
     prog.say(f"edgetelemetry {info['package_version']} on {info['cpu']}, {info['arch']}"
              f"{emulated}, {info['python']}, {'quick' if quick else 'full'} run")
     figures = measure.micro_figures(settings, prog, skip_peers=not peers)
+    if attached:
+        from .attached import attached_figures
+
+        figures += attached_figures(settings, prog)
     doc: dict[str, Any] = {
         "schema": SCHEMA,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
         "machine": info,
         "settings": {"quick": quick, "rounds": settings.rounds, "round_s": settings.round_s,
-                     "blas_threads": blas},
+                     "blas_threads": blas, "attached": attached},
         "figures": {f.key: f.to_json() for f in figures},
     }
     if inference:
@@ -203,6 +211,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PATH", help="write a PNG chart of the comparison")
     p.add_argument("--no-inference", action="store_true",
                    help="skip the inference-loop overhead measurement")
+    p.add_argument("--attached", action="store_true",
+                   help="also time record(v) and the C record path through a shared recorder "
+                   "(the device agent's kind, made by the bench on tmpfs), against in-process")
     p.add_argument("--no-peers", action="store_true",
                    help="skip prometheus_client and OpenTelemetry even when installed")
     p.add_argument("--agent-interval", type=float, metavar="S",
@@ -233,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         agent_interval=args.agent_interval,
         command=" ".join(["edgetelemetry bench", *argv]),
         blas_threads=args.blas_threads or None,
+        attached=args.attached,
     )
     print(format_table(doc), flush=True)
     try:

@@ -20,9 +20,12 @@ from typing import Any, Callable
 from .stats import median, quantile, trimmed_mean, trimmed_mean_ci
 
 __all__ = [
+    "C_LOOP",
     "Figure",
     "Progress",
     "Settings",
+    "Timed",
+    "interleave",
     "machine",
     "median",
     "micro_figures",
@@ -239,7 +242,7 @@ DEFAULT = Settings(rounds=15, round_s=0.03, drain_values=1 << 18, quick=False)
 QUICK = Settings(rounds=7, round_s=0.006, drain_values=1 << 15, quick=True)
 
 
-class _Timed:
+class Timed:
     """A statement timed in chunks of at most ``chunk`` runs, ``prepare`` run before each
     chunk outside the timing (a drain: rings stay as warm and as empty as a drained ring)."""
 
@@ -289,7 +292,7 @@ class _Timed:
         self.number = max(1, int(n * seconds / max(took, 1e-9)))
 
 
-def _interleave(timed: dict[str, _Timed], settings: Settings) -> dict[str, list[float]]:
+def interleave(timed: dict[str, Timed], settings: Settings) -> dict[str, list[float]]:
     """Run every statement once per round, rotating the order, for ``settings.rounds``."""
     for t in timed.values():
         t.calibrate(settings.round_s)
@@ -367,29 +370,29 @@ def micro_figures(settings: Settings, progress: Progress, skip_peers: bool = Fal
         progress.step("Python record(), time(), group.record() and the C record path, with "
                       "their baselines")
         timed = {
-            "baseline.empty_call": _Timed("noop(3.2)", env),
-            "baseline.c_call": _Timed("abs(3.2)", env),
-            "baseline.cffi_noop": _Timed("lib.bench_nothing(NULL)", env),
+            "baseline.empty_call": Timed("noop(3.2)", env),
+            "baseline.c_call": Timed("abs(3.2)", env),
+            "baseline.cffi_noop": Timed("lib.bench_nothing(NULL)", env),
             # et_record's shape (pointer, uint32, number) through the same function pointer
             # call as bench_record_one, to a function that returns at once
-            "baseline.cffi_shape": _Timed("lib.bench_noop_one(rec_ptr, sid, 3.2)", env),
-            "baseline.empty_with": _Timed("with empty: pass", env),
-            "record": _Timed("lat.record(3.2)", env, chunk=chunk, prepare=drain),
-            "time": _Timed("with lat.time(): pass", env, chunk=chunk, prepare=drain),
+            "baseline.cffi_shape": Timed("lib.bench_noop_one(rec_ptr, sid, 3.2)", env),
+            "baseline.empty_with": Timed("with empty: pass", env),
+            "record": Timed("lat.record(3.2)", env, chunk=chunk, prepare=drain),
+            "time": Timed("with lat.time(): pass", env, chunk=chunk, prepare=drain),
             # one inference's 4 metrics (4 ring slots per call)
-            "group": _Timed("group.record(3.2, 0.5, 4096, 1)", env, chunk=chunk // 4,
+            "group": Timed("group.record(3.2, 0.5, 4096, 1)", env, chunk=chunk // 4,
                             prepare=drain),
-            "c_record_cffi": _Timed(
+            "c_record_cffi": Timed(
                 "lib.bench_record_one(rec_ptr, sid, 3.2)", env, chunk=chunk, prepare=drain
             ),
             # the C path as a C caller sees it: loops of 4096 calls in C (loops.c),
             # et_record against a no-op of its shape; 8 k records between drains
-            "baseline.c_noop": _Timed(f"lib.bench_noop_loop(rec_ptr, sid, 3.2, {C_LOOP})", env,
+            "baseline.c_noop": Timed(f"lib.bench_noop_loop(rec_ptr, sid, 3.2, {C_LOOP})", env,
                                       per=C_LOOP),
-            "c_record": _Timed(f"lib.bench_record_loop(rec_ptr, sid, 3.2, {C_LOOP})", env,
+            "c_record": Timed(f"lib.bench_record_loop(rec_ptr, sid, 3.2, {C_LOOP})", env,
                                chunk=chunk // C_LOOP, prepare=drain, per=C_LOOP),
         }
-        s = _interleave(timed, settings)
+        s = interleave(timed, settings)
         base_empty = Figure("baseline.empty_call", "baseline: empty Python call", "call",
                             "baseline", s["baseline.empty_call"])
         base_c = Figure("baseline.c_call", "baseline: METH_O C call (abs)", "call", "baseline",
@@ -431,11 +434,11 @@ def micro_figures(settings: Settings, progress: Progress, skip_peers: bool = Fal
         env["batch"] = batch
         timed = {
             # 4 batches half fill a 8 k ring; drained before each 4
-            "record_many": _Timed("lat.record_many(batch)", env, chunk=4, prepare=drain,
+            "record_many": Timed("lat.record_many(batch)", env, chunk=4, prepare=drain,
                                   per=1024),
-            "record": _Timed("lat.record(3.2)", env, chunk=chunk, prepare=drain),
+            "record": Timed("lat.record(3.2)", env, chunk=chunk, prepare=drain),
         }
-        s = _interleave(timed, settings)
+        s = interleave(timed, settings)
         many = Figure("record_many", "record_many(1024 values)", "value", "edgetelemetry",
                       s["record_many"], baseline="record", number=timed["record_many"].number,
                       extra={"buffer": type(batch).__module__ + "." + type(batch).__name__})
@@ -580,11 +583,11 @@ def _peer_figures(settings: Settings, record: Figure) -> list[Figure]:
             label, stmt, env = peer
             env = dict(env, lat=lat)
             timed = {
-                key: _Timed(stmt, env),
-                "record": _Timed("lat.record(3.2)", env, chunk=1 << 13,
+                key: Timed(stmt, env),
+                "record": Timed("lat.record(3.2)", env, chunk=1 << 13,
                                  prepare=rec.drain),
             }
-            s = _interleave(timed, settings)
+            s = interleave(timed, settings)
             fig = Figure(f"peer.{key}", label, "call", "peer", s[key], baseline="record",
                          number=timed[key].number)
             fig.ratios = [a / b for a, b in zip(s[key], s["record"])]

@@ -24,6 +24,7 @@ __all__ = [
     "NAME_CLASHES",
     "RECORDER_FIGURES",
     "SENDER_FIGURES",
+    "SHARED_FIGURES",
     "SPOOL_FIGURES",
     "SPOOL_SEQ",
     "WINDOW_SEQ",
@@ -89,6 +90,25 @@ SENDER_FIGURES = {
     "clock_corrections": "clock-corrections",
     "credential_refreshes": "credential-refreshes",
     "clock_offset_s": "clock-offset-s",
+}
+# A device agent's shared recorder (``SharedRecorder.shared_info()`` and the agent's window
+# hand-over) -> metric name; absent for an in-process recorder.  Totals since the segment was
+# created, but ``segment-truncations`` and the hand-over's two, which count since this agent
+# started.  Integrity errors are the windows' ``recorder-integrity-errors``.
+SHARED_FIGURES = {
+    "processes": "processes-attached",
+    "max_processes": "process-slots",
+    "attaches": "process-attaches",
+    "attach_refusals": "attach-refusals",
+    "slotless": "processes-slotless",
+    "processes_reaped": "processes-reaped",
+    "lock_steals": "lock-steals",
+    "journal_replays": "journal-replays",
+    "lock_timeouts": "lock-timeouts",
+    "generation": "agent-generation",
+    "segments_replaced": "segment-truncations",
+    "close_timeouts": "window-close-timeouts",
+    "found_spooled": "windows-found-spooled",
 }
 # The agent's own counters (since this agent started).
 AGENT_COUNTERS = (

@@ -10,6 +10,9 @@
     snap = rec.snapshot()        # drains, closes the window
     rec.close()
 
+    rec = Recorder.attach("/run/edgetelemetry/recorder")   # the device agent's recorder
+    ...                          # the same handles and calls; the agent closes the windows
+
 A recorder is injected where it is needed; nothing is created at import time.
 """
 
@@ -19,6 +22,7 @@ import collections
 import functools
 import inspect
 import logging
+import os
 import threading
 import time
 import uuid
@@ -27,7 +31,7 @@ from typing import Any, Callable, TypeVar
 
 from .. import _native
 from .._native import GROUP_MAX, CoreRecorder, GroupBase, SeriesBase, Timer
-from ..errors import RecorderClosedError
+from ..errors import NotOwnerError, RecorderClosedError
 from ..snapshot import RECORDER_COUNTERS, RECORDER_GAUGES, HistogramLayout, Snapshot
 from .naming import check_series_names
 from .process import boot_id, on_fork_in_child
@@ -43,7 +47,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Nanoseconds to the unit ``time()`` records in.
 _NS_PER_UNIT = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 
-_DEFAULT_COLLECTOR_PERIOD = 0.002  # seconds; adapts down to 1/8 of it under load
+DEFAULT_COLLECTOR_PERIOD = 0.002  # seconds; adapts down to 1/8 of it under load
 
 
 class Histogram(SeriesBase):
@@ -155,6 +159,49 @@ def _decorate(handle: Histogram, ns_per_unit: float, fn: F) -> F:
 _native.set_decorator(_decorate)
 
 
+def recorder_sizes(
+    max_series: int,
+    max_threads: int,
+    ring_capacity: int,
+    buckets_per_octave: int,
+    names_bytes: int | None,
+    histogram_pages: int | None,
+    collector_period: float | None,
+) -> dict[str, int]:
+    """The core's configuration for these sizes, each checked (``ValueError`` names the rule
+    it breaks): a private recorder's, or the device agent's shared one."""
+    sizes = {
+        "max_series": max_series,
+        "max_threads": max_threads,
+        "ring_capacity": ring_capacity,
+        "buckets_per_octave": buckets_per_octave,
+    }
+    if names_bytes is not None:
+        sizes["names_bytes"] = names_bytes
+    if histogram_pages is not None:
+        sizes["histogram_pages"] = histogram_pages
+    for name, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if ring_capacity & (ring_capacity - 1) or not 64 <= ring_capacity <= 1 << 24:
+        raise ValueError(
+            f"ring_capacity must be a power of two from 64 to 2**24, got {ring_capacity}"
+        )
+    if not 8 <= buckets_per_octave <= 255:
+        raise ValueError(f"buckets_per_octave must be 8..255, got {buckets_per_octave}")
+    if max_threads > 1024 or max_series > 65536:
+        raise ValueError("max_threads must be <= 1024 and max_series <= 65536")
+    if names_bytes is not None and not 16 <= names_bytes <= 64 << 20:
+        raise ValueError(f"names_bytes must be 16..64 MiB, got {names_bytes}")
+    if histogram_pages is not None and histogram_pages > 1 << 24:
+        raise ValueError(f"histogram_pages must be at most 2**24, got {histogram_pages}")
+    if collector_period is not None and not 0.0001 <= collector_period <= 60:
+        raise ValueError(
+            f"collector_period must be None or 0.0001..60 seconds, got {collector_period!r}"
+        )
+    return sizes
+
+
 class Recorder:
     """Owns the C recorder: fixed memory, per-thread rings, a background collector.
 
@@ -180,40 +227,42 @@ class Recorder:
         buckets_per_octave: int = 36,
         names_bytes: int | None = None,
         histogram_pages: int | None = None,
-        collector_period: float | None = _DEFAULT_COLLECTOR_PERIOD,
+        collector_period: float | None = DEFAULT_COLLECTOR_PERIOD,
     ) -> None:
-        sizes = {
-            "max_series": max_series,
-            "max_threads": max_threads,
-            "ring_capacity": ring_capacity,
-            "buckets_per_octave": buckets_per_octave,
-        }
-        if names_bytes is not None:
-            sizes["names_bytes"] = names_bytes
-        if histogram_pages is not None:
-            sizes["histogram_pages"] = histogram_pages
-        for name, value in sizes.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if ring_capacity & (ring_capacity - 1) or not 64 <= ring_capacity <= 1 << 24:
-            raise ValueError(
-                f"ring_capacity must be a power of two from 64 to 2**24, got {ring_capacity}"
-            )
-        if not 8 <= buckets_per_octave <= 255:
-            raise ValueError(f"buckets_per_octave must be 8..255, got {buckets_per_octave}")
-        if max_threads > 1024 or max_series > 65536:
-            raise ValueError("max_threads must be <= 1024 and max_series <= 65536")
-        if names_bytes is not None and not 16 <= names_bytes <= 64 << 20:
-            raise ValueError(f"names_bytes must be 16..64 MiB, got {names_bytes}")
-        if histogram_pages is not None and histogram_pages > 1 << 24:
-            raise ValueError(f"histogram_pages must be at most 2**24, got {histogram_pages}")
-        if collector_period is not None and not 0.0001 <= collector_period <= 60:
-            raise ValueError(
-                f"collector_period must be None or 0.0001..60 seconds, got {collector_period!r}"
-            )
+        sizes = recorder_sizes(max_series, max_threads, ring_capacity, buckets_per_octave,
+                               names_bytes, histogram_pages, collector_period)
+        self._setup(CoreRecorder(sizes), collector_period)
+
+    @classmethod
+    def attach(cls, path: str | os.PathLike[str]) -> Recorder:
+        """A recorder in attached mode: this process records into the device agent's shared
+        recorder at ``path`` (``edgetelemetry agent``; ``/run/edgetelemetry/recorder`` under
+        its systemd unit).  ``histogram()``, ``group()``, ``record``, ``record_many`` and
+        ``time()`` are the same calls at the same cost; series register in the segment's
+        registry, where every process of the device (C and C++ included) sees them.  The agent
+        closes the windows and sends them: ``snapshot()`` and ``drain()`` raise
+        ``NotOwnerError``.  ``close()`` detaches; what was recorded stays for the agent.
+
+        A fork child (multiprocessing's fork) keeps recording: it takes a process slot of its
+        own on its first record.  Spawned processes attach by path themselves.  Errors, each
+        saying what to do: ``NoSegmentError`` (no agent's segment there),
+        ``SegmentPermissionError`` (not in the segment's group), ``LayoutMismatchError``
+        (another edgetelemetry version than the agent's), ``ProcessTableFullError``,
+        ``SegmentTruncatedError``, ``NotASegmentError``; ``OSError`` for the rest."""
+        recorder = cls.__new__(cls)
+        recorder._setup(CoreRecorder.attach(os.fspath(path)), None, attached=True)
+        return recorder
+
+    def _setup(self, core: CoreRecorder, collector_period: float | None, *,
+               attached: bool = False) -> None:
+        self._attached = attached
         self._lock = threading.Lock()
-        self._core = CoreRecorder(sizes)
-        info = self._core.info()
+        self._core = core
+        try:
+            info = self._core.info()
+        except BaseException:
+            core.free()
+            raise
         self._layout = HistogramLayout(
             buckets_per_octave=info["buckets_per_octave"],
             mantissa_bits=_native.MANTISSA_BITS,
@@ -309,6 +358,7 @@ class Recorder:
         returns None), and the cost follows the active series."""
         with self._lock:
             self._check_open()
+            self._check_owner("snapshot")
             return self._close_window()
 
     def _close_window(self) -> Snapshot:
@@ -327,6 +377,7 @@ class Recorder:
         between snapshots."""
         with self._lock:
             self._check_open()
+            self._check_owner("drain")
             self._core.collect()
 
     # ---- introspection ----
@@ -343,6 +394,27 @@ class Recorder:
         with self._lock:
             self._check_open()
             return self._api_address, self._core.address
+
+    @property
+    def attached(self) -> bool:
+        """True for a recorder made by ``attach`` (the device agent closes its windows)."""
+        return self._attached
+
+    @property
+    def segment_path(self) -> str | None:
+        """The shared recorder's file (attached, or the agent's), None for a private one."""
+        return self._core.path
+
+    def shared_info(self) -> dict[str, Any]:
+        """A shared recorder's figures (``et_recorder_shared_info``): ``segment_id``,
+        ``generation``, ``processes``, ``process_slot`` (this process's, -1 before its first
+        record in a fork child), ``attach_refusals``, ``processes_reaped``, ``lock_steals``,
+        ``journal_replays``, ``pending_seq``...  ``ValueError`` for a private recorder."""
+        if self._core.path is None:
+            raise ValueError("a private recorder has no shared figures")
+        with self._lock:
+            self._check_open()
+            return self._core.shared_info()
 
     @property
     def layout(self) -> HistogramLayout:
@@ -367,17 +439,16 @@ class Recorder:
     def close(self) -> Snapshot | None:
         """Stop recording and free the C recorder.  Returns the last window if anything was
         recorded or counted in it since the last snapshot, so nothing is lost; else None.
-        Idempotent."""
+        An attached recorder detaches instead (returns None): its records stay in the
+        segment for the agent.  Idempotent."""
         with self._lock:
             if self._closed:
                 return None
             self._closed = True
-            for handle in self._handles.values():
-                _native.detach(handle)
-            for group in self._groups.values():
-                _native.detach(group)
-            while self._inflight:  # record_many calls still inside C (GIL released)
-                time.sleep(0.0001)
+            self._detach_handles()
+            if self._attached:
+                self._core.free()
+                return None
             try:
                 self._core.stop_collector()
                 last = self._close_window()
@@ -399,16 +470,33 @@ class Recorder:
             except Exception:  # pragma: no cover - interpreter shutdown
                 pass
 
+    def _detach_handles(self) -> None:
+        for handle in self._handles.values():
+            _native.detach(handle)
+        for group in self._groups.values():
+            _native.detach(group)
+        while self._inflight:  # record_many calls still inside C (GIL released)
+            time.sleep(0.0001)
+
     def _check_open(self) -> None:
         if self._closed:
             raise RecorderClosedError("the recorder is closed")
 
+    def _check_owner(self, what: str) -> None:
+        if self._attached:
+            raise NotOwnerError(_native.NOT_OWNER, (
+                f"{what}: the windows of an attached recorder are closed by the device agent "
+                f"(edgetelemetry agent, which owns {self._core.path}); record here, read the "
+                "windows at the endpoint"), self._core.path)
+
     def _after_fork_in_child(self) -> None:
-        # the C core already dropped what the parent recorded; the collector thread is gone
         self._lock = threading.Lock()
         self._inflight.clear()  # only the forking thread exists here
-        if self._closed:
+        if self._closed or self._attached:
+            # an attached child is a new process of the device: the core gives it a slot of
+            # its own on its first record; its handles stay valid
             return
+        # the C core already dropped what the parent recorded; the collector thread is gone
         self._recorder_id = uuid.uuid4().hex
         self._last_counters = {key: 0 for key in self._last_counters}
         if self._collector_period is not None:

@@ -7,7 +7,9 @@ wheel really ran there, and fails unless:
   - its extensions are the abi3 builds and match this interpreter's machine,
   - a recorder records from several threads and accounts for every value exactly,
   - the fast-call paths (group.record / record_since, the timer's __exit__) work on this
-    interpreter: METH_FASTCALL is in the limited API only from 3.10, the wheel is cp39-abi3.
+    interpreter: METH_FASTCALL is in the limited API only from 3.10, the wheel is cp39-abi3,
+  - every module of the package imports on this interpreter (a runtime `X | None` outside an
+    annotation needs 3.10: the endpoint's fleet view once had one).
 Python 3.9 syntax: it runs on the oldest CPython the wheel supports.
 """
 
@@ -66,6 +68,7 @@ def main() -> int:
         if dropped == 0 and not 980 <= p99 <= 1000:
             problems.append(f"{s.metric}: p99 {p99}")
     problems.extend(_fast_calls(et))
+    problems.extend(_every_module_imports(et))
     for p in problems:
         print(f"smoke: FAIL {p}")
     if not problems:
@@ -98,6 +101,25 @@ def _fast_calls(et) -> list:
                         f"{series['confidence'].rejected}")
     if not problems:
         print("smoke: ok, group.record, record_since and time() (fast calls)")
+    return problems
+
+
+def _every_module_imports(et) -> list:
+    import importlib
+    import pkgutil
+
+    problems = []
+    names = [m.name for m in pkgutil.walk_packages(et.__path__, "edgetelemetry.",
+                                                   onerror=lambda name: None)]
+    for name in names:
+        if name.endswith("__main__") or name.rpartition(".")[2].startswith("build_"):
+            continue  # the command's entry point; the cffi build scripts (need cffi itself)
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - any failure to import is the finding
+            problems.append(f"import {name}: {type(exc).__name__}: {exc}")
+    if not problems:
+        print(f"smoke: ok, all {len(names)} modules import")
     return problems
 
 

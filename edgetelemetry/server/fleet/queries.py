@@ -164,7 +164,7 @@ def _percentile_bases(names: Iterable[str]) -> dict[str, dict[str, str]]:
     return bases
 
 
-_Latest = dict[tuple[str, str, str], dict[str, dict[str, tuple[float, dict[str, float | None]]]]]
+_Latest = dict[tuple[str, str, str], dict[str, dict[str, tuple[float, dict[str, "float | None"]]]]]
 
 
 def _latest_index(points: Iterable[LatestPoint]) -> _Latest:
