@@ -26,7 +26,7 @@ from .compaction import Compaction
 from .db import Db
 from .migrations import Step
 from .migrations.postgresql import STEPS, schema_version
-from .request import Heartbeat
+from .request import Heartbeat, SeriesKey
 from .writes import COUNT_HEARTBEAT, latest_rows, points_blob
 
 if TYPE_CHECKING:
@@ -192,25 +192,20 @@ class PostgresStore(Compaction):
     def _after_step(self, db: Db, version: int) -> None:
         """Nothing beside ``schema_version``."""
 
-    def _record_known(self, hb: Heartbeat, access_key_id: str | None) -> bool | None:
-        """The usual heartbeat in one statement, one round trip and its own transaction
-        (``heartbeat_statement``) instead of a transaction of seven; None, and the transaction
-        of ``_store`` decides, when something is not known yet or the statement stored nothing
-        (a refused device, a resend, a stale id)."""
-        self._check_writable(self._read_only)
+    def _known(
+        self, hb: Heartbeat, access_key_id: str | None
+    ) -> tuple[int, int | None, int | None, dict[SeriesKey, int]] | None:
+        """The remembered device id, key id, resend stream id and series numbers ``hb`` needs,
+        or None when one is missing."""
         device_id = self._device_ids.get(hb.device)
         key_id = self._keys.get(access_key_id) if access_key_id is not None else None
         if device_id is None or (access_key_id is not None and key_id is None):
             return None
-        if len({(m.name, m.version) for m in hb.models}) != len(hb.models):
-            return None  # one upsert must not touch a row twice: the transaction does them
         stream_id: int | None = None
-        seq: float | None = None
         if hb.spool_key is not None:
             stream_id = self._stream_ids.get((device_id, hb.spool_key[0]))
             if stream_id is None:
                 return None
-            seq = hb.spool_key[1]
         numbers = {}
         with self._series_lock:
             for key, _, _ in hb.points:
@@ -218,6 +213,50 @@ class PostgresStore(Compaction):
                 if number is None:
                     return None
                 numbers[key] = number
+        return device_id, key_id, stream_id, numbers
+
+    def _learn(self, hb: Heartbeat, access_key_id: str | None) -> None:
+        """Remember what the store already holds of ``hb``'s device (id, series, resend
+        stream) and access key, in one committed read: a worker's first heartbeat of a device
+        another worker or replica numbered costs a read, not the transaction."""
+        dimension = hb.spool_key[0] if hb.spool_key is not None else None
+        with self._read() as db:
+            rows = db.rows(
+                "SELECT d.id, (SELECT id FROM spool_streams WHERE device_id = d.id AND "
+                "dimension = ?), (SELECT id FROM access_keys WHERE name = ?), s.number, s.agent, "
+                "s.model, s.version, s.metric, s.dimension FROM devices d LEFT JOIN series s "
+                "ON s.device_id = d.id WHERE d.name = ?",
+                (dimension, access_key_id, hb.device),
+            )
+        if not rows:
+            return
+        device_id = int(rows[0][0])
+        stream_id, key_id = rows[0][1], rows[0][2]
+        if access_key_id is not None and key_id is not None:
+            self._keys[access_key_id] = int(key_id)
+        self._remember_series({
+            (device_id, (int(r[4]), r[5], r[6], r[7], r[8])): int(r[3])
+            for r in rows if r[3] is not None
+        })
+        stream = None if dimension is None or stream_id is None else (dimension, int(stream_id))
+        self._remember_ids(hb.device, device_id, stream)
+
+    def _record_known(self, hb: Heartbeat, access_key_id: str | None) -> bool | None:
+        """The usual heartbeat in one statement, one round trip and its own transaction
+        (``heartbeat_statement``) instead of a transaction of seven; None, and the transaction
+        of ``_store`` decides, when something is not known yet or the statement stored nothing
+        (a refused device, a resend, a stale id)."""
+        self._check_writable(self._read_only)
+        if len({(m.name, m.version) for m in hb.models}) != len(hb.models):
+            return None  # one upsert must not touch a row twice: the transaction does them
+        known = self._known(hb, access_key_id)
+        if known is None:  # a device this process has not seen yet (another worker has)
+            self._learn(hb, access_key_id)
+            known = self._known(hb, access_key_id)
+            if known is None:  # new to the store too: the transaction numbers it
+                return None
+        device_id, key_id, stream_id, numbers = known
+        seq = hb.spool_key[1] if hb.spool_key is not None else None
         latest = latest_rows(device_id, hb, numbers)
         params: list[Any] = []
         if stream_id is not None:
