@@ -71,6 +71,7 @@ DRAIN_FACTOR = 4  # a body up to 4x the limit is read and dropped before the 413
 # the framing checks then see exactly what was sent (WSGI's HTTP_* keys join repeats)
 HEADER_PAIRS_KEY = "edgetelemetry.header_pairs"
 _LENGTH_RE = re.compile(r"[0-9]{1,15}")
+_SURROGATE_ESCAPE_RE = re.compile(rb"\\u[dD][89a-fA-F]")
 _CREDENTIAL_RE = re.compile(r"Credential=([A-Za-z0-9_+=,.@-]{1,128})/")
 _HEALTH_PATHS = ("/healthz", "/readyz")
 
@@ -112,7 +113,12 @@ def _decode_json(body: bytes) -> dict[str, Any]:
         ) from None
     if not isinstance(value, dict):
         raise ServiceError("SerializationException", "Body must be a JSON object.")
-    try:  # "\\ud800" is valid JSON but not Unicode: refuse it here, not in the store
+    # "\\ud800" is valid JSON but not Unicode: refuse it here, not in the store.  Strictly
+    # decoded UTF-8 holds no surrogate, so only a \\uD800-\\uDFFF escape can make one: the
+    # document is encoded again (a second parse's worth of CPU) only when the body has one
+    if _SURROGATE_ESCAPE_RE.search(body) is None:
+        return value
+    try:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise ServiceError(

@@ -27,6 +27,8 @@ from .db import Db
 from .lead import PgLeads
 from .migrations import Step
 from .migrations.postgresql import STEPS, schema_version
+from .request import Heartbeat, SeriesKey
+from .writes import COUNT_HEARTBEAT, latest_rows, points_blob
 
 if TYPE_CHECKING:
     import psycopg
@@ -38,6 +40,7 @@ DEFAULT_POOL_SIZE = 10
 _CONNECT_TIMEOUT = 10.0  # seconds to wait for a connection (pool or server)
 # any constant: the advisory lock migrations take, so replicas starting together migrate once
 _MIGRATION_LOCK = 0x6574_6D67
+_RESEND_KEY = "heartbeats_resend_key"  # the unique index on heartbeats(stream_id, seq)
 
 
 def redact_url(url: str) -> str:
@@ -118,6 +121,7 @@ class PostgresStore(Compaction):
                 "pip install 'edgetelemetry[postgresql]'"
             ) from None
         self._errors: tuple[type[BaseException], ...] = (psycopg.OperationalError,)
+        self._unique_violation = psycopg.errors.UniqueViolation
         options = "-c default_transaction_read_only=on" if read_only else ""
         settings = {"autocommit": True, "options": options,
                     "connect_timeout": int(_CONNECT_TIMEOUT)}
@@ -190,10 +194,98 @@ class PostgresStore(Compaction):
     def _after_step(self, db: Db, version: int) -> None:
         """Nothing beside ``schema_version``."""
 
-    def _count_heartbeat(self, db: Db, update: str, params: Sequence[Any]) -> int:
-        row = db.one(update + " RETURNING heartbeats", params)
-        assert row is not None
-        return int(row[0])
+    def _known(
+        self, hb: Heartbeat, access_key_id: str | None
+    ) -> tuple[int, int | None, int | None, dict[SeriesKey, int]] | None:
+        """The remembered device id, key id, resend stream id and series numbers ``hb`` needs,
+        or None when one is missing."""
+        device_id = self._device_ids.get(hb.device)
+        key_id = self._keys.get(access_key_id) if access_key_id is not None else None
+        if device_id is None or (access_key_id is not None and key_id is None):
+            return None
+        stream_id: int | None = None
+        if hb.spool_key is not None:
+            stream_id = self._stream_ids.get((device_id, hb.spool_key[0]))
+            if stream_id is None:
+                return None
+        numbers = {}
+        with self._series_lock:
+            for key, _, _ in hb.points:
+                number = self._series.get((device_id, key))
+                if number is None:
+                    return None
+                numbers[key] = number
+        return device_id, key_id, stream_id, numbers
+
+    def _learn(self, hb: Heartbeat, access_key_id: str | None) -> None:
+        """Remember what the store already holds of ``hb``'s device (id, series, resend
+        stream) and access key, in one committed read: a worker's first heartbeat of a device
+        another worker or replica numbered costs a read, not the transaction."""
+        dimension = hb.spool_key[0] if hb.spool_key is not None else None
+        with self._read() as db:
+            rows = db.rows(
+                "SELECT d.id, (SELECT id FROM spool_streams WHERE device_id = d.id AND "
+                "dimension = ?), (SELECT id FROM access_keys WHERE name = ?), s.number, s.agent, "
+                "s.model, s.version, s.metric, s.dimension FROM devices d LEFT JOIN series s "
+                "ON s.device_id = d.id WHERE d.name = ?",
+                (dimension, access_key_id, hb.device),
+            )
+        if not rows:
+            return
+        device_id = int(rows[0][0])
+        stream_id, key_id = rows[0][1], rows[0][2]
+        if access_key_id is not None and key_id is not None:
+            self._keys[access_key_id] = int(key_id)
+        self._remember_series({
+            (device_id, (int(r[4]), r[5], r[6], r[7], r[8])): int(r[3])
+            for r in rows if r[3] is not None
+        })
+        stream = None if dimension is None or stream_id is None else (dimension, int(stream_id))
+        self._remember_ids(hb.device, device_id, stream)
+
+    def _record_known(self, hb: Heartbeat, access_key_id: str | None) -> bool | None:
+        """The usual heartbeat in one statement, one round trip and its own transaction
+        (``heartbeat_statement``) instead of a transaction of seven; None, and the transaction
+        of ``_store`` decides, when something is not known yet or the statement stored nothing
+        (a refused device, a resend, a stale id)."""
+        self._check_writable(self._read_only)
+        if len({(m.name, m.version) for m in hb.models}) != len(hb.models):
+            return None  # one upsert must not touch a row twice: the transaction does them
+        known = self._known(hb, access_key_id)
+        if known is None:  # a device this process has not seen yet (another worker has)
+            self._learn(hb, access_key_id)
+            known = self._known(hb, access_key_id)
+            if known is None:  # new to the store too: the transaction numbers it
+                return None
+        device_id, key_id, stream_id, numbers = known
+        seq = hb.spool_key[1] if hb.spool_key is not None else None
+        latest = latest_rows(device_id, hb, numbers)
+        params: list[Any] = []
+        if stream_id is not None:
+            params += [stream_id, device_id]
+        params += [hb.span, hb.span, hb.received_at, hb.agent_version, hb.received_at,
+                   hb.received_at, device_id, hb.device, hb.fleet]
+        if stream_id is not None:
+            params += [seq, stream_id, seq]
+        params += [hb.ts, hb.received_at, hb.agent_version, key_id, stream_id, seq,
+                   points_blob(hb, numbers)]
+        params += [x for ts, value, _, number, _ in latest for x in (number, ts, value)]
+        if hb.models:
+            params += [hb.received_at, hb.received_at]
+            params += [x for m in hb.models
+                       for x in (m.name, m.version, m.latest_sample_time, m.latest_inference)]
+        if hb.deployment_result is not None:
+            params += [hb.received_at, *hb.deployment_result]
+        sql = heartbeat_statement(stream_id is not None, len(latest), len(hb.models),
+                                  hb.deployment_result is not None)
+        with self._connection() as conn:
+            try:
+                row = conn.execute(sql, params).fetchone()
+            except self._unique_violation as exc:
+                if exc.diag.constraint_name != _RESEND_KEY:
+                    raise
+                return False  # another writer stored this resend key meanwhile: rolled back
+        return True if row is not None and row[0] == 1 else None
 
     def _update_latest(self, db: Db, rows: list[tuple[Any, ...]]) -> None:
         # one statement instead of one a series: (ts, value, device_id, number, ts) rows
@@ -233,6 +325,76 @@ class PostgresStore(Compaction):
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.close()
+
+
+_STATEMENTS: dict[tuple[bool, int, int, bool], str] = {}
+_STATEMENTS_MAX = 256
+
+
+def heartbeat_statement(keyed: bool, latest: int, models: int, deployment: bool) -> str:
+    """One statement that stores a heartbeat of a known device, series and resend stream: what
+    ``writes._store`` does in a transaction, with the same effects, as data-modifying CTEs.
+
+    ``d`` counts the heartbeat on the device row (locking it) only when the device is still
+    registered in this fleet under this id and, with a resend key, when the key is neither
+    rolled up (the stream row read ``FOR SHARE``, as ``_stream`` does, so a compaction in
+    progress is waited for) nor stored raw; every other part writes only for the row ``d``
+    returned, so when ``d`` matches nothing the statement stores nothing and returns 0.  A key
+    stored by a concurrent writer fails the unique index and the whole statement.  The text
+    depends on the heartbeat's shape only, so psycopg prepares it after a few uses.
+    """
+    shape = (keyed, latest, models, deployment)
+    found = _STATEMENTS.get(shape)
+    if found is not None:
+        return found
+    parts = []
+    check = ""
+    if keyed:
+        parts.append("s AS (SELECT compacted FROM spool_streams WHERE id = ? AND device_id = ? "
+                     "FOR SHARE)")
+        check = (" AND EXISTS (SELECT 1 FROM s WHERE s.compacted IS NULL OR s.compacted < ?) "
+                 "AND NOT EXISTS (SELECT 1 FROM heartbeats WHERE stream_id = ? AND seq = ?)")
+    parts.append(
+        "d AS (" + COUNT_HEARTBEAT + "WHERE id = ? AND name = ? AND fleet = ? "
+        "AND deregistered_at IS NULL" + check + " RETURNING id, heartbeats)"
+    )
+    parts.append(
+        "h AS (INSERT INTO heartbeats(device_id, ts, number, received_at, agent_version, key_id, "
+        "stream_id, seq, points) SELECT id, ?::double precision, heartbeats, "
+        "?::double precision, ?::text, ?::integer, ?::integer, ?::double precision, ?::bytea "
+        "FROM d RETURNING device_id)"
+    )
+    if latest:
+        rows = ", ".join(["(?::integer, ?::double precision, ?::double precision)"] * latest)
+        parts.append(
+            "l AS (UPDATE series AS x SET last_ts = v.ts, last_value = v.value "
+            f"FROM h, (VALUES {rows}) AS v(number, ts, value) WHERE x.device_id = h.device_id "
+            "AND x.number = v.number AND (x.last_ts IS NULL OR x.last_ts <= v.ts))"
+        )
+    if models:
+        rows = ", ".join(["(?::text, ?::text, ?::double precision, ?::double precision)"] * models)
+        parts.append(
+            "m AS (INSERT INTO models(device_id, model_name, model_version, first_seen, "
+            "last_seen, latest_sample_time, latest_inference) SELECT h.device_id, v.name, "
+            "v.version, ?::double precision, ?::double precision, v.sample, v.inference "
+            f"FROM h, (VALUES {rows}) AS v(name, version, sample, inference) "
+            "ON CONFLICT(device_id, model_name, model_version) DO UPDATE SET "
+            "last_seen = excluded.last_seen, "
+            "latest_sample_time = coalesce(excluded.latest_sample_time, "
+            "models.latest_sample_time), "
+            "latest_inference = coalesce(excluded.latest_inference, models.latest_inference))"
+        )
+    if deployment:
+        parts.append(
+            "r AS (INSERT INTO deployment_results(device_id, received_at, deployment_name, "
+            "deployment_status, status_message, start_time, end_time, models) SELECT device_id, "
+            "?::double precision, ?::text, ?::text, ?::text, ?::double precision, "
+            "?::double precision, ?::text FROM h)"
+        )
+    found = ("WITH " + ", ".join(parts) + " SELECT count(*) FROM h").replace("?", "%s")
+    if len(_STATEMENTS) < _STATEMENTS_MAX:  # heartbeats of a fleet come in a few shapes
+        _STATEMENTS[shape] = found
+    return found
 
 
 def _reason(exc: BaseException) -> str:

@@ -59,6 +59,11 @@ class SqlStore(abc.ABC):
         self._series: dict[tuple[int, SeriesKey], int] = {}
         self._series_lock = threading.Lock()
         self._keys: dict[str, int] = {}
+        # device name -> id and (device id, resend stream dimension) -> stream id, as committed:
+        # devices and streams are never deleted nor renamed, and a statement that uses an id
+        # checks the name beside it, so an entry can only be missing, never wrong
+        self._device_ids: dict[str, int] = {}
+        self._stream_ids: dict[tuple[int, str], int] = {}
         self._closed = False
         # the migration steps this store applied when it was opened (``migrate=True``)
         self.migrations_applied: list[tuple[int, str]] = []
@@ -155,13 +160,6 @@ class SqlStore(abc.ABC):
 
     # -- statements a backend may do in fewer round trips ---------------------------------
 
-    def _count_heartbeat(self, db: Db, update: str, params: Sequence[Any]) -> int:
-        """Run the device row's ``update`` and return its new ``heartbeats`` count."""
-        db.run(update, params)
-        row = db.one("SELECT heartbeats FROM devices WHERE id = ?", (params[-1],))
-        assert row is not None
-        return int(row[0])
-
     def _update_latest(self, db: Db, rows: list[tuple[Any, ...]]) -> None:
         """``UPDATE_LATEST`` (writes.py) for every row."""
         db.many(UPDATE_LATEST, rows)
@@ -247,6 +245,17 @@ class SqlStore(abc.ABC):
             if len(self._series) + len(entries) > _SERIES_CACHE_MAX:
                 self._series.clear()
             self._series.update(entries)
+
+    def _remember_ids(self, device: str, device_id: int, stream: tuple[str, int] | None) -> None:
+        """A committed device id (and resend stream id) for ``_record_known``."""
+        with self._series_lock:
+            if len(self._device_ids) >= _SERIES_CACHE_MAX:
+                self._device_ids.clear()
+            self._device_ids[device] = device_id
+            if stream is not None:
+                if len(self._stream_ids) >= _SERIES_CACHE_MAX:
+                    self._stream_ids.clear()
+                self._stream_ids[(device_id, stream[0])] = stream[1]
 
     def _key_id(self, db: Db, access_key_id: str | None) -> int | None:
         """The number of an access key id (kept once in ``access_keys``)."""

@@ -18,11 +18,30 @@ from .registration import Registration
 from .request import Heartbeat, SeriesKey, parse_heartbeat
 from .sqlbase import UPDATE_LATEST
 
-__all__ = ["INSERT_HEARTBEAT", "UPDATE_LATEST", "HeartbeatWrites", "latest_rows", "points_blob"]
+__all__ = [
+    "COUNT_HEARTBEAT",
+    "INSERT_HEARTBEAT",
+    "UPDATE_LATEST",
+    "HeartbeatWrites",
+    "Resend",
+    "latest_rows",
+    "points_blob",
+]
 
 INSERT_HEARTBEAT = (
     "INSERT INTO heartbeats(device_id, ts, number, received_at, agent_version, key_id, "
     "stream_id, seq, points) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+
+# the device row of a heartbeat: counted, its latest heartbeat and agent version kept (a late
+# heartbeat leaves them), its widest span kept; completed by a WHERE clause and RETURNING
+COUNT_HEARTBEAT = (
+    "UPDATE devices SET heartbeats = heartbeats + 1, "
+    "max_span = CASE WHEN max_span < ? THEN ? ELSE max_span END, "
+    "agent_version = CASE WHEN last_heartbeat IS NULL OR last_heartbeat <= ? "
+    "THEN ? ELSE agent_version END, "
+    "last_heartbeat = CASE WHEN last_heartbeat IS NULL OR last_heartbeat <= ? "
+    "THEN ? ELSE last_heartbeat END "
 )
 
 
@@ -43,7 +62,7 @@ def latest_rows(
     return [(ts, value, device_id, n, ts) for n, (ts, value) in sorted(newest.items())]
 
 
-class _Resend(Exception):
+class Resend(Exception):
     """Raised inside the write transaction to roll it back: the heartbeat is already stored."""
 
 
@@ -63,40 +82,42 @@ class HeartbeatWrites(Registration):
         first send.  Raises ``DeviceRefused`` (nothing stored) when the device may not send.
         """
         hb = parse_heartbeat(request, self._clock() if received_at is None else received_at)
+        stored = self._record_known(hb, access_key_id)
+        if stored is not None:
+            return stored
         try:
             with self._write() as db:
-                fresh = self._store(db, hb, access_key_id, auto_register)
-        except _Resend:
+                fresh, device_id, stream_id = self._store(db, hb, access_key_id, auto_register)
+        except Resend:
             return False
         self._remember_series(fresh)
+        stream = None
+        if hb.spool_key is not None and stream_id is not None:
+            stream = (hb.spool_key[0], stream_id)
+        self._remember_ids(hb.device, device_id, stream)
         return True
+
+    def _record_known(self, hb: Heartbeat, access_key_id: str | None) -> bool | None:
+        """A backend's shortcut for the usual heartbeat: a registered device, series, key and
+        resend stream already numbered.  True: stored; False: a resend; None: not taken, the
+        transaction of ``_store`` decides (and answers refusals)."""
+        return None
 
     def _store(
         self, db: Db, hb: Heartbeat, access_key_id: str | None, auto_register: bool
-    ) -> dict[tuple[int, SeriesKey], int]:
-        _, device_id = self._resolve(
-            db, hb.device, hb.fleet, auto_register=auto_register, allow_deregistered=False
-        )
+    ) -> tuple[dict[tuple[int, SeriesKey], int], int, int | None]:
+        """Store ``hb`` in ``db``'s transaction: the series to remember once it commits, the
+        device id and the resend stream id."""
+        # the device row first: it numbers the heartbeat and the new series, and in a backend
+        # with row locks it keeps two writers of one device in turn
+        device_id, number = self._claim_device(db, hb, auto_register)
         stream_id: int | None = None
         seq: float | None = None
         if hb.spool_key is not None:
             seq = hb.spool_key[1]
             stream_id, stored = self._stream(db, device_id, hb.spool_key[0], seq)
             if stored:  # raw, or already rolled up
-                raise _Resend
-        # the device row first: it numbers the heartbeat and the new series, and in a backend
-        # with row locks it keeps two writers of one device in turn
-        number = self._count_heartbeat(
-            db,
-            "UPDATE devices SET heartbeats = heartbeats + 1, "
-            "max_span = CASE WHEN max_span < ? THEN ? ELSE max_span END, "
-            "agent_version = CASE WHEN last_heartbeat IS NULL OR last_heartbeat <= ? "
-            "THEN ? ELSE agent_version END, "
-            "last_heartbeat = CASE WHEN last_heartbeat IS NULL OR last_heartbeat <= ? "
-            "THEN ? ELSE last_heartbeat END WHERE id = ?",
-            (hb.span, hb.span, hb.received_at, hb.agent_version, hb.received_at, hb.received_at,
-             device_id),
-        )
+                raise Resend
         numbers, fresh = self._series_numbers(db, device_id, [key for key, _, _ in hb.points])
         inserted = db.run(
             INSERT_HEARTBEAT,
@@ -104,7 +125,7 @@ class HeartbeatWrites(Registration):
              self._key_id(db, access_key_id), stream_id, seq, points_blob(hb, numbers)),
         )
         if not inserted:  # another process stored the same key meanwhile
-            raise _Resend
+            raise Resend
         self._update_latest(db, latest_rows(device_id, hb, numbers))
         db.many(
             "INSERT INTO models(device_id, model_name, model_version, first_seen, last_seen, "
@@ -127,7 +148,32 @@ class HeartbeatWrites(Registration):
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (device_id, hb.received_at, *hb.deployment_result),
             )
-        return fresh
+        return fresh, device_id, stream_id
+
+    def _claim_device(self, db: Db, hb: Heartbeat, auto_register: bool) -> tuple[int, int]:
+        """The device's id and its heartbeat count with this one, its row updated (and locked).
+
+        One statement when the device is registered in the heartbeat's fleet and not
+        deregistered (every heartbeat but a device's first with ``auto_register``); otherwise
+        the registry answers (``DeviceRefused``, or an auto-registration) and the row is
+        counted then.  The registration is read in the transaction every time, never cached:
+        a deregistration by another process or replica holds from its commit on.
+        """
+        values = (hb.span, hb.span, hb.received_at, hb.agent_version, hb.received_at,
+                  hb.received_at)
+        found = db.rows(
+            COUNT_HEARTBEAT + "WHERE name = ? AND fleet = ? AND deregistered_at IS NULL "
+            "RETURNING id, heartbeats",
+            (*values, hb.device, hb.fleet),
+        )
+        if not found:
+            _, device_id = self._resolve(
+                db, hb.device, hb.fleet, auto_register=auto_register, allow_deregistered=False
+            )
+            found = db.rows(
+                COUNT_HEARTBEAT + "WHERE id = ? RETURNING id, heartbeats", (*values, device_id)
+            )
+        return int(found[0][0]), int(found[0][1])
 
     def _stream(self, db: Db, device_id: int, dimension: str, seq: float) -> tuple[int, bool]:
         """The id of a device's resend stream (made when new) and whether ``seq`` is stored in

@@ -1,0 +1,116 @@
+"""A device's second heartbeat and later ones take the store's shortcut (PostgreSQL: one
+statement with the ids it remembered, ``PostgresStore._record_known``; SQLite: one statement
+less); on both backends they must store exactly what the first one's transaction stores, and
+nothing remembered may outlive a change another process made: a deregistration, a move to
+another fleet, a resend key stored or rolled up meanwhile."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from store_backends import (
+    registered,
+    store_factory_fixture,  # noqa: F401 - the fixture
+    store_target_fixture,  # noqa: F401 - the fixture
+)
+
+from edgetelemetry.server.store import DeviceRefused, FleetStore
+
+FLEET, DEVICE = "line-1", "cam-1"
+NOW = 1_700_000_000.0
+
+
+def request(ts: float, value: float, *, seq: float | None = None, fleet: str = FLEET,
+            models: list[dict[str, Any]] | None = None,
+            deployment: dict[str, Any] | None = None) -> dict[str, Any]:
+    agent = [{"MetricName": "spool-bytes", "Value": value, "Dimension": "all", "Timestamp": ts}]
+    if seq is not None:
+        agent.append({"MetricName": "spool-seq", "Value": seq, "Dimension": "s/1/1",
+                      "Timestamp": ts})
+    body: dict[str, Any] = {
+        "AgentVersion": f"1.{int(value)}",
+        "DeviceName": DEVICE,
+        "DeviceFleetName": fleet,
+        "AgentMetrics": agent,
+        "Models": models if models is not None else [
+            {"ModelName": "resnet18", "ModelVersion": "1", "LatestInference": ts,
+             "ModelMetrics": [{"MetricName": "latency-ms-p99", "Value": value,
+                               "Dimension": "all", "Timestamp": ts}]}],
+    }
+    if deployment is not None:
+        body["DeploymentResult"] = deployment
+    return body
+
+
+def test_later_heartbeats_store_what_the_first_one_does(
+    store_factory: Callable[..., FleetStore],
+) -> None:
+    store = registered(store_factory(), FLEET, [DEVICE])
+    for i in range(4):  # the first numbers everything; the others are the usual heartbeat
+        assert store.record_heartbeat(request(NOW + 60 * i, float(i)), received_at=NOW + 60 * i)
+    # a late heartbeat (older metric time) is stored but moves no latest value
+    assert store.record_heartbeat(request(NOW - 60, 99.0), received_at=NOW + 300)
+    result = {"DeploymentName": "d1", "DeploymentStatus": "SUCCESS",
+              "DeploymentStatusMessage": "ok", "DeploymentStartTime": NOW,
+              "DeploymentEndTime": NOW + 1, "DeploymentModels": []}
+    assert store.record_heartbeat(request(NOW + 360, 6.0, deployment=result),
+                                  received_at=NOW + 360)
+    assert store.heartbeat_count(DEVICE) == 6
+    values = [p.value for p in store.metric_series(DEVICE, "resnet18", "latency-ms-p99")]
+    assert values == [99.0, 0.0, 1.0, 2.0, 3.0, 6.0]
+    last, latest = store.latest_points(DEVICE, "resnet18", "1", "latency-ms-p99")
+    assert last == NOW + 360 and latest == {"all": 6.0}
+    (model,) = store.models(DEVICE)
+    assert (model.first_seen, model.last_seen, model.latest_inference) == (
+        NOW, NOW + 360, NOW + 360)
+    (device,) = store.devices()
+    assert device.last_heartbeat == NOW + 360 and device.agent_version == "1.6"
+    (deployed,) = store.deployment_results(DEVICE)
+    assert (deployed.deployment_name, deployed.received_at) == ("d1", NOW + 360)
+
+
+def test_a_deregistration_by_another_process_holds_at_once(
+    store_factory: Callable[..., FleetStore],
+) -> None:
+    endpoint = registered(store_factory(), FLEET, [DEVICE])
+    for i in range(3):
+        assert endpoint.record_heartbeat(request(NOW + i, 1.0))
+    registry = store_factory()  # the registry CLI, or another replica
+    registry.deregister_devices([DEVICE])
+    with pytest.raises(DeviceRefused) as refused:
+        endpoint.record_heartbeat(request(NOW + 10, 1.0))
+    assert refused.value.reason == "deregistered"
+    registry.register_fleet("line-2")
+    registry.register_devices("line-2", [DEVICE])  # back, in another fleet
+    with pytest.raises(DeviceRefused) as moved:
+        endpoint.record_heartbeat(request(NOW + 11, 1.0))
+    assert moved.value.reason == "fleet"
+    assert endpoint.record_heartbeat(request(NOW + 12, 1.0, fleet="line-2"))
+    assert endpoint.heartbeat_count(DEVICE) == 4
+
+
+def test_a_resend_key_stored_by_another_process_is_a_resend(
+    store_factory: Callable[..., FleetStore],
+) -> None:
+    one = registered(store_factory(), FLEET, [DEVICE])
+    other = store_factory()
+    for seq in range(3):  # both know the device, its series and its resend stream
+        assert one.record_heartbeat(request(NOW + seq, 1.0, seq=seq))
+        assert other.record_heartbeat(request(NOW + seq, 1.0, seq=seq)) is False
+    assert other.record_heartbeat(request(NOW + 3, 1.0, seq=3))
+    assert one.record_heartbeat(request(NOW + 3, 2.0, seq=3)) is False
+    assert one.heartbeat_count(DEVICE) == 4
+    assert [p.value for p in one.metric_series(DEVICE, "resnet18", "latency-ms-p99")] == [1.0] * 4
+
+
+def test_a_model_listed_twice_is_stored_once(store_factory: Callable[..., FleetStore]) -> None:
+    store = registered(store_factory(), FLEET, [DEVICE])
+    twice = [{"ModelName": "m", "ModelVersion": "1", "LatestInference": NOW + k,
+              "ModelMetrics": []} for k in (1, 2)]
+    for i in range(3):
+        assert store.record_heartbeat(request(NOW + i, 1.0, models=twice), received_at=NOW + i)
+    (model,) = store.models(DEVICE)
+    assert (model.last_seen, model.latest_inference) == (NOW + 2, NOW + 2)
+    assert store.heartbeat_count(DEVICE) == 3
