@@ -28,7 +28,7 @@ from .endpoint import EndpointServer
 from .errors import CredentialsFileError, RegistrationError
 from .fleet import DEFAULT_OFFLINE_AFTER, fleet_status, render_text
 from .metrics import DEFAULT_MAX_SERIES, read_token_file
-from .sigv4 import Credential, load_credentials_file
+from .sigv4 import Credential, load_credentials_file, load_serving_credentials
 from .store import (
     DEFAULT_STORE,
     FleetStore,
@@ -345,9 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _reload_credentials(server: EndpointServer, path: str) -> None:
     """SIGHUP: the credentials file again; a broken one is logged and the current keys stay."""
     try:
-        fresh = load_credentials_file(path)
-        if not fresh:
-            raise CredentialsFileError(f"credentials file {path} holds no key")
+        fresh = load_serving_credentials(path)
     except CredentialsFileError as exc:
         logger.error("SIGHUP: keeping the current keys: %s", exc)
         return

@@ -148,6 +148,16 @@ def load_credentials_file(path: str | os.PathLike[str]) -> dict[str, Credential]
     return normalize_credentials(document, where=f"credentials file {name}")
 
 
+def load_serving_credentials(path: str) -> dict[str, Credential]:
+    """The keys a serving endpoint reloads on SIGHUP: ``load_credentials_file``, and refused
+    (``CredentialsFileError``) when the file holds no key, so a reload never locks out every
+    device."""
+    fresh = load_credentials_file(path)
+    if not fresh:
+        raise CredentialsFileError(f"credentials file {path} holds no key")
+    return fresh
+
+
 @dataclass(frozen=True)
 class _Authorization:
     access_key_id: str

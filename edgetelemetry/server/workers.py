@@ -31,7 +31,7 @@ from typing import Any
 from .alerts import AlertConfig, AlertEvaluator
 from .app import EndpointApp
 from .errors import CredentialsFileError
-from .sigv4 import Credential, load_credentials_file
+from .sigv4 import Credential, load_serving_credentials
 from .store import Compactor, FleetStore
 
 __all__ = ["WorkerSettings", "serve_with_workers"]
@@ -124,11 +124,7 @@ def serve_with_workers(settings: WorkerSettings) -> int:
         def reload(self) -> None:
             """SIGHUP: new keys for the workers about to start; the old ones if unreadable."""
             try:
-                fresh = load_credentials_file(settings.credentials_file)
-                if not fresh:
-                    raise CredentialsFileError(
-                        f"credentials file {settings.credentials_file} holds no key"
-                    )
+                fresh = load_serving_credentials(settings.credentials_file)
             except CredentialsFileError as exc:
                 logger.error("SIGHUP: keeping the current keys: %s", exc)
             else:

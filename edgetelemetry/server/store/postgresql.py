@@ -28,7 +28,7 @@ from .lead import PgLeads
 from .migrations import Step
 from .migrations.postgresql import STEPS, schema_version
 from .request import Heartbeat, SeriesKey
-from .writes import COUNT_HEARTBEAT, latest_rows, points_blob
+from .writes import COUNT_HEARTBEAT, UPSERT_MODEL, latest_rows, points_blob
 
 if TYPE_CHECKING:
     import psycopg
@@ -378,11 +378,7 @@ def heartbeat_statement(keyed: bool, latest: int, models: int, deployment: bool)
             "last_seen, latest_sample_time, latest_inference) SELECT h.device_id, v.name, "
             "v.version, ?::double precision, ?::double precision, v.sample, v.inference "
             f"FROM h, (VALUES {rows}) AS v(name, version, sample, inference) "
-            "ON CONFLICT(device_id, model_name, model_version) DO UPDATE SET "
-            "last_seen = excluded.last_seen, "
-            "latest_sample_time = coalesce(excluded.latest_sample_time, "
-            "models.latest_sample_time), "
-            "latest_inference = coalesce(excluded.latest_inference, models.latest_inference))"
+            + UPSERT_MODEL + ")"
         )
     if deployment:
         parts.append(

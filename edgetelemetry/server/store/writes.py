@@ -22,6 +22,7 @@ __all__ = [
     "COUNT_HEARTBEAT",
     "INSERT_HEARTBEAT",
     "UPDATE_LATEST",
+    "UPSERT_MODEL",
     "HeartbeatWrites",
     "Resend",
     "latest_rows",
@@ -42,6 +43,16 @@ COUNT_HEARTBEAT = (
     "THEN ? ELSE agent_version END, "
     "last_heartbeat = CASE WHEN last_heartbeat IS NULL OR last_heartbeat <= ? "
     "THEN ? ELSE last_heartbeat END "
+)
+
+
+# a model row seen again: its last_seen moves on, and a heartbeat that does not name its latest
+# sample or inference time keeps the stored one (the tail of both back ends' INSERT INTO models)
+UPSERT_MODEL = (
+    "ON CONFLICT(device_id, model_name, model_version) DO UPDATE SET "
+    "last_seen = excluded.last_seen, "
+    "latest_sample_time = coalesce(excluded.latest_sample_time, models.latest_sample_time), "
+    "latest_inference = coalesce(excluded.latest_inference, models.latest_inference)"
 )
 
 
@@ -129,12 +140,7 @@ class HeartbeatWrites(Registration):
         self._update_latest(db, latest_rows(device_id, hb, numbers))
         db.many(
             "INSERT INTO models(device_id, model_name, model_version, first_seen, last_seen, "
-            "latest_sample_time, latest_inference) VALUES (?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT(device_id, model_name, model_version) DO UPDATE SET "
-            "last_seen = excluded.last_seen, "
-            "latest_sample_time = coalesce(excluded.latest_sample_time, "
-            "models.latest_sample_time), "
-            "latest_inference = coalesce(excluded.latest_inference, models.latest_inference)",
+            "latest_sample_time, latest_inference) VALUES (?, ?, ?, ?, ?, ?, ?) " + UPSERT_MODEL,
             [
                 (device_id, m.name, m.version, hb.received_at, hb.received_at,
                  m.latest_sample_time, m.latest_inference)
