@@ -114,3 +114,38 @@ def test_a_model_listed_twice_is_stored_once(store_factory: Callable[..., FleetS
     (model,) = store.models(DEVICE)
     assert (model.last_seen, model.latest_inference) == (NOW + 2, NOW + 2)
     assert store.heartbeat_count(DEVICE) == 3
+
+
+@pytest.mark.parametrize("returning", [True, False], ids=["returning", "sqlite-3.34"])
+def test_sqlite_without_update_returning_stores_the_same(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, returning: bool
+) -> None:
+    """The SQLite of Debian 11 (3.34, the wheels' targets) has no ``UPDATE ... RETURNING``:
+    the store counts a device's heartbeat with an update and a read there, and must store,
+    count and refuse exactly as with it."""
+    from edgetelemetry.server.store import sqlite as sqlite_store
+
+    monkeypatch.setattr(sqlite_store.Store, "update_returning", returning)
+    statements: list[str] = []
+    for name in ("rows", "one", "run"):
+        method = getattr(sqlite_store._SqliteDb, name)
+
+        def traced(self: Any, sql: str, params: Any = (), _method: Any = method) -> Any:
+            statements.append(sql)
+            return _method(self, sql, params)
+
+        monkeypatch.setattr(sqlite_store._SqliteDb, name, traced)
+    with sqlite_store.Store(str(tmp_path / "store.sqlite3")) as store:
+        registered(store, FLEET, [DEVICE, "cam-2"])
+        for i in range(3):
+            assert store.record_heartbeat(request(NOW + 60 * i, float(i)), received_at=NOW + 60 * i)
+        # the same metric time twice: told apart by the number the device row's count gives
+        assert store.record_heartbeat(request(NOW, 7.0), received_at=NOW + 200)
+        assert store.heartbeat_count(DEVICE) == 4
+        store.deregister_devices(["cam-2"])
+        with pytest.raises(DeviceRefused):
+            store.record_heartbeat({**request(NOW, 1.0), "DeviceName": "cam-2"}, received_at=NOW)
+        assert store.record_heartbeat({**request(NOW, 1.0), "DeviceName": "cam-9"},
+                                      auto_register=True, received_at=NOW)
+        assert store.heartbeat_count("cam-9") == 1 and store.heartbeat_count() == 5
+    assert any(" RETURNING " in sql for sql in statements) == returning

@@ -73,6 +73,8 @@ class Store(Compaction):
     says how); a new or empty file is always given the current schema.
     """
 
+    update_returning = sqlite3.sqlite_version_info >= (3, 35, 0)
+
     def __init__(
         self,
         path: str | None,

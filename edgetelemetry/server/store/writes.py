@@ -9,7 +9,7 @@ the models it lists and its deployment result.  A request with a resend key alre
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .codec import encode_points
@@ -167,19 +167,33 @@ class HeartbeatWrites(Registration):
         """
         values = (hb.span, hb.span, hb.received_at, hb.agent_version, hb.received_at,
                   hb.received_at)
-        found = db.rows(
-            COUNT_HEARTBEAT + "WHERE name = ? AND fleet = ? AND deregistered_at IS NULL "
-            "RETURNING id, heartbeats",
-            (*values, hb.device, hb.fleet),
+        found = self._count_device(
+            db, "WHERE name = ? AND fleet = ? AND deregistered_at IS NULL", values,
+            (hb.device, hb.fleet),
         )
-        if not found:
+        if found is None:
             _, device_id = self._resolve(
                 db, hb.device, hb.fleet, auto_register=auto_register, allow_deregistered=False
             )
-            found = db.rows(
-                COUNT_HEARTBEAT + "WHERE id = ? RETURNING id, heartbeats", (*values, device_id)
-            )
-        return int(found[0][0]), int(found[0][1])
+            found = self._count_device(db, "WHERE id = ?", values, (device_id,))
+            assert found is not None
+        return found
+
+    def _count_device(
+        self, db: Db, where: str, values: Sequence[Any], key: Sequence[Any]
+    ) -> tuple[int, int] | None:
+        """``COUNT_HEARTBEAT`` on the device row ``where`` picks: its id and new heartbeat
+        count, or None when no row matched.  In one statement where the engine has ``UPDATE ...
+        RETURNING`` (PostgreSQL; SQLite from 3.35), else the update and a read of the row in the
+        same write transaction (the SQLite of Debian 11, 3.34, which the wheels' targets run)."""
+        if self.update_returning:
+            rows = db.rows(COUNT_HEARTBEAT + where + " RETURNING id, heartbeats", (*values, *key))
+            return (int(rows[0][0]), int(rows[0][1])) if rows else None
+        if db.run(COUNT_HEARTBEAT + where, (*values, *key)) == 0:
+            return None
+        row = db.one("SELECT id, heartbeats FROM devices " + where, key)
+        assert row is not None
+        return int(row[0]), int(row[1])
 
     def _stream(self, db: Db, device_id: int, dimension: str, seq: float) -> tuple[int, bool]:
         """The id of a device's resend stream (made when new) and whether ``seq`` is stored in
