@@ -729,6 +729,14 @@ ET_TEST(shared_fork_child_is_a_new_process) {
 /* ---- the file truncated under a running agent ---- */
 
 ET_TEST_FLAGS(shared_agent_survives_truncation, ET_CONCURRENT) {
+    if (TEST_TSAN) {
+        /* TSan performs an atomic on the segment inside its runtime, holding its own lock: the
+         * truncation's SIGBUS there jumps out with that lock held, and the next mutex the test
+         * makes waits for it forever (seen in CI). A TSan limit, not the guard's: the plain,
+         * clang and ASan builds run this test, and TSan runs the guard's own tests below. */
+        printf("     not under TSan: a SIGBUS inside TSan's runtime leaves its lock held\n");
+        return;
+    }
     char path[512];
     test_seg_path(path, sizeof path, "truncate");
     for (int round = 0; round < (TEST_SANITIZED ? 5 : 20); round++) {
