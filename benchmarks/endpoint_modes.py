@@ -139,6 +139,44 @@ def stored_counts(store: str, members: list[Device]) -> dict[str, int]:
         return {d.name: reader.heartbeat_count(d.name) for d in members}
 
 
+def _send(
+    url: str,
+    members: list[Device],
+    rounds: int,
+    processes: int,
+    threads: int,
+    on_start: Callable[[], None] | None = None,
+) -> tuple[list[tuple[str, int, float]], float]:
+    """``rounds`` heartbeats of every device from ``processes`` client processes of
+    ``threads`` connections each, all signed before the common start: each answer (device,
+    status, ms) and the seconds from the start to the last answer.  ``on_start`` runs just
+    before the start."""
+    ctx = multiprocessing.get_context("spawn")
+    ready, start_at, results = ctx.Queue(), ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(target=worker, args=(url, members[k::processes], rounds, threads,
+                                         ready, start_at, results))
+        for k in range(processes)
+    ]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        _get(ready, procs)
+    if on_start is not None:
+        on_start()
+    started = time.perf_counter()
+    start_at.set()
+    rows: list[tuple[str, int, float]] = []
+    ended = started
+    for _ in procs:
+        out, _errors, end = _get(results, procs)
+        rows += out
+        ended = max(ended, end)
+    for p in procs:
+        p.join(30)
+    return rows, ended - started
+
+
 def run_mode(
     mode: str,
     store: str,
@@ -148,43 +186,35 @@ def run_mode(
     processes: int = 2,
     threads: int = 4,
     store_pids: Callable[[], set[int]] | None = None,
+    warmup: int = 0,
 ) -> ModeResult:
     """One mode: start ``serve`` with ``extra`` on ``store``, send, stop, read back.
-    ``store_pids``: the processes of the store's server, for its CPU time."""
+    ``store_pids``: the processes of the store's server, for its CPU time.  ``warmup`` rounds
+    go first, outside the figures: the steady state of a fleet, where a device's first
+    heartbeat (its series numbered) is one in thousands."""
     members = fleet(devices)
     with tempfile.TemporaryDirectory(prefix="et-modes-") as tmp:
         work = Path(tmp)
         store = store.replace("{work}", str(work))
         proc, url, log_path = _start(work, members, store, extra)
         try:
-            before = stored_counts(store, members)  # a database another mode wrote to
-            ctx = multiprocessing.get_context("spawn")
-            ready, start_at, results = ctx.Queue(), ctx.Event(), ctx.Queue()
-            procs = [
-                ctx.Process(target=worker, args=(url, members[k::processes], rounds, threads,
-                                                 ready, start_at, results))
-                for k in range(processes)
-            ]
-            for p in procs:
-                p.start()
-            for _ in procs:
-                _get(ready, procs)
+            if warmup:  # every device's first heartbeat, and each worker's first sight of it
+                warm, _ = _send(url, members, warmup, processes, threads)
+                refused = Counter(status for _, status, _ in warm if status != 200)
+                if refused:
+                    raise RuntimeError(f"warm-up answers other than 200: {dict(refused)}")
+            before = stored_counts(store, members)  # warm-up, or a database another mode filled
             server_pids = family(proc.pid)
             pg_pids = store_pids() if store_pids else set()
-            cpu_at_start = cpu_seconds(server_pids), cpu_seconds(pg_pids)
-            started = time.perf_counter()
-            start_at.set()
-            rows: list[tuple[str, int, float]] = []
-            ended = started
-            for _ in procs:
-                out, _errors, end = _get(results, procs)
-                rows += out
-                ended = max(ended, end)
+            cpu_at_start: list[float] = []
+
+            def started() -> None:
+                cpu_at_start[:] = [cpu_seconds(server_pids), cpu_seconds(pg_pids)]
+
+            rows, seconds = _send(url, members, rounds, processes, threads, on_start=started)
             server_cpu = cpu_seconds(server_pids | family(proc.pid)) - cpu_at_start[0]
             store_cpu = cpu_seconds(pg_pids | (store_pids() if store_pids else set()))
             store_cpu -= cpu_at_start[1]
-            for p in procs:
-                p.join(30)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -202,7 +232,7 @@ def run_mode(
     pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
     return ModeResult(
         mode=mode, devices=devices, sent=len(rows), acked=sum(acked.values()),
-        seconds=ended - started, p50_ms=pick(0.50) if latencies else float("nan"),
+        seconds=seconds, p50_ms=pick(0.50) if latencies else float("nan"),
         p99_ms=pick(0.99) if latencies else float("nan"),
         lost=sum(max(0, n - stored.get(d, 0)) for d, n in acked.items()),
         duplicated=sum(max(0, stored[d.name] - rounds) for d in members),
@@ -229,10 +259,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--devices", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=0, metavar="ROUNDS",
+                   help="rounds sent first, outside the figures (the steady state)")
     p.add_argument("--postgresql", metavar="URL", help="an empty PostgreSQL database")
     args = p.parse_args(argv)
     for name, store, extra in modes(args.workers, args.postgresql):
-        print(json.dumps(run_mode(name, store, extra, args.devices, args.rounds).summary()))
+        result = run_mode(name, store, extra, args.devices, args.rounds, warmup=args.warmup)
+        print(json.dumps(result.summary()))
     return 0
 
 

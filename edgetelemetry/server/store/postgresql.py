@@ -269,14 +269,16 @@ class PostgresStore(Compaction):
             params += [seq, stream_id, seq]
         params += [hb.ts, hb.received_at, hb.agent_version, key_id, stream_id, seq,
                    points_blob(hb, numbers)]
-        params += [x for ts, value, _, number, _ in latest for x in (number, ts, value)]
+        if latest:  # one array a column: the statement's text and parameter count stay short
+            params += [[r[3] for r in latest], [r[0] for r in latest], [r[1] for r in latest]]
         if hb.models:
-            params += [hb.received_at, hb.received_at]
-            params += [x for m in hb.models
-                       for x in (m.name, m.version, m.latest_sample_time, m.latest_inference)]
+            params += [hb.received_at, hb.received_at, [m.name for m in hb.models],
+                       [m.version for m in hb.models],
+                       [m.latest_sample_time for m in hb.models],
+                       [m.latest_inference for m in hb.models]]
         if hb.deployment_result is not None:
             params += [hb.received_at, *hb.deployment_result]
-        sql = heartbeat_statement(stream_id is not None, len(latest), len(hb.models),
+        sql = heartbeat_statement(stream_id is not None, bool(latest), bool(hb.models),
                                   hb.deployment_result is not None)
         with self._connection() as conn:
             try:
@@ -327,11 +329,10 @@ class PostgresStore(Compaction):
             pool.close()
 
 
-_STATEMENTS: dict[tuple[bool, int, int, bool], str] = {}
-_STATEMENTS_MAX = 256
+_STATEMENTS: dict[tuple[bool, bool, bool, bool], str] = {}
 
 
-def heartbeat_statement(keyed: bool, latest: int, models: int, deployment: bool) -> str:
+def heartbeat_statement(keyed: bool, latest: bool, models: bool, deployment: bool) -> str:
     """One statement that stores a heartbeat of a known device, series and resend stream: what
     ``writes._store`` does in a transaction, with the same effects, as data-modifying CTEs.
 
@@ -340,8 +341,10 @@ def heartbeat_statement(keyed: bool, latest: int, models: int, deployment: bool)
     rolled up (the stream row read ``FOR SHARE``, as ``_stream`` does, so a compaction in
     progress is waited for) nor stored raw; every other part writes only for the row ``d``
     returned, so when ``d`` matches nothing the statement stores nothing and returns 0.  A key
-    stored by a concurrent writer fails the unique index and the whole statement.  The text
-    depends on the heartbeat's shape only, so psycopg prepares it after a few uses.
+    stored by a concurrent writer fails the unique index and the whole statement.  The latest
+    values and the models come as one array a column, so there are 16 texts in all, each short
+    and with few parameters: psycopg caches its parsing of them (only under 4 KB and 50
+    parameters) and prepares them on the server after a few uses.
     """
     shape = (keyed, latest, models, deployment)
     found = _STATEMENTS.get(shape)
@@ -365,20 +368,19 @@ def heartbeat_statement(keyed: bool, latest: int, models: int, deployment: bool)
         "FROM d RETURNING device_id)"
     )
     if latest:
-        rows = ", ".join(["(?::integer, ?::double precision, ?::double precision)"] * latest)
         parts.append(
-            "l AS (UPDATE series AS x SET last_ts = v.ts, last_value = v.value "
-            f"FROM h, (VALUES {rows}) AS v(number, ts, value) WHERE x.device_id = h.device_id "
+            "l AS (UPDATE series AS x SET last_ts = v.ts, last_value = v.value FROM h, "
+            "unnest(?::integer[], ?::double precision[], ?::double precision[]) "
+            "AS v(number, ts, value) WHERE x.device_id = h.device_id "
             "AND x.number = v.number AND (x.last_ts IS NULL OR x.last_ts <= v.ts))"
         )
     if models:
-        rows = ", ".join(["(?::text, ?::text, ?::double precision, ?::double precision)"] * models)
         parts.append(
             "m AS (INSERT INTO models(device_id, model_name, model_version, first_seen, "
             "last_seen, latest_sample_time, latest_inference) SELECT h.device_id, v.name, "
             "v.version, ?::double precision, ?::double precision, v.sample, v.inference "
-            f"FROM h, (VALUES {rows}) AS v(name, version, sample, inference) "
-            + UPSERT_MODEL + ")"
+            "FROM h, unnest(?::text[], ?::text[], ?::double precision[], "
+            "?::double precision[]) AS v(name, version, sample, inference) " + UPSERT_MODEL + ")"
         )
     if deployment:
         parts.append(
@@ -388,8 +390,7 @@ def heartbeat_statement(keyed: bool, latest: int, models: int, deployment: bool)
             "?::double precision, ?::text FROM h)"
         )
     found = ("WITH " + ", ".join(parts) + " SELECT count(*) FROM h").replace("?", "%s")
-    if len(_STATEMENTS) < _STATEMENTS_MAX:  # heartbeats of a fleet come in a few shapes
-        _STATEMENTS[shape] = found
+    _STATEMENTS[shape] = found
     return found
 
 
