@@ -53,6 +53,7 @@ class ModeResult:
     server_log: str
     server_cpu_s: float = 0.0  # serve and its workers, during the sending
     store_cpu_s: float = 0.0  # the store's server (PostgreSQL), during the sending
+    client_cpu_s: float = 0.0  # the load generator's processes, signing excluded
 
     @property
     def cpu_ms_per_heartbeat(self) -> float:
@@ -69,6 +70,7 @@ class ModeResult:
             "p99_ms": round(self.p99_ms, 2), "lost": self.lost, "duplicated": self.duplicated,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "server_cpu_s": round(self.server_cpu_s, 2), "store_cpu_s": round(self.store_cpu_s, 2),
+            "client_cpu_s": round(self.client_cpu_s, 2),
             "cpu_ms_per_heartbeat": round(self.cpu_ms_per_heartbeat, 3),
         }
 
@@ -146,16 +148,16 @@ def _send(
     processes: int,
     threads: int,
     on_start: Callable[[], None] | None = None,
-) -> tuple[list[tuple[str, int, float]], float]:
+) -> tuple[list[tuple[str, int, float]], float, float]:
     """``rounds`` heartbeats of every device from ``processes`` client processes of
     ``threads`` connections each, all signed before the common start: each answer (device,
-    status, ms) and the seconds from the start to the last answer.  ``on_start`` runs just
-    before the start."""
+    status, ms), the seconds from the start to the last answer and the clients' CPU seconds
+    meanwhile.  ``on_start`` runs just before the start."""
     ctx = multiprocessing.get_context("spawn")
     ready, start_at, results = ctx.Queue(), ctx.Event(), ctx.Queue()
     procs = [
         ctx.Process(target=worker, args=(url, members[k::processes], rounds, threads,
-                                         ready, start_at, results))
+                                         ready, start_at, results, True))
         for k in range(processes)
     ]
     for p in procs:
@@ -167,14 +169,15 @@ def _send(
     started = time.perf_counter()
     start_at.set()
     rows: list[tuple[str, int, float]] = []
-    ended = started
+    ended, client_cpu = started, 0.0
     for _ in procs:
-        out, _errors, end = _get(results, procs)
+        out, _errors, end, cpu = _get(results, procs)
         rows += out
         ended = max(ended, end)
+        client_cpu += cpu
     for p in procs:
         p.join(30)
-    return rows, ended - started
+    return rows, ended - started, client_cpu
 
 
 def run_mode(
@@ -199,7 +202,7 @@ def run_mode(
         proc, url, log_path = _start(work, members, store, extra)
         try:
             if warmup:  # every device's first heartbeat, and each worker's first sight of it
-                warm, _ = _send(url, members, warmup, processes, threads)
+                warm, _, _ = _send(url, members, warmup, processes, threads)
                 refused = Counter(status for _, status, _ in warm if status != 200)
                 if refused:
                     raise RuntimeError(f"warm-up answers other than 200: {dict(refused)}")
@@ -211,7 +214,8 @@ def run_mode(
             def started() -> None:
                 cpu_at_start[:] = [cpu_seconds(server_pids), cpu_seconds(pg_pids)]
 
-            rows, seconds = _send(url, members, rounds, processes, threads, on_start=started)
+            rows, seconds, client_cpu = _send(url, members, rounds, processes, threads,
+                                              on_start=started)
             server_cpu = cpu_seconds(server_pids | family(proc.pid)) - cpu_at_start[0]
             store_cpu = cpu_seconds(pg_pids | (store_pids() if store_pids else set()))
             store_cpu -= cpu_at_start[1]
@@ -237,7 +241,7 @@ def run_mode(
         lost=sum(max(0, n - stored.get(d, 0)) for d, n in acked.items()),
         duplicated=sum(max(0, stored[d.name] - rounds) for d in members),
         statuses=dict(Counter(status for _, status, _ in rows)), server_log=log,
-        server_cpu_s=server_cpu, store_cpu_s=store_cpu,
+        server_cpu_s=server_cpu, store_cpu_s=store_cpu, client_cpu_s=client_cpu,
     )
 
 
