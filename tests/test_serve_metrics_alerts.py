@@ -15,7 +15,7 @@ from serve_procs import ServeProcess, write_private
 from test_alerts import SECRET_HEADER, Receiver, free_port
 from test_fleet_page import get
 
-MODES = {"embedded": (), "workers": ("--workers", "2", "--threads", "2")}
+MODES = {"embedded": (), "workers": ("--workers", "2", "--store-connections", "2")}
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))

@@ -24,6 +24,7 @@ from ..errors import EdgeTelemetryError
 from . import workers
 from .alerts import AlertConfig, load_alert_config
 from .app import DEFAULT_CACHE_TTL, DEFAULT_MAX_BODY
+from .embedded import Limits
 from .endpoint import EndpointServer
 from .errors import CredentialsFileError, RegistrationError
 from .fleet import DEFAULT_OFFLINE_AFTER, fleet_status, render_text
@@ -43,9 +44,6 @@ from .store_cli import STORE_HELP, add_compaction_arguments, retention_of, start
 __all__ = ["fleet_status_main", "main", "register_main", "status_parser"]
 
 logger = logging.getLogger(__name__)
-
-
-_LOOPBACK = ("127.", "::1", "localhost")
 
 
 def _serve_parser() -> argparse.ArgumentParser:
@@ -92,11 +90,14 @@ def _serve_parser() -> argparse.ArgumentParser:
         help="serve from N gunicorn worker processes (pip install 'edgetelemetry[server]'); "
         "without it, one process with no dependency",
     )
-    p.add_argument("--threads", type=int, default=8, help="threads per worker (--workers; 8)")
+    p.add_argument(
+        "--store-connections", "--threads", type=int, default=8, dest="store_connections",
+        metavar="N", help="PostgreSQL connections each worker's requests share (--workers; 8)",
+    )
     p.add_argument(
         "--behind-proxy", action="store_true",
         help="a reverse proxy on this machine fronts the endpoint (contrib/nginx): trust its "
-        "X-Forwarded-For, and let --workers bind a non-loopback address",
+        "X-Forwarded-For",
     )
     p.add_argument(
         "--header-timeout", type=float, default=10.0, metavar="SECONDS",
@@ -104,15 +105,15 @@ def _serve_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--body-timeout", type=float, default=20.0, metavar="SECONDS",
-        help="the body must arrive within this total time (20; embedded server)",
+        help="the body must arrive within this total time (20)",
     )
     p.add_argument(
         "--max-connections", type=int, default=128,
-        help="open connections at most (embedded server; 128)",
+        help="open connections at most (per worker with --workers; 128)",
     )
     p.add_argument(
         "--max-connections-per-address", type=int, default=32,
-        help="open connections from one client address at most (embedded server; 32)",
+        help="open connections from one client address at most (per worker; 32)",
     )
     p.add_argument(
         "--fleet-viewers",
@@ -167,17 +168,11 @@ def _check_options(args: argparse.Namespace) -> None:
     if args.workers is not None:
         if not 1 <= args.workers <= 64:
             raise _UsageError(f"--workers {args.workers}: choose 1-64")
-        if not 1 <= args.threads <= 256:
-            raise _UsageError(f"--threads {args.threads}: choose 1-256")
+        if not 1 <= args.store_connections <= 256:
+            raise _UsageError(f"--store-connections {args.store_connections}: choose 1-256")
         if args.store == ":memory:":
             raise _UsageError("--workers with --store :memory: would give each worker a store "
                               "of its own; name a file or a postgresql:// URL")
-        if not args.host.startswith(_LOOPBACK) and not args.behind_proxy:
-            raise _UsageError(
-                f"--workers on {args.host}: gunicorn cannot hold slow clients by itself; bind "
-                "a loopback address behind the nginx front (contrib/nginx/edgetelemetry.conf), "
-                "or pass --behind-proxy when such a proxy is in front"
-            )
     for name in ("header_timeout", "body_timeout"):
         value = getattr(args, name)
         if not (0 < value <= 3600 and math.isfinite(value)):
@@ -376,18 +371,22 @@ def _serve_workers(
         host=args.host,
         port=args.port,
         workers=args.workers,
-        threads=args.threads,
         credentials_file=args.credentials_file,
         credentials=credentials,
-        # one pool per worker, shared by its threads, with a connection to spare for the
-        # worker's compactor
-        open_store=lambda: _open_store(args.store, pool_size=args.threads + 1),
+        # one pool per worker, shared by its connections' threads, with a connection to spare
+        # for the worker's compactor
+        open_store=lambda: _open_store(args.store, pool_size=args.store_connections + 1),
         start_compactor=lambda store: start_compactor(store, args),
         app_options=_app_options(args, viewers),
         alerts=alerts,
-        certfile=args.certfile,
-        keyfile=args.keyfile,
-        header_timeout=args.header_timeout,
+        limits=Limits(
+            max_connections=args.max_connections,
+            max_per_address=args.max_connections_per_address,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+        ),
+        ssl_context=lambda: _ssl_context(args.certfile, args.keyfile) if args.certfile else None,
+        https=args.certfile is not None,
         log_level=args.log_level,
         on_listening=lambda url: print(
             f"edgetelemetry endpoint listening on {url} ({args.workers} workers)", flush=True

@@ -212,6 +212,7 @@ class _Server(ThreadingHTTPServer):
         limits: Limits,
         ssl_context: ssl.SSLContext | None,
         clock: Callable[[], float],
+        listening: socket.socket | None = None,
     ) -> None:
         self.app = app
         self.limits = limits
@@ -221,7 +222,12 @@ class _Server(ThreadingHTTPServer):
         self.max_body = int(getattr(app, "max_body", DEFAULT_MAX_BODY))
         self._conn_threads: set[threading.Thread] = set()
         self._conn_threads_lock = threading.Lock()
-        super().__init__(address, _Handler)  # type: ignore[arg-type]  # conn comes from _run
+        # conn comes from _run
+        super().__init__(address, _Handler, listening is None)  # type: ignore[arg-type]
+        if listening is not None:  # a socket bound and listening already (a gunicorn worker's)
+            self.socket.close()
+            self.socket = listening
+            self.server_address = listening.getsockname()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         conn = self.slots.admit(request, str(client_address[0]))
@@ -520,14 +526,16 @@ class EmbeddedServer:
             raise RuntimeError("server is not started")
         return self._httpd.slots
 
-    def start(self) -> str:
+    def start(self, listening: socket.socket | None = None) -> str:
         """Bind (``OSError`` when the address is taken), serve in the background, return the
-        URL."""
+        URL.  ``listening``: serve this socket, bound and listening already, instead (it is
+        closed by ``stop``)."""
         if self._httpd is not None:
             raise RuntimeError("server is already started")
         server_class = _Server6 if ":" in self.host else _Server
         self._httpd = server_class(
-            (self.host, self._requested_port), self.app, self.limits, self.ssl_context, self.clock
+            (self.host, self._requested_port), self.app, self.limits, self.ssl_context,
+            self.clock, listening,
         )
         self._stopping.clear()
         self._threads = [

@@ -1,21 +1,21 @@
-"""``serve --workers N``: the endpoint's WSGI app in N gunicorn worker processes.
+"""``serve --workers N``: the endpoint in N worker processes under gunicorn's master.
 
-Why gunicorn (docs/operations.md has the whole comparison): it is pure Python (one wheel for
-x86_64, aarch64 and armv7l gateways, no compiler, no Rust or C extension to build there), WSGI
-fits an app whose every request is a short synchronous transaction, and it brings what a
-production server needs - a master that restarts dead workers, graceful reload on SIGHUP, TLS.
-What it cannot do is hold a slow-client flood: its threads read request headers with blocking
-reads, so 128 connections trickling a byte every 4 s hold every thread.  That is the job of
-the reverse proxy in front (``contrib/nginx/edgetelemetry.conf``: header/body deadlines,
-per-address caps, buffered bodies), and ``serve --workers`` refuses a non-loopback address
-unless ``--behind-proxy`` says such a proxy is there.
+Why gunicorn's master (docs/operations.md has the whole comparison): it is pure Python (one
+wheel for x86_64, aarch64 and armv7l gateways, no compiler), and it brings what a production
+server needs - it binds the socket once, forks the workers, restarts one that dies or falls
+silent, and replaces them gracefully on SIGHUP.  The workers do not use gunicorn's HTTP
+handling: each serves its share of the one listening socket with the embedded server
+(``embedded.py``), so a worker holds a slow-client flood by itself (phase deadlines, connection
+slots, eviction: ``--max-connections``, ``--header-timeout``, ...) and answers malformed
+requests exactly as the default mode does, and a request costs what it costs there (gunicorn's
+threaded worker hands every request from its event loop to a thread and back: MEASURE).
 
 The master reads the credentials file and checks (and with ``--migrate`` upgrades) the store
 before any worker starts (one-line errors, exit 2), then closes it: nothing of the store crosses
 the fork.  Each worker opens its own store after the fork - on PostgreSQL one connection pool
-shared by the worker's threads, on SQLite its own writer connection, the workers taking turns on
-the file's write lock - and runs its own compactor (passes of several processes take disjoint
-batches, docs/store.md); the worker closes both when it exits.  SIGHUP re-reads
+shared by the worker's connections, on SQLite its own writer connection, the workers taking
+turns on the file's write lock - and runs its own compactor (passes of several processes take
+disjoint batches, docs/store.md); the worker closes both when it exits.  SIGHUP re-reads
 the credentials file in the master and replaces the workers gracefully (gunicorn's reload), so
 keys rotate without a restart; a broken file is logged and the old keys stay.
 """
@@ -23,13 +23,17 @@ keys rotate without a restart; a broken file is logged and the old keys stay.
 from __future__ import annotations
 
 import logging
+import os
+import ssl
 import sys
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .alerts import AlertConfig, AlertEvaluator
 from .app import EndpointApp
+from .embedded import EmbeddedServer, Limits
 from .errors import CredentialsFileError
 from .sigv4 import Credential, load_serving_credentials
 from .store import Compactor, FleetStore
@@ -44,15 +48,15 @@ class WorkerSettings:
     host: str
     port: int
     workers: int
-    threads: int
     credentials_file: str
     credentials: Mapping[str, Credential]
     open_store: Callable[[], FleetStore]
     start_compactor: Callable[[FleetStore], Compactor | None]
     app_options: Mapping[str, Any]
-    certfile: str | None = None
-    keyfile: str | None = None
-    header_timeout: float = 10.0
+    limits: Limits = field(default_factory=Limits)  # each worker's connections
+    # made in each worker (after the fork); https says whether it makes one
+    ssl_context: Callable[[], ssl.SSLContext | None] = lambda: None
+    https: bool = False
     log_level: str = "INFO"
     on_listening: Callable[[str], None] | None = None
     alerts: AlertConfig | None = None  # each worker evaluates; the store's lead sends
@@ -66,19 +70,30 @@ def gunicorn_available() -> bool:
     return True
 
 
-def _worker_class() -> type:
-    """gunicorn's threaded worker, answering an unknown transfer coding with a 4xx: gunicorn's
-    501 would be the one 5xx a request's content could cause (the embedded server answers 411)."""
-    from gunicorn.http.errors import InvalidHeader, UnsupportedTransferCoding
-    from gunicorn.workers.gthread import ThreadWorker
+_NOTIFY_EVERY = 0.5  # seconds between a worker's signs of life to the master (timeout: 30)
 
-    class EndpointWorker(ThreadWorker):  # type: ignore[misc]
-        def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
-            if isinstance(exc, UnsupportedTransferCoding):
-                exc = InvalidHeader("Transfer-Encoding")
-            super().handle_error(req, client, addr, exc)
 
-    return EndpointWorker
+def _worker_class(settings: WorkerSettings) -> type:
+    """A gunicorn worker that serves the listening socket it inherits with the embedded server
+    (``embedded.py``) on its own threads, while its main thread tells the master it lives and
+    watches for the end: SIGTERM (gunicorn sets ``alive`` false), a master gone (orphaned)."""
+    from gunicorn.workers.base import Worker
+
+    class EmbeddedWorker(Worker):  # type: ignore[misc]
+        def run(self) -> None:
+            server = EmbeddedServer(
+                self.wsgi, settings.host, limits=settings.limits,
+                ssl_context=settings.ssl_context(),
+            )
+            server.start(listening=self.sockets[0].sock)
+            try:
+                while self.alive and self.ppid == os.getppid():
+                    self.notify()
+                    time.sleep(_NOTIFY_EVERY)
+            finally:  # in-flight requests are answered; idle connections close
+                server.stop(self.cfg.graceful_timeout)
+
+    return EmbeddedWorker
 
 
 def serve_with_workers(settings: WorkerSettings) -> int:
@@ -98,20 +113,14 @@ def serve_with_workers(settings: WorkerSettings) -> int:
             config = {
                 "bind": f"{host}:{settings.port}",
                 "workers": settings.workers,
-                "worker_class": _worker_class(),
-                "threads": settings.threads,
+                "worker_class": _worker_class(settings),
                 "timeout": 30,  # a worker silent for this long is restarted
                 "graceful_timeout": 10,
-                "keepalive": max(1, int(settings.header_timeout)),
-                "limit_request_line": 8190,
-                "limit_request_fields": 100,
                 "preload_app": False,  # each worker opens its own store after the fork
                 "accesslog": None,
                 "errorlog": "-",
                 "loglevel": settings.log_level.lower(),
                 "proc_name": "edgetelemetry-endpoint",
-                "certfile": settings.certfile,
-                "keyfile": settings.keyfile,
                 "when_ready": _when_ready,
                 "worker_exit": _worker_exit,
             }
@@ -172,7 +181,7 @@ def serve_with_workers(settings: WorkerSettings) -> int:
         if settings.on_listening is not None:
             name = server.LISTENERS[0].sock.getsockname()
             host = f"[{name[0]}]" if ":" in name[0] else name[0]
-            scheme = "https" if settings.certfile else "http"
+            scheme = "https" if settings.https else "http"
             settings.on_listening(f"{scheme}://{host}:{name[1]}")
 
     try:
