@@ -19,6 +19,7 @@ import random
 import re
 import time
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from typing import Any
 
 import botocore.auth
@@ -30,7 +31,12 @@ from botocore.credentials import Credentials
 
 from edgetelemetry.agent.signing import offset_sigv4_auth
 from edgetelemetry.server.errors import ServiceError
-from edgetelemetry.server.sigv4 import Credential, SigV4Verifier, _canonical_request
+from edgetelemetry.server.sigv4 import (
+    Credential,
+    SigV4Verifier,
+    _canonical_request,
+    _parse_amz_date,
+)
 
 REGION = "eu-central-1"
 SERVICE = "sagemaker"
@@ -351,3 +357,24 @@ def test_the_signer_used_here_is_the_one_botocore_clients_use() -> None:
     )
     assert client.meta.service_model.signing_name == SERVICE
     assert client.meta.service_model.signature_version == "v4"
+
+
+def test_x_amz_date_is_read_as_strptime_reads_it() -> None:
+    """The verifier reads X-Amz-Date field by field: the same times, and the same refusals, as
+    ``datetime.strptime`` with ``%Y%m%dT%H%M%SZ``."""
+    rng = random.Random(15)
+    stamps = [f"{y:04d}0101T000000Z" for y in range(0, 10000, 7)]
+    stamps += [f"2024{m:02d}{d:02d}T000000Z" for m in range(100) for d in range(100)]
+    stamps += [f"20240229T{rng.randrange(100):02d}{rng.randrange(100):02d}"
+               f"{rng.randrange(100):02d}Z" for _ in range(5000)]
+    for stamp in stamps:
+        try:
+            expected: object = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(
+                tzinfo=timezone.utc)
+        except ValueError:
+            expected = ValueError
+        try:
+            got: object = _parse_amz_date(stamp)
+        except ValueError:
+            got = ValueError
+        assert got == expected, stamp

@@ -55,8 +55,6 @@ _ACCESS_KEY_RE = re.compile(r"[A-Za-z0-9_+=,.@-]{1,128}")
 _CREDENTIALS_FILE_MAX = 1 << 20
 _SCOPE_TERMINATOR = "aws4_request"
 _CONTENT_SHA256 = "x-amz-content-sha256"
-# what urlsplit deletes from anywhere in a URL; a target holding one takes the exact, slow path
-_URL_REMOVED_CHARS = ("\t", "\r", "\n")
 
 _BAD_TOKEN = "The security token included in the request is invalid."
 _MISMATCH = (
@@ -210,8 +208,9 @@ def _parse_authorization(value: str) -> _Authorization:
 
 def _split_target(target: str) -> tuple[str, str] | None:
     """The path and query botocore's signer sees in ``http://host`` + ``target``; None when
-    ``urlsplit`` refuses that URL (no signer could have signed it)."""
-    if target.startswith("/") and not any(c in target for c in _URL_REMOVED_CHARS):
+    ``urlsplit`` refuses that URL (no signer could have signed it).  An origin-form target
+    without the tabs and newlines urlsplit deletes is split here, at a fraction of its cost."""
+    if target.startswith("/") and "\t" not in target and "\r" not in target and "\n" not in target:
         path, _, query = target.partition("#")[0].partition("?")
         return path, query
     try:  # not origin-form (or holding tabs/newlines): let urlsplit decide, as the client did
@@ -351,6 +350,17 @@ class _Keyring:
     signing_keys: _SigningKeys
 
 
+def _parse_amz_date(text: str) -> datetime:
+    """``text`` (matched by ``_AMZ_DATE_RE``) as a UTC time; ``ValueError`` for an impossible
+    date or time.  What ``strptime(text, _AMZ_DATE)`` gives - fixed-width digit fields can only
+    be read one way - at a fifth of its cost."""
+    return datetime(
+        int(text[0:4]), int(text[4:6]), int(text[6:8]),
+        int(text[9:11]), int(text[11:13]), int(text[13:15]),
+        tzinfo=timezone.utc,
+    )
+
+
 def _amz(ts: datetime) -> str:
     return ts.strftime(_AMZ_DATE)
 
@@ -370,6 +380,7 @@ class SigV4Verifier:
         self._service = service
         self._clock = clock
         self._max_skew = max_skew
+        self._skew_window = timedelta(seconds=max_skew)
         self._keyring = self._new_keyring(credentials)  # replaced whole, never changed in place
 
     def _new_keyring(self, credentials: Mapping[str, Credential]) -> _Keyring:
@@ -475,7 +486,7 @@ class SigV4Verifier:
             try:
                 if _AMZ_DATE_RE.fullmatch(amz[0].strip()) is None:
                     raise ValueError("not YYYYMMDDTHHMMSSZ")
-                return datetime.strptime(amz[0].strip(), _AMZ_DATE).replace(tzinfo=timezone.utc)
+                return _parse_amz_date(amz[0].strip())
             except ValueError:
                 raise ServiceError(
                     "IncompleteSignatureException",
@@ -499,19 +510,18 @@ class SigV4Verifier:
 
     def _check_skew(self, timestamp: datetime) -> None:
         now = datetime.fromtimestamp(self._clock(), tz=timezone.utc).replace(microsecond=0)
-        window = timedelta(seconds=self._max_skew)
-        minutes = f"{self._max_skew / 60:g} min."
+        window = self._skew_window
         if timestamp < now - window:
             raise ServiceError(
                 "InvalidSignatureException",
                 f"Signature expired: {_amz(timestamp)} is now earlier than "
-                f"{_amz(now - window)} ({_amz(now)} - {minutes})",
+                f"{_amz(now - window)} ({_amz(now)} - {self._max_skew / 60:g} min.)",
             )
         if timestamp > now + window:
             raise ServiceError(
                 "InvalidSignatureException",
                 f"Signature not yet current: {_amz(timestamp)} is still later than "
-                f"{_amz(now + window)} ({_amz(now)} + {minutes})",
+                f"{_amz(now + window)} ({_amz(now)} + {self._max_skew / 60:g} min.)",
             )
 
     @staticmethod
