@@ -82,6 +82,14 @@ class Credential:
         return self.fleets is None or fleet in self.fleets
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _credential(key: str, spec: object, where: str) -> Credential:
     if not isinstance(key, str) or _ACCESS_KEY_RE.fullmatch(key) is None:
         raise CredentialsFileError(
@@ -109,6 +117,13 @@ def _credential(key: str, spec: object, where: str) -> Credential:
     token = spec.get("session_token")
     if token is not None and (not isinstance(token, str) or not token):
         raise CredentialsFileError(f"{where}: entry {key!r}: session_token must be a string")
+    for field_name, text in (("secret_access_key", secret), ("session_token", token)):
+        if text is not None and not _encodable(text):
+            # refused here: each request would raise, and UnicodeEncodeError quotes a character
+            raise CredentialsFileError(
+                f"{where}: entry {key!r}: {field_name} holds a lone surrogate (a \\uD800-"
+                "\\uDFFF escape), which no signer can encode as UTF-8"
+            )
     fleets = spec.get("fleets")
     if fleets is not None:
         if not isinstance(fleets, list) or not all(isinstance(f, str) for f in fleets):
