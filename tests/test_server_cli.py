@@ -50,6 +50,8 @@ def test_credentials_file_must_be_private(tmp_path: Path) -> None:
         {AKID: {"secret": SECRET}},
         {"bad/key": SECRET},
         {AKID: {"secret_access_key": SECRET, "fleets": FLEET}},
+        {AKID: SECRET + "\udc80"},  # JSON's "\udc80" escape: no signer can encode it
+        {AKID: {"secret_access_key": SECRET, "session_token": SECRET + "\ud800"}},
     ],
 )
 def test_malformed_credentials_never_echo_secrets(tmp_path: Path, document: object) -> None:

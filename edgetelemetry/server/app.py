@@ -11,7 +11,7 @@ One request, in order (the first failure answers; see ``docs/endpoint.md`` for t
 0. ``GET /healthz`` (process up) and ``GET /readyz`` (store reachable): unauthenticated, no data
 1. route ``POST /<Operation>`` from botocore's model          -> 404 UnknownOperationException
 2. framing: ``Content-Length`` required, at most ``max_body``  -> 411 / 413 / 400
-3. SigV4 (``sigv4.SigV4Verifier``, botocore's signer)          -> 403 / 400
+3. SigV4 (``sigv4.SigV4Verifier``, as botocore's signer signs) -> 403 / 400
 4. throttling per access key (optional token bucket)          -> 429 ThrottlingException
 5. JSON object body (no NaN/Infinity)                          -> 400 SerializationException
 6. model validation of the input                              -> 400 ValidationException
