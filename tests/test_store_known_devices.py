@@ -149,3 +149,29 @@ def test_sqlite_without_update_returning_stores_the_same(
                                       auto_register=True, received_at=NOW)
         assert store.heartbeat_count("cam-9") == 1 and store.heartbeat_count() == 5
     assert any(" RETURNING " in sql for sql in statements) == returning
+
+
+def test_odd_names_and_numbers_are_stored_exactly(
+    store_factory: Callable[..., FleetStore],
+) -> None:
+    """The usual heartbeat's latest values and models travel as array literals on PostgreSQL:
+    quotes, backslashes, commas, braces, a model called NULL, an empty version, tiny and huge
+    numbers and missing times come back as sent, the first heartbeat (the transaction) and the
+    later ones (the shortcut) alike."""
+    store = registered(store_factory(), FLEET, [DEVICE])
+    names = ['q"uote\\back,comma{brace}', "NULL", "é ü 模型"]
+    values = [1e-300, 12345678901234567890.0, -0.1, 1.7976931348623157e308]
+    for i, value in enumerate(values):
+        models = [{"ModelName": name, "ModelVersion": "" if k == 1 else f"v{k}",
+                   "ModelMetrics": [{"MetricName": "m", "Value": value + k, "Dimension": "d",
+                                     "Timestamp": NOW + i}]}
+                  for k, name in enumerate(names)]
+        models[0]["LatestInference"] = NOW + i + 0.123456789
+        assert store.record_heartbeat(request(NOW + i, value, models=models), received_at=NOW + i)
+        for k, name in enumerate(names):
+            version = "" if k == 1 else f"v{k}"
+            assert store.latest_points(DEVICE, name, version, "m") == (NOW + i, {"d": value + k})
+    stored = {(m.name, m.version): m for m in store.models(DEVICE)}
+    assert set(stored) == {(name, "" if k == 1 else f"v{k}") for k, name in enumerate(names)}
+    assert stored[(names[0], "v0")].latest_inference == NOW + 3.123456789
+    assert stored[("NULL", "")].latest_inference is None

@@ -270,12 +270,13 @@ class PostgresStore(Compaction):
         params += [hb.ts, hb.received_at, hb.agent_version, key_id, stream_id, seq,
                    points_blob(hb, numbers)]
         if latest:  # one array a column: the statement's text and parameter count stay short
-            params += [[r[3] for r in latest], [r[0] for r in latest], [r[1] for r in latest]]
+            params += [_numbers([r[3] for r in latest]), _numbers([r[0] for r in latest]),
+                       _numbers([r[1] for r in latest])]
         if hb.models:
-            params += [hb.received_at, hb.received_at, [m.name for m in hb.models],
-                       [m.version for m in hb.models],
-                       [m.latest_sample_time for m in hb.models],
-                       [m.latest_inference for m in hb.models]]
+            params += [hb.received_at, hb.received_at, _texts([m.name for m in hb.models]),
+                       _texts([m.version for m in hb.models]),
+                       _numbers([m.latest_sample_time for m in hb.models]),
+                       _numbers([m.latest_inference for m in hb.models])]
         if hb.deployment_result is not None:
             params += [hb.received_at, *hb.deployment_result]
         sql = heartbeat_statement(stream_id is not None, bool(latest), bool(hb.models),
@@ -392,6 +393,20 @@ def heartbeat_statement(keyed: bool, latest: bool, models: bool, deployment: boo
     found = ("WITH " + ", ".join(parts) + " SELECT count(*) FROM h").replace("?", "%s")
     _STATEMENTS[shape] = found
     return found
+
+
+# Arrays go as PostgreSQL array literals (text the statement casts): psycopg's list dumper
+# inspects every list in Python on every call, several times the cost of writing the literal.
+def _numbers(values: Sequence[float | int | None]) -> str:
+    """``{1,2.5,NULL}``: ints and finite floats (validated) in their exact repr."""
+    return "{" + ",".join("NULL" if v is None else repr(v) for v in values) + "}"
+
+
+def _texts(values: Sequence[str]) -> str:
+    """``{"a","b\\"c"}``: every element quoted, backslash and double quote escaped."""
+    return "{" + ",".join(
+        '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values
+    ) + "}"
 
 
 def _reason(exc: BaseException) -> str:
