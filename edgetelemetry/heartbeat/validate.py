@@ -82,8 +82,8 @@ _Step = str | int  # a member name, or a list index
 
 
 class _Broken(Exception):
-    """A value breaks a rule (or meets a shape type nobody taught us); ``steps`` lead from the
-    checked value down to it, innermost first."""
+    """A value breaks a rule; ``steps`` lead from the checked value down to it, innermost
+    first."""
 
     def __init__(self, rule: str, value: Any, detail: str, step: _Step | None = None) -> None:
         super().__init__(rule)
@@ -92,18 +92,27 @@ class _Broken(Exception):
         self.detail = detail
         self.steps: list[_Step] = [] if step is None else [step]
 
-    def raised(self, path: str) -> Exception:
+    def where(self, path: str) -> str:
         for step in reversed(self.steps):
             if isinstance(step, int):
                 path = f"{path}[{step}]"
             else:
                 path = (f"{path}." if path else "") + step
-        if self.rule == _UNSUPPORTED:
-            return NotImplementedError(f"{path}: shape type {self.value!r} is not validated")
-        return HeartbeatValidationError(path, self.rule, self.value, self.detail)
+        return path
+
+    def error(self, path: str) -> Exception:
+        return HeartbeatValidationError(self.where(path), self.rule, self.value, self.detail)
 
 
-_UNSUPPORTED = "<unsupported shape type>"  # never a rule a HeartbeatValidationError names
+class _UnsupportedType(_Broken):
+    """A value reached a shape type nobody taught this module."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__("unsupported_type", kind, "")
+
+    def error(self, path: str) -> Exception:
+        where = self.where(path)
+        return NotImplementedError(f"{where}: shape type {self.value!r} is not validated")
 
 
 def _run(check: _Checker, value: Any, path: str) -> None:
@@ -113,7 +122,7 @@ def _run(check: _Checker, value: Any, path: str) -> None:
     except _Broken as exc:
         broken = exc
     # raised outside the handler, so the error carries no chained _Broken
-    raise broken.raised(path)
+    raise broken.error(path)
 
 
 # Keyed by the shape object (botocore shapes compare by identity): the model's shapes live as
@@ -309,7 +318,7 @@ def _compile_unsupported(shape: Any, by_name: dict[str, _Checker]) -> _Checker:
     kind = shape.type_name
 
     def check_unsupported(value: Any) -> None:
-        raise _Broken(_UNSUPPORTED, kind, "")
+        raise _UnsupportedType(kind)
 
     return check_unsupported
 
