@@ -81,16 +81,13 @@ def us_per_call(check: Callable[[Any], None], requests: list[Any], repeat: int) 
     return min(timer.repeat(repeat, number)) / number / len(requests) * 1e6
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--baseline", default=BASELINE, help="git revision of the old validator")
-    p.add_argument("--repeat", type=int, default=3)
-    args = p.parse_args(argv)
-    old = load_baseline(args.baseline)
+def measure(old: types.ModuleType, totals: Sequence[int] = (11, 44),
+            repeat: int = 3) -> list[dict[str, Any]]:
+    """One row per request size and side: microseconds per request, old and new."""
     when = datetime(2026, 5, 1, 12, tzinfo=timezone.utc)
+    epoch = int(when.timestamp())
     rows = []
-    for total in (11, 44):
-        epoch = int(when.timestamp())
+    for total in totals:
         device = [heartbeat(total - 2, when)]
         endpoint = [json.loads(json.dumps(heartbeat(total - 2, epoch)))]
         # more requests than the validator remembers strings of a shape, cycled: never a hit
@@ -105,13 +102,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             # alternate so a burst of load elsewhere hits both
             before = after = float("inf")
             for _ in range(3):
-                before = min(before, us_per_call(old.validate_send_heartbeat, requests,
-                                                 args.repeat))
-                after = min(after, us_per_call(current.validate_send_heartbeat, requests,
-                                               args.repeat))
+                before = min(before, us_per_call(old.validate_send_heartbeat, requests, repeat))
+                after = min(after, us_per_call(current.validate_send_heartbeat, requests, repeat))
             rows.append({"metrics": total, "side": side, "old_us": round(before, 2),
                          "new_us": round(after, 2), "new_over_old": round(after / before, 3)})
-    for row in rows:
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--baseline", default=BASELINE, help="git revision of the old validator")
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args(argv)
+    for row in measure(load_baseline(args.baseline), repeat=args.repeat):
         print(json.dumps(row))
     return 0
 
