@@ -5,8 +5,9 @@ maximum lengths and enums, and JSON has no NaN or Infinity.  This checks all of 
 operation's input, so a payload is refused here rather than by the server days later.  The rules
 are read from the model at run time, so a botocore update that changes a rule changes this check
 too: each shape is compiled, on first use, into a checker that holds its rules already read
-(members, required names, compiled patterns, bounds, enums), because walking the model on every
-request cost the endpoint a noticeable share of its CPU per heartbeat.
+(members, required names, compiled patterns, bounds, enums) and remembers the strings that
+passed, because walking the model on every request cost the endpoint a noticeable share of its
+CPU per heartbeat.
 
 Inputs may be Python values (``datetime`` timestamps) or JSON-decoded ones (epoch numbers), so
 the endpoint checks incoming requests, and what operators register (names, deployments), with
