@@ -41,8 +41,13 @@ def input_shape(operation: str) -> StructureShape:
     return shape_
 
 
+@functools.cache
 def shape(name: str) -> Shape:
-    """A named shape of the model (``EdgeDeployment``, ``DeviceName``...)."""
+    """A named shape of the model (``EdgeDeployment``, ``DeviceName``...).
+
+    One object per name: botocore builds a new one on every lookup, and the validator compiles
+    each shape object once.
+    """
     return service_model().shape_for(name)
 
 
