@@ -122,8 +122,13 @@ class LoadResult:
         }
 
 
-def heartbeat_body(device: Device, round_no: int, rounds: int, now: float) -> bytes:
-    """A typical agent heartbeat: one model, one latency series, two agent metrics."""
+def heartbeat_body(
+    device: Device, round_no: int, rounds: int, now: float,
+    resend_key: tuple[str, int] | None = None,
+) -> bytes:
+    """A typical agent heartbeat: one model, one latency series, two agent metrics; with
+    ``resend_key`` (spool id, sequence number), the ``spool-seq`` metric an agent's spooled
+    heartbeat carries (one stored heartbeat per key and device, docs/store.md)."""
     ts = int(now) - (rounds - 1 - round_no) * 60
     base = 5.0 + (sum(device.name.encode()) % 50) / 10 + round_no
     values = {
@@ -137,20 +142,19 @@ def heartbeat_body(device: Device, round_no: int, rounds: int, now: float) -> by
         "p95": base * 2,
         "p99": base * 3,
     }
+    agent_metrics = [
+        {"MetricName": "spool-bytes", "Value": 4096.0, "Timestamp": ts, "Dimension": "all"},
+        {"MetricName": "heartbeat-retries", "Value": 0.0, "Timestamp": ts, "Dimension": "all"},
+    ]
+    if resend_key is not None:
+        agent_metrics.append({"MetricName": "spool-seq", "Value": float(resend_key[1]),
+                              "Timestamp": ts, "Dimension": f"{resend_key[0]}/0/1"})
     return json.dumps(
         {
             "AgentVersion": "1.0",
             "DeviceName": device.name,
             "DeviceFleetName": device.fleet,
-            "AgentMetrics": [
-                {"MetricName": "spool-bytes", "Value": 4096.0, "Timestamp": ts, "Dimension": "all"},
-                {
-                    "MetricName": "heartbeat-retries",
-                    "Value": 0.0,
-                    "Timestamp": ts,
-                    "Dimension": "all",
-                },
-            ],
+            "AgentMetrics": agent_metrics,
             "Models": [
                 {
                     "ModelName": "resnet18",
@@ -304,16 +308,19 @@ def worker(
     start_at: Any,
     results: Any,
     lean: bool = False,
+    first_key: tuple[str, int] | None = None,
 ) -> None:
     """One client process: sign everything first, wait for the common start, send, report
     (answers, transport errors, when the last answer came, CPU seconds spent sending).
-    ``lean``: send with ``_send_all_lean`` instead of ``http.client``."""
+    ``lean``: send with ``_send_all_lean`` instead of ``http.client``.  ``first_key``: the
+    heartbeats carry resend keys of spool ``first_key[0]``, numbered from ``first_key[1]``."""
     now = time.time()
     per_thread: list[list[tuple[str, bytes, dict[str, str]]]] = [[] for _ in range(threads)]
     i = 0
     for round_no in range(rounds):
         for device in devices:
-            body = heartbeat_body(device, round_no, rounds, now)
+            key = None if first_key is None else (first_key[0], first_key[1] + round_no)
+            body = heartbeat_body(device, round_no, rounds, now, key)
             per_thread[i % threads].append((device.name, body, sign(url, device, body)))
             i += 1
     outs: list[list[tuple[str, int, float]]] = [[] for _ in range(threads)]

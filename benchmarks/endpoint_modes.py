@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -148,16 +149,18 @@ def _send(
     processes: int,
     threads: int,
     on_start: Callable[[], None] | None = None,
+    first_key: tuple[str, int] = ("bench", 0),
 ) -> tuple[list[tuple[str, int, float]], float, float]:
     """``rounds`` heartbeats of every device from ``processes`` client processes of
     ``threads`` connections each, all signed before the common start: each answer (device,
     status, ms), the seconds from the start to the last answer and the clients' CPU seconds
-    meanwhile.  ``on_start`` runs just before the start."""
+    meanwhile.  ``on_start`` runs just before the start.  Every heartbeat carries a resend key
+    as an agent's do: spool ``first_key[0]``, numbered from ``first_key[1]``."""
     ctx = multiprocessing.get_context("spawn")
     ready, start_at, results = ctx.Queue(), ctx.Event(), ctx.Queue()
     procs = [
         ctx.Process(target=worker, args=(url, members[k::processes], rounds, threads,
-                                         ready, start_at, results, True))
+                                         ready, start_at, results, True, first_key))
         for k in range(processes)
     ]
     for p in procs:
@@ -200,9 +203,10 @@ def run_mode(
         work = Path(tmp)
         store = store.replace("{work}", str(work))
         proc, url, log_path = _start(work, members, store, extra)
+        spool = uuid.uuid4().hex[:12]  # keys of their own: modes may share a database
         try:
             if warmup:  # every device's first heartbeat, and each worker's first sight of it
-                warm, _, _ = _send(url, members, warmup, processes, threads)
+                warm, _, _ = _send(url, members, warmup, processes, threads, first_key=(spool, 0))
                 refused = Counter(status for _, status, _ in warm if status != 200)
                 if refused:
                     raise RuntimeError(f"warm-up answers other than 200: {dict(refused)}")
@@ -215,7 +219,7 @@ def run_mode(
                 cpu_at_start[:] = [cpu_seconds(server_pids), cpu_seconds(pg_pids)]
 
             rows, seconds, client_cpu = _send(url, members, rounds, processes, threads,
-                                              on_start=started)
+                                              on_start=started, first_key=(spool, warmup))
             server_cpu = cpu_seconds(server_pids | family(proc.pid)) - cpu_at_start[0]
             store_cpu = cpu_seconds(pg_pids | (store_pids() if store_pids else set()))
             store_cpu -= cpu_at_start[1]

@@ -115,6 +115,36 @@ def test_malformed_http_gets_an_aws_style_answer(shared_server: EndpointServer) 
         assert_client_error(answer)
 
 
+def test_header_fields_are_read_as_rfc_9112_says(shared_server: EndpointServer) -> None:
+    """The embedded server reads header fields itself (not with the email package): a folded
+    line or one without a colon is a 400, 100 fields pass and the 101st is a 431, a value keeps
+    what follows its leading whitespace, and Expect: 100-continue gets its interim answer."""
+    port = shared_server.port
+    for bad in (b"X-A: 1\r\n folded\r\n", b"no colon here\r\n", b"Bad Name: 1\r\n",
+                b": empty name\r\n"):
+        answer = raw_request(port, b"POST /SendHeartbeat HTTP/1.1\r\n" + bad + b"\r\n")
+        assert_client_error(answer)
+        assert answer.status == 400, (bad, answer.status)
+    headers = signed_headers(port, "GetDeviceRegistration", REG_BODY)
+    signed = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+
+    def request(extra: str) -> bytes:
+        return (f"POST /GetDeviceRegistration HTTP/1.1\r\n{signed}{extra}Content-Length: "
+                f"{len(REG_BODY)}\r\n\r\n").encode() + REG_BODY
+
+    fields = len(headers) + 1  # with Content-Length
+    filler = "".join(f"X-Filler-{i}:\t v{i} \r\n" for i in range(100 - fields))
+    assert raw_request(port, request(filler)).status == 200
+    assert raw_request(port, request(filler + "X-One-Too-Many: 1\r\n")).status == 431
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request("Expect: 100-continue\r\n"))
+        data = b""
+        while not data.endswith(b"}"):
+            data += sock.recv(65536)
+    assert data.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), data[:80]
+    assert parse_answer(data).status == 200
+
+
 def test_keep_alive_serves_several_requests_on_one_connection(
     shared_server: EndpointServer,
 ) -> None:

@@ -315,7 +315,12 @@ def test_a_worker_killed_is_replaced_and_no_request_fails(tmp_path: Path) -> Non
         while len(workers := _children(serve.proc.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)  # "listening" comes once the socket is bound, before the forks
         assert len(workers) == 2, workers
-        edge = client(serve.url)
+        # a device's client: its kept-alive connection may be the dead worker's, so it retries
+        edge = boto3.client(
+            "sagemaker-edge", endpoint_url=serve.url, region_name="us-east-1",
+            aws_access_key_id=AKID, aws_secret_access_key=SECRET,
+            config=Config(retries={"mode": "standard", "total_max_attempts": 3}),
+        )
         for _ in range(5):
             edge.send_heartbeat(**heartbeat())
         victim = min(workers)
