@@ -25,11 +25,13 @@ SIZES = [(1000, 6)] + ([(10_000, 2)] if FULL else [])
 WARMUP = 1  # rounds before the measured ones
 WORKERS = 2
 CORES = os.cpu_count() or 1
-# The ratio of the modes' throughputs is reported, not gated: with the load generator on the
-# same 2 cores, "2 workers on PostgreSQL at least as fast as the embedded server" failed in 6
-# of 7 runs on one day, before and after a change that cut their CPU per heartbeat by 10%:
-# their throughput is held by latency over 8 client connections and by the neighbours, not
-# by the endpoint (docs/operations.md, Capacity). Workers pay off with cores to spare.
+# Issue 15's goal: 2 workers on PostgreSQL take >= 2x what the embedded server took on SQLite
+# (~800/s then). With the load generator on the same 2 cores, and neighbours on the machine,
+# the same-run ratio was 1.4-2.5x over a day of runs (docs/operations.md, Capacity): it is
+# reported against 2x, and gated at 1.2x, below which workers on PostgreSQL would no longer pay
+# for themselves (before the embedded server ran in the workers it was 0.66-0.91x).
+GOAL_RATIO = 2.0
+GATED_RATIO = 1.2
 
 
 def check(result: ModeResult) -> None:
@@ -62,8 +64,8 @@ def test_embedded_and_workers_on_sqlite() -> None:
 
 
 def test_workers_on_postgresql_against_the_embedded_server(tmp_path: Path) -> None:
-    """Issue 15's goal: >= 2x the ~800/s of the embedded server with PostgreSQL and 2 workers
-    (reported against the embedded server of the same run, not met: docs/operations.md)."""
+    """Issue 15's goal: 2 workers on PostgreSQL take >= 2x what the embedded server takes on
+    SQLite in the same run (reported; gated at 1.2x)."""
     with PostgreSQL() as server:
         url = server.create_database("bench")
         migrate = subprocess.run(
@@ -79,8 +81,9 @@ def test_workers_on_postgresql_against_the_embedded_server(tmp_path: Path) -> No
                 check(result)
             embedded, _, postgresql, _ = results
             ratio = postgresql.per_second / embedded.per_second
-            report(f"endpoint {WORKERS} workers PostgreSQL / embedded ({devices} devices)",
-                   ratio, unit="x", gated="no")
+            report(f"endpoint {WORKERS} workers PostgreSQL / embedded SQLite ({devices} "
+                   "devices)", ratio, unit="x", goal=GOAL_RATIO, gated=GATED_RATIO)
+            assert ratio >= GATED_RATIO, (embedded.summary(), postgresql.summary())
             server.drop_database("bench")
             url = server.create_database("bench")
             subprocess.run([sys.executable, "-m", "edgetelemetry", "store", "migrate",
