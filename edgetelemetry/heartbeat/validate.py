@@ -22,7 +22,7 @@ import re
 import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Union
 
 from ..errors import EdgeTelemetryError
 from .service import input_shape
@@ -79,7 +79,7 @@ def validate_shape(shape: Any, value: Any, path: str = "") -> None:
 # as it passes up through the structures and lists that hold the value.
 
 _Checker = Callable[[Any], None]
-_Step = str | int  # a member name, or a list index
+_Step = Union[str, int]  # a member name, or a list index (Python 3.9: no | at run time)
 
 
 class _Broken(Exception):
