@@ -2,7 +2,7 @@
 
 Names are kept once per device in ``series``, with the newest value of each: the fleet status
 reads that table alone (``latest_by_prefix``: one query for the whole fleet).  A metric over
-time decodes the device's heartbeat rows in the time range (clustered by device and time), and
+time decodes the device's heartbeat rows in the time range (an index on device and time), and
 older hours come from ``rollups`` (``metric_rollups``).
 """
 
