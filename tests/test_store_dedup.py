@@ -22,6 +22,7 @@ from store_backends import (
 
 from edgetelemetry.server import EndpointServer
 from edgetelemetry.server.store import FleetStore, open_store
+from edgetelemetry.server.store.base import DEFAULT_KEEP_RAW
 
 FLEET, DEVICE = "line-1", "cam-1"
 SPOOL = "0123456789abcdef0123456789abcdef"
@@ -166,3 +167,64 @@ def test_the_endpoint_answers_a_resend_200_and_stores_it_once(
                 assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
     assert store.heartbeat_count(DEVICE) == 1 and stored_seqs(store) == [41]
     assert sum("a resend, already stored" in r.getMessage() for r in caplog.records) == sends - 1
+
+
+def test_resends_racing_with_compaction_are_stored_once(
+    store_factory: Callable[..., FleetStore],
+) -> None:
+    """While compaction rolls up one hour after another, 3 threads resend every stored key and
+    2 threads race to send new keys into those hours: no resend is stored again, every new key
+    once, and the rollups hold every heartbeat once.  (On PostgreSQL, a compaction that read
+    its resend marks before deleting the rows stored a new key twice in 2 of 6 runs.)"""
+    hours, new = 30, 30
+    stores = [registered(store_factory(), FLEET, [DEVICE])] + [store_factory() for _ in range(3)]
+    stamp = [NOW + 3600 * h for h in range(hours)]
+    for seq in range(hours):
+        assert stores[0].record_heartbeat(request(seq, ts=stamp[seq])) is True
+    done = threading.Event()
+    stored_again: list[int] = []
+    new_results: list[list[bool]] = [[], []]
+    errors: list[BaseException] = []
+
+    def compactor() -> None:
+        try:
+            for h in range(hours):  # each pass rolls up the next hour
+                stores[1].compact(now=stamp[h] + DEFAULT_KEEP_RAW + 3600)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            done.set()
+
+    def resender(k: int) -> None:
+        try:
+            while not done.is_set():
+                for seq in range(k, hours, 3):
+                    if stores[2].record_heartbeat(request(seq, ts=stamp[seq])):
+                        stored_again.append(seq)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def sender(k: int) -> None:
+        try:
+            for i in range(new):
+                seq = hours + i
+                new_results[k].append(stores[3].record_heartbeat(
+                    request(seq, ts=stamp[i % hours] + 60)))
+        except BaseException as exc:
+            errors.append(exc)
+
+    pool = [threading.Thread(target=compactor)]
+    pool += [threading.Thread(target=resender, args=(k,)) for k in range(3)]
+    pool += [threading.Thread(target=sender, args=(k,)) for k in range(2)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert not errors, errors
+    assert stored_again == []
+    assert [a + b for a, b in zip(*new_results)] == [1] * new
+    stores[0].compact(now=stamp[-1] + DEFAULT_KEEP_RAW + 7200)
+    assert stores[0].metric_series(DEVICE, None, "spool-seq") == []
+    counts = stores[0].metric_rollups(DEVICE, "resnet18", "latency-ms-count")
+    assert sum(h.value for h in counts) == (hours + new) * 600
+    assert stores[0].heartbeat_count(DEVICE) == hours + new

@@ -115,20 +115,26 @@ class Compaction(Reads):
                 (device_id, cutoff, _BATCH - 1),
             )
             until = (float(last[0]), int(last[1])) if last else (cutoff, -1)
-            # the resend marks first: a heartbeat transaction reading a mark waits for this one
-            marks = db.rows(
-                "SELECT stream_id, max(seq) FROM heartbeats WHERE device_id = ? "
-                "AND (ts, number) <= (?, ?) AND stream_id IS NOT NULL GROUP BY stream_id",
-                (device_id, *until),
-            )
-            db.many(
-                "UPDATE spool_streams SET compacted = CASE WHEN compacted IS NULL "
-                "OR compacted < ? THEN ? ELSE compacted END WHERE id = ?",
-                [(seq, seq, stream) for stream, seq in marks],
-            )
+            # The device's resend streams locked first: a heartbeat with a resend key reads its
+            # stream row FOR SHARE, so it waits for this transaction's commit and then sees
+            # the new mark, and one that read it before has committed when the lock is granted.
+            db.rows("SELECT id FROM spool_streams WHERE device_id = ? ORDER BY id"
+                    + self.for_update, (device_id,))
             taken = self._take_raw(db, device_id, until)
             if not taken:
                 return 0, 0
+            # The marks from the rows taken, not from a read before the delete: on PostgreSQL
+            # each statement has its own snapshot, and a heartbeat with an old time committed
+            # in between was taken without its key in the mark (its resend was stored again).
+            marks: dict[int, float] = {}
+            for _, _, stream, seq, _ in taken:
+                if stream is not None and seq is not None and seq > marks.get(stream, -math.inf):
+                    marks[stream] = seq
+            db.many(
+                "UPDATE spool_streams SET compacted = CASE WHEN compacted IS NULL "
+                "OR compacted < ? THEN ? ELSE compacted END WHERE id = ?",
+                [(seq, seq, stream) for stream, seq in sorted(marks.items())],
+            )
             series = device_series(db, device_id)
             hours = aggregate(((ts, bytes(blob)) for ts, _, _, _, blob in taken), series)
             db.many(

@@ -98,6 +98,7 @@ class PostgresStore(Compaction):
     the connections this process opens."""
 
     for_share = " FOR SHARE"
+    for_update = " FOR NO KEY UPDATE"
 
     def __init__(
         self,

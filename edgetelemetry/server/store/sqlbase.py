@@ -53,6 +53,8 @@ class SqlStore(abc.ABC):
     path: str | None
     # " FOR SHARE" where the backend locks rows that a concurrent compaction may change
     for_share = ""
+    # " FOR NO KEY UPDATE" where a compaction locks those rows against heartbeat writers
+    for_update = ""
     # the engine runs UPDATE ... RETURNING (writes.py falls back to an update and a read)
     update_returning = True
 
