@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import timeit
 import types
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
+
+import old_source
 
 from edgetelemetry.heartbeat import validate as current
 
-ROOT = Path(__file__).resolve().parent.parent
 # main just before the validator compiled each shape into a checker
 BASELINE = "d75702e25d8beba2472e90da8c52bcbe8c418616"
 _STATS = ("count", "sum", "min", "max", "mean", "p50", "p90", "p95", "p99")
@@ -36,14 +35,8 @@ _STATS = ("count", "sum", "min", "max", "mean", "p50", "p90", "p95", "p99")
 
 def load_baseline(rev: str) -> types.ModuleType:
     """``validate.py`` as it was at ``rev``, imported as a sibling of the current module."""
-    source = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{rev}:edgetelemetry/heartbeat/validate.py"],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    module = types.ModuleType("edgetelemetry.heartbeat._validate_baseline")
-    module.__package__ = "edgetelemetry.heartbeat"  # its relative imports resolve as before
-    exec(compile(source, f"{rev[:12]}:validate.py", "exec"), module.__dict__)
-    return module
+    return old_source.load(rev, "edgetelemetry/heartbeat/validate.py",
+                           "edgetelemetry.heartbeat._validate_baseline")
 
 
 def heartbeat(model_metrics: int, when: Any, unique: str = "") -> dict[str, Any]:

@@ -11,10 +11,7 @@ interleaved so that a busy machine slows both alike, and their ratio.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import pathlib
-import subprocess
 import sys
 import time
 import timeit
@@ -22,39 +19,21 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
+import old_source
 from endpoint_load import Device, heartbeat_body, sign
 
 from edgetelemetry.server import sigv4
 
-__all__ = ["BEFORE", "BeforeUnavailable", "load_before", "measure"]
+__all__ = ["BEFORE", "load_before", "measure"]
 
 # main before the verifier built the expected signature itself
 BEFORE = "d75702e25d8beba2472e90da8c52bcbe8c418616"
-_ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-class BeforeUnavailable(RuntimeError):
-    """The former verifier is not in reach (no git, or a clone without that history)."""
 
 
 def load_before() -> ModuleType:
     """The former ``edgetelemetry.server.sigv4``, as a sibling module of the current one."""
-    try:
-        source = subprocess.run(
-            ["git", "-C", str(_ROOT), "show", f"{BEFORE}:edgetelemetry/server/sigv4.py"],
-            check=True, capture_output=True, text=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError) as exc:
-        detail = getattr(exc, "stderr", "") or exc
-        raise BeforeUnavailable(f"git show {BEFORE[:12]} failed: {detail}") from exc
-    name = "edgetelemetry.server._sigv4_before"
-    spec = importlib.util.spec_from_loader(name, loader=None)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    module.__package__ = "edgetelemetry.server"  # its relative imports find today's siblings
-    sys.modules[name] = module  # dataclasses look their module up while decorating
-    exec(compile(source, f"sigv4.py@{BEFORE[:12]}", "exec"), module.__dict__)
-    return module
+    return old_source.load(BEFORE, "edgetelemetry/server/sigv4.py",
+                           "edgetelemetry.server._sigv4_before")
 
 
 def measure(number: int = 2000, repeat: int = 7) -> dict[str, Any]:
