@@ -78,8 +78,11 @@ def test_inference_loop_overhead_has_not_regressed(overhead: dict[str, Any]) -> 
     assert overhead["records_dropped_or_rejected"] == 0
     assert overhead["agent_running"], overhead["agent"]
     ref = overhead["workloads"]["matmul"]
-    # a sizing bug, not the VM's phase (which moves one size's time by 2x within a run)
-    assert TARGET_US / 2 <= ref["sized_ns"] / 1e3 <= TARGET_US * 2, f"sized: {ref['sized_ns']} ns"
+    # A sizing bug puts both the time the size was chosen at and its time in the measured
+    # blocks far from the target; the VM's phase moves one of them by 2x within a run (a CI run
+    # on a slow day: sized at 218.8 us, measured at 130.5 us).
+    times_us = (ref["sized_ns"] / 1e3, ref["inference_ns"] / 1e3)
+    assert any(TARGET_US / 2 <= t <= TARGET_US * 2 for t in times_us), times_us
     for key in ("matmul", "matmul-time", "matmul-clock"):
         w = overhead["workloads"][key]
         assert w["overhead_pct"] < REGRESSION_PCT, (
