@@ -33,6 +33,7 @@ import io
 import json
 import logging
 import socket
+import socketserver
 import ssl
 import sys
 import threading
@@ -224,11 +225,13 @@ class _Server(ThreadingHTTPServer):
         self._conn_threads: set[threading.Thread] = set()
         self._conn_threads_lock = threading.Lock()
         # conn comes from _run
-        super().__init__(address, _Handler, listening is None)  # type: ignore[arg-type]
-        if listening is not None:  # a socket bound and listening already (a gunicorn worker's)
-            self.socket.close()
+        if listening is None:
+            super().__init__(address, _Handler)  # type: ignore[arg-type]
+        else:  # a socket bound and listening already (a gunicorn worker's): no socket of its own
+            socketserver.BaseServer.__init__(
+                self, listening.getsockname(), _Handler  # type: ignore[arg-type]
+            )
             self.socket = listening
-            self.server_address = listening.getsockname()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         conn = self.slots.admit(request, str(client_address[0]))
