@@ -32,7 +32,7 @@ MAX_RATIO = 1.2
 # Both backends are gated.  SQLite's heartbeats were clustered by device and time until
 # this gate's history: each write went into its device's page of the whole history, and the
 # ratio measured 1.26-1.43 at 200k; a rowid table with an index on (device, time) appends,
-# and measured 1.00 at 200k and 1.13 at 2M (docs/store.md, Performance).
+# and measured 1.00-1.18 at 200k and 1.02-1.13 at 2M (docs/store.md, Performance).
 GATED = {"sqlite", "postgresql"}
 
 
