@@ -6,6 +6,8 @@ another fleet, a resend key stored or rolled up meanwhile."""
 
 from __future__ import annotations
 
+import random
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -175,3 +177,42 @@ def test_odd_names_and_numbers_are_stored_exactly(
     assert set(stored) == {(name, "" if k == 1 else f"v{k}") for k, name in enumerate(names)}
     assert stored[(names[0], "v0")].latest_inference == NOW + 3.123456789
     assert stored[("NULL", "")].latest_inference is None
+
+
+def test_concurrent_writers_of_one_device_keep_its_newest_values(
+    store_factory: Callable[..., FleetStore],
+) -> None:
+    """Writers of one device in several processes (stores), times shuffled: each series keeps
+    the value of its newest time, whatever order the writes commit in (PostgreSQL merges them
+    into the device row's arrays, SQLite into each series row).  A series first seen in a
+    late heartbeat is kept beside the older ones."""
+    registered(store_factory(), FLEET, [DEVICE])
+    writers = [store_factory() for _ in range(4)]
+    times = list(range(40))
+    random.Random(7).shuffle(times)
+    errors: list[BaseException] = []
+
+    def write(k: int) -> None:
+        try:
+            for t in times[k::len(writers)]:
+                extra = [{"MetricName": f"m{t % 3}", "Value": float(t), "Dimension": "all",
+                          "Timestamp": NOW + t}]
+                body = request(NOW + t, float(t))
+                body["AgentMetrics"] += extra
+                assert writers[k].record_heartbeat(body, received_at=NOW + 100)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(len(writers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    reader = writers[0]
+    assert reader.heartbeat_count(DEVICE) == 40
+    assert reader.latest_points(DEVICE, "resnet18", "1", "latency-ms-p99") == (
+        NOW + 39, {"all": 39.0})
+    agent = {p.metric: (p.timestamp, p.value) for p in reader.latest_agent_points(device=DEVICE)}
+    assert agent == {"spool-bytes": (NOW + 39, 39.0), "m0": (NOW + 39, 39.0),
+                     "m1": (NOW + 37, 37.0), "m2": (NOW + 38, 38.0)}
