@@ -4,9 +4,10 @@ validation, the store write) called directly, without any HTTP server, on a fres
     python benchmarks/profile_heartbeat.py [--store URL] [--heartbeats 3000] [--profile]
 
 Prints the process CPU milliseconds per heartbeat (``time.process_time``, which a busy machine
-disturbs far less than wall time) and, with ``--profile``, cProfile's top functions.  With a
-PostgreSQL store it also prints the statements each heartbeat sends (from the server's
-``pg_stat_statements`` when loaded, else counted on the client side).  The requests are the ones
+disturbs far less than wall time) and, with ``--profile``, cProfile's top functions by CPU time
+(waits on the database's answers excluded).  With a PostgreSQL store it also prints the
+statements each heartbeat sends (from the server's ``pg_stat_statements`` when loaded, else
+counted on the client side).  The requests are the ones
 ``endpoint_load.py`` sends, signed beforehand, with and without a resend key (``spool-seq``).
 """
 
@@ -87,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         statuses = Counter(call(app, body, pairs) for body, pairs in first)
         t1 = time.process_time()
         sent_before = sum(statements.values())
-        profiler = cProfile.Profile() if args.profile else None
+        profiler = cProfile.Profile(time.process_time) if args.profile else None
         if profiler:
             profiler.enable()
         statuses += Counter(call(app, body, pairs) for body, pairs in rest)
