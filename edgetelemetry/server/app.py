@@ -41,7 +41,6 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from email.utils import formatdate
 from typing import Any
 
 from ..heartbeat import HeartbeatValidationError, validate_input
@@ -50,6 +49,7 @@ from .alerts import AlertEvaluator
 from .errors import ServiceError
 from .fleet.queries import DEFAULT_OFFLINE_AFTER
 from .fleet.web import FleetPage
+from .http_date import http_date
 from .metrics import DEFAULT_MAX_SERIES, MetricsRoute
 from .sigv4 import Credential, SigV4Verifier, normalize_credentials
 from .store import DeviceRefused, FleetStore
@@ -480,7 +480,7 @@ class EndpointApp:
             *extra,
         ]
         if self.date_header:
-            headers.append(("Date", formatdate(self.clock(), usegmt=True)))
+            headers.append(("Date", http_date(self.clock())))
         if request.close:
             headers.append(("Connection", "close"))
         if self.metrics is not None:

@@ -42,11 +42,11 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from email.utils import formatdate
 from http.server import ThreadingHTTPServer
 from typing import Any
 
 from .app import DEFAULT_MAX_BODY, DRAIN_FACTOR, HEADER_PAIRS_KEY
+from .http_date import http_date
 from .request_head import HeadReadingHandler
 
 __all__ = ["EmbeddedServer", "Limits"]
@@ -280,7 +280,7 @@ class _Server(ThreadingHTTPServer):
         body = json.dumps({"message": "Too many open connections; retry later."}).encode()
         head = (
             "HTTP/1.1 503 Service Unavailable\r\n"
-            f"Date: {formatdate(self.clock(), usegmt=True)}\r\n"
+            f"Date: {http_date(self.clock())}\r\n"
             "x-amzn-ErrorType: ServiceUnavailable\r\n"
             f"x-amzn-RequestId: {uuid.uuid4()}\r\n"
             "Retry-After: 1\r\nContent-Type: application/json\r\n"
@@ -314,6 +314,7 @@ class _Server6(_Server):
 
 class _Handler(HeadReadingHandler):
     server: _Server
+    _headers_buffer: list[bytes]  # http.server's: send_header appends, flush_headers writes
     protocol_version = "HTTP/1.1"
     server_version = _VERSION
     sys_version = ""
@@ -348,17 +349,22 @@ class _Handler(HeadReadingHandler):
                 ("Content-Length", str(len(body))),
                 ("x-amzn-RequestId", str(uuid.uuid4())),
                 ("x-amzn-ErrorType", "SerializationException"),
-                ("Date", formatdate(self.server.clock(), usegmt=True)),
+                ("Date", http_date(self.server.clock())),
                 ("Connection", "close"),
-            ]
+            ],
+            body,
         )
-        self.wfile.write(body)
 
-    def _write_head(self, headers: list[tuple[str, str]]) -> None:
+    def _write_head(self, headers: list[tuple[str, str]], body: bytes = b"") -> None:
+        """The status line (already buffered), the header fields and ``body`` in one write:
+        one system call, and no small segment for Nagle's algorithm to hold back."""
         self.send_header("Server", _VERSION)
         for name, value in headers:
             self.send_header(name, value)
-        self.end_headers()
+        self._headers_buffer.append(b"\r\n")  # http.server's buffer, as end_headers() does
+        if body:
+            self._headers_buffer.append(body)
+        self.flush_headers()
 
     def handle(self) -> None:
         self.close_connection = True
@@ -472,16 +478,14 @@ class _Handler(HeadReadingHandler):
         headers = list(answer["headers"])
         names = {name.lower() for name, _ in headers}
         if "date" not in names:
-            headers.append(("Date", formatdate(self.server.clock(), usegmt=True)))
+            headers.append(("Date", http_date(self.server.clock())))
         if any(n.lower() == "connection" and v.lower() == "close" for n, v in headers):
             self.close_connection = True
         elif self.close_connection:
             headers.append(("Connection", "close"))
         self.server.slots.enter(self.conn, "write", self.server.limits.write_timeout)
         self.send_response_only(int(code), reason)
-        self._write_head(headers)
-        if data:
-            self.wfile.write(data)
+        self._write_head(headers, data)
 
 
 class EmbeddedServer:
