@@ -183,9 +183,8 @@ def test_concurrent_writers_of_one_device_keep_its_newest_values(
     store_factory: Callable[..., FleetStore],
 ) -> None:
     """Writers of one device in several processes (stores), times shuffled: each series keeps
-    the value of its newest time, whatever order the writes commit in (PostgreSQL merges them
-    into the device row's arrays, SQLite into each series row).  A series first seen in a
-    late heartbeat is kept beside the older ones."""
+    the value of its newest time, whatever order the writes commit in.  A series first seen
+    in a late heartbeat is kept beside the older ones."""
     registered(store_factory(), FLEET, [DEVICE])
     writers = [store_factory() for _ in range(4)]
     times = list(range(40))

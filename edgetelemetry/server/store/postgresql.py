@@ -99,8 +99,6 @@ class PostgresStore(Compaction):
 
     for_share = " FOR SHARE"
     for_update = " FOR NO KEY UPDATE"
-    last_ts = "d.latest_ts[s.number]"  # MERGE_LATEST
-    last_value = "d.latest_value[s.number]"
 
     def __init__(
         self,
@@ -267,14 +265,14 @@ class PostgresStore(Compaction):
         if stream_id is not None:
             params += [stream_id, device_id]
         params += [hb.span, hb.span, hb.received_at, hb.agent_version, hb.received_at,
-                   hb.received_at]
-        if latest:
-            params += _latest_arrays(latest)
-        params += [device_id, hb.device, hb.fleet]
+                   hb.received_at, device_id, hb.device, hb.fleet]
         if stream_id is not None:
             params += [seq, stream_id, seq]
         params += [hb.ts, hb.received_at, hb.agent_version, key_id, stream_id, seq,
                    points_blob(hb, numbers)]
+        if latest:  # one array a column: the statement's text and parameter count stay short
+            params += [_numbers([r[3] for r in latest]), _numbers([r[0] for r in latest]),
+                       _numbers([r[1] for r in latest])]
         if hb.models:
             params += [hb.received_at, hb.received_at, _texts([m.name for m in hb.models]),
                        _texts([m.version for m in hb.models]),
@@ -294,10 +292,16 @@ class PostgresStore(Compaction):
         return True if row is not None and row[0] == 1 else None
 
     def _update_latest(self, db: Db, rows: list[tuple[Any, ...]]) -> None:
-        # (ts, value, device_id, number, ts) rows: onto the device row's arrays
-        if rows:
-            db.run(f"UPDATE devices SET {MERGE_LATEST}WHERE id = ?",
-                   [*_latest_arrays(rows), rows[0][2]])
+        # one statement instead of one a series: (ts, value, device_id, number, ts) rows
+        if not rows:
+            return
+        values = ", ".join(["(?::integer, ?::double precision, ?::double precision)"] * len(rows))
+        db.run(
+            "UPDATE series AS s SET last_ts = v.ts, last_value = v.value "
+            f"FROM (VALUES {values}) AS v(number, ts, value) WHERE s.device_id = ? "
+            "AND s.number = v.number AND (s.last_ts IS NULL OR s.last_ts <= v.ts)",
+            [x for ts, value, _, number, _ in rows for x in (number, ts, value)] + [rows[0][2]],
+        )
 
     def _take_raw(
         self, db: Db, device_id: int, until: tuple[float, int]
@@ -339,8 +343,7 @@ def heartbeat_statement(keyed: bool, latest: bool, models: bool, deployment: boo
     rolled up (the stream row read ``FOR SHARE``, as ``_stream`` does, so a compaction in
     progress is waited for) nor stored raw; every other part writes only for the row ``d``
     returned, so when ``d`` matches nothing the statement stores nothing and returns 0.  A key
-    stored by a concurrent writer fails the unique index and the whole statement.  ``d`` also
-    merges the latest values into the device row's arrays (``MERGE_LATEST``).  The latest
+    stored by a concurrent writer fails the unique index and the whole statement.  The latest
     values and the models come as one array a column, so there are 16 texts in all, each short
     and with few parameters: psycopg caches its parsing of them (only under 4 KB and 50
     parameters) and prepares them on the server after a few uses.
@@ -357,8 +360,7 @@ def heartbeat_statement(keyed: bool, latest: bool, models: bool, deployment: boo
         check = (" AND EXISTS (SELECT 1 FROM s WHERE s.compacted IS NULL OR s.compacted < ?) "
                  "AND NOT EXISTS (SELECT 1 FROM heartbeats WHERE stream_id = ? AND seq = ?)")
     parts.append(
-        "d AS (" + COUNT_HEARTBEAT + (", " + MERGE_LATEST if latest else "")
-        + "WHERE id = ? AND name = ? AND fleet = ? "
+        "d AS (" + COUNT_HEARTBEAT + "WHERE id = ? AND name = ? AND fleet = ? "
         "AND deregistered_at IS NULL" + check + " RETURNING id, heartbeats)"
     )
     parts.append(
@@ -367,6 +369,13 @@ def heartbeat_statement(keyed: bool, latest: bool, models: bool, deployment: boo
         "?::double precision, ?::text, ?::integer, ?::integer, ?::double precision, ?::bytea "
         "FROM d RETURNING device_id)"
     )
+    if latest:
+        parts.append(
+            "l AS (UPDATE series AS x SET last_ts = v.ts, last_value = v.value FROM h, "
+            "unnest(?::integer[], ?::double precision[], ?::double precision[]) "
+            "AS v(number, ts, value) WHERE x.device_id = h.device_id "
+            "AND x.number = v.number AND (x.last_ts IS NULL OR x.last_ts <= v.ts))"
+        )
     if models:
         parts.append(
             "m AS (INSERT INTO models(device_id, model_name, model_version, first_seen, "
@@ -385,30 +394,6 @@ def heartbeat_statement(keyed: bool, latest: bool, models: bool, deployment: boo
     found = ("WITH " + ", ".join(parts) + " SELECT count(*) FROM h").replace("?", "%s")
     _STATEMENTS[shape] = found
     return found
-
-
-# The newest value of each series, on its device's row: ``latest_ts[number]`` and
-# ``latest_value[number]`` (1-based, as series numbers).  A heartbeat's arrays (``_latest_arrays``)
-# have an element for every number up to its highest, NULL where it has no point; an element
-# replaces the stored one unless the stored one is newer (a late heartbeat leaves it), as
-# ``sqlbase.UPDATE_LATEST`` does on SQLite's series rows.  unnest pads the shorter arrays.
-MERGE_LATEST = (
-    "(latest_ts, latest_value) = (SELECT array_agg(CASE WHEN n_ts IS NULL OR o_ts > n_ts "
-    "THEN o_ts ELSE n_ts END ORDER BY i), array_agg(CASE WHEN n_ts IS NULL OR o_ts > n_ts "
-    "THEN o_value ELSE n_value END ORDER BY i) FROM unnest(latest_ts, latest_value, "
-    "?::double precision[], ?::double precision[]) WITH ORDINALITY "
-    "AS u(o_ts, o_value, n_ts, n_value, i)) "
-)
-
-
-def _latest_arrays(rows: Sequence[tuple[Any, ...]]) -> list[str]:
-    """``latest_rows``' (ts, value, device_id, number, ts) as MERGE_LATEST's two arrays."""
-    size = max(row[3] for row in rows)
-    ts: list[float | None] = [None] * size
-    values: list[float | None] = [None] * size
-    for row in rows:
-        ts[row[3] - 1], values[row[3] - 1] = row[0], row[1]
-    return [_numbers(ts), _numbers(values)]
 
 
 # Arrays go as PostgreSQL array literals (text the statement casts): psycopg's list dumper

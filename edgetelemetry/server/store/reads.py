@@ -1,10 +1,9 @@
 """The queries of the fleet view, in any SQL backend (a mixin of ``SqlStore``).
 
-Names are kept once per device in ``series``, with the newest value of each (on the series row,
-or on the device row: ``SqlStore.last_ts``): the fleet status reads these two tables alone
-(``latest_by_prefix``: one query for the whole fleet).  A metric over time decodes the device's
-heartbeat rows in the time range (an index on device and time), and older hours come from
-``rollups`` (``metric_rollups``).
+Names are kept once per device in ``series``, with the newest value of each: the fleet status
+reads that table alone (``latest_by_prefix``: one query for the whole fleet).  A metric over
+time decodes the device's heartbeat rows in the time range (an index on device and time), and
+older hours come from ``rollups`` (``metric_rollups``).
 """
 
 from __future__ import annotations
@@ -196,10 +195,9 @@ class Reads(HeartbeatWrites):
         at that timestamp; ``(None, {})`` when it was never reported."""
         with self._read() as db:
             rows = db.rows(
-                f"SELECT {self.last_ts}, s.dimension, {self.last_value} FROM series s "
+                "SELECT s.last_ts, s.dimension, s.last_value FROM series s "
                 "JOIN devices d ON d.id = s.device_id WHERE d.name = ? AND s.agent = 0 "
-                "AND s.model = ? AND s.metric = ? AND s.version = ? "
-                f"AND {self.last_ts} IS NOT NULL",
+                "AND s.model = ? AND s.metric = ? AND s.version = ? AND s.last_ts IS NOT NULL",
                 (device, model, metric_name, version),
             )
         if not rows:
@@ -214,9 +212,9 @@ class Reads(HeartbeatWrites):
         with one of ``suffixes``, when given), for the whole fleet (or one ``fleet``) in one
         query: what the fleet status shows."""
         sql = (
-            f"SELECT d.name, s.model, s.version, s.metric, s.dimension, {self.last_ts}, "
-            f"{self.last_value} FROM series s JOIN devices d ON d.id = s.device_id "
-            f"WHERE s.agent = 0 AND s.metric >= ? AND s.metric < ? AND {self.last_ts} IS NOT NULL"
+            "SELECT d.name, s.model, s.version, s.metric, s.dimension, s.last_ts, s.last_value "
+            "FROM series s JOIN devices d ON d.id = s.device_id WHERE s.agent = 0 "
+            "AND s.metric >= ? AND s.metric < ? AND s.last_ts IS NOT NULL"
         )
         args: list[Any] = [prefix, prefix + _TOP]
         by_length: dict[int, list[str]] = {}
@@ -242,9 +240,9 @@ class Reads(HeartbeatWrites):
         whole fleet (or one ``fleet``, or one ``device``), only ``names`` when given, in one
         query (``/metrics``, alerts, the fleet page)."""
         sql = (
-            f"SELECT d.name, s.model, s.version, s.metric, s.dimension, {self.last_ts}, "
-            f"{self.last_value} FROM series s JOIN devices d ON d.id = s.device_id "
-            f"WHERE s.agent = 1 AND {self.last_ts} IS NOT NULL"
+            "SELECT d.name, s.model, s.version, s.metric, s.dimension, s.last_ts, s.last_value "
+            "FROM series s JOIN devices d ON d.id = s.device_id WHERE s.agent = 1 "
+            "AND s.last_ts IS NOT NULL"
         )
         args: list[Any] = []
         if fleet is not None:

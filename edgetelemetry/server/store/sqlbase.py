@@ -55,9 +55,6 @@ class SqlStore(abc.ABC):
     for_share = ""
     # " FOR NO KEY UPDATE" where a compaction locks those rows against heartbeat writers
     for_update = ""
-    # a series' newest point in the reads (reads.py), as SQL of series ``s`` and device ``d``
-    last_ts = "s.last_ts"
-    last_value = "s.last_value"
     # the engine runs UPDATE ... RETURNING (writes.py falls back to an update and a read)
     update_returning = True
 
