@@ -7,8 +7,8 @@ Prints the process CPU milliseconds per heartbeat (``time.process_time``, which 
 disturbs far less than wall time) and, with ``--profile``, cProfile's top functions by CPU time
 (waits on the database's answers excluded).  With a PostgreSQL store it also prints the
 statements each heartbeat sends (from the server's ``pg_stat_statements`` when loaded, else
-counted on the client side).  The requests are the ones
-``endpoint_load.py`` sends, signed beforehand, with and without a resend key (``spool-seq``).
+counted on the client side).  The requests are the ones ``endpoint_load.py`` sends, signed
+beforehand, with and without a resend key (``spool-seq``).
 """
 
 from __future__ import annotations
